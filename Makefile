@@ -1,0 +1,39 @@
+# tf_skiprec — two commands do everything: `make train` and `make test`.
+# Each (re)creates .venv from requirements.lock when the lock or pyproject changed, then runs.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.lock-installed
+WORKDIR ?= runs/default
+ARGS   ?=
+
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: venv train test lock serve clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tf_skiprec needs Python 3.11, found " + sys.version.split()[0]'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
+	@touch $(STAMP)
+
+## Train SkipRec on the built-in synthetic data, evaluate it, and write the work directory.
+train: $(STAMP)
+	$(PY) train.py --experiment=default --workdir=$(WORKDIR) $(ARGS)
+
+## Run the test suite.
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+## Regenerate the lock from the current venv (after changing pyproject.toml pins).
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | grep -v '^tf.skiprec' > requirements.lock
+
+clean:
+	rm -rf $(VENV) runs

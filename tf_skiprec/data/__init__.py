@@ -1,0 +1,1 @@
+"""Data: file readers, the id map, the splits, tf.data pipelines and the synthetic generator."""
