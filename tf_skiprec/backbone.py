@@ -1,0 +1,108 @@
+"""NextItNet+ backbone: item embedding, a stack of residual blocks, and a softmax head.
+
+Yuan et al., "A Simple Convolutional Generative Network for Next Item Recommendation" (WSDM
+2019), with ReZero residuals as in SkipRec (Chen et al., AAAI 2021). The optional per-block mask
+implements SkipRec's skipping semantics, x_{i+1} = x_i + m_i * alpha_i * F_i(x_i).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tf_skiprec.layers import ResidualBlock
+
+NEG_INF = -1e9
+
+
+def dilation_schedule(num_blocks: int, pattern) -> list[int]:
+  """The pattern repeated over the blocks: (1, 4) -> [1, 4, 1, 4, ...] (num_blocks entries)."""
+  pattern = [int(d) for d in pattern]
+  if not pattern or min(pattern) < 1:
+    raise ValueError(f"dilations must be positive integers, got {pattern}")
+  return [pattern[i % len(pattern)] for i in range(num_blocks)]
+
+
+@keras.utils.register_keras_serializable(package="tf_skiprec")
+class NextItNet(keras.layers.Layer):
+  """Item ids [B, L] -> hidden states [B, L, C]; `logits` maps hidden states to [.., V]."""
+
+  def __init__(self, vocab_size: int, channels: int = 64, num_blocks: int = 8,
+               kernel_size: int = 3, dilations=(1, 4), dropout: float = 0.0,
+               embedding_dropout: float = 0.0, tie_embeddings: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    self.vocab_size = vocab_size
+    self.channels = channels
+    self.num_blocks = num_blocks
+    self.kernel_size = kernel_size
+    self.dilations = tuple(int(d) for d in dilations)
+    self.dropout = dropout
+    self.embedding_dropout = embedding_dropout
+    self.tie_embeddings = tie_embeddings
+    self.embedding = keras.layers.Embedding(
+        vocab_size, channels, embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        name="item_embedding")
+    self.embedding_drop = keras.layers.Dropout(embedding_dropout)
+    self.blocks = [
+        ResidualBlock(channels, kernel_size, d, dropout=dropout, name=f"block_{i}")
+        for i, d in enumerate(dilation_schedule(num_blocks, self.dilations))]
+    if not tie_embeddings:
+      self.output_dense = keras.layers.Dense(vocab_size, name="softmax")
+
+  def build(self, input_shape):
+    if self.tie_embeddings:
+      self.output_bias = self.add_weight(name="softmax_bias", shape=(self.vocab_size,),
+                                         initializer="zeros")
+    super().build(input_shape)
+
+  def embed(self, item_ids: tf.Tensor, training: bool | None = None):
+    """item_ids [B, L] -> (x [B, L, C] with padding rows zeroed, seq_mask [B, L, 1])."""
+    seq_mask = tf.cast(tf.not_equal(item_ids, 0), self.compute_dtype)[..., tf.newaxis]
+    x = self.embedding(item_ids) * seq_mask
+    return self.embedding_drop(x, training=training), seq_mask
+
+  def call(self, item_ids: tf.Tensor, block_mask: tf.Tensor | None = None,
+           training: bool | None = None) -> tf.Tensor:
+    """item_ids: [B, L] int; block_mask: optional [B, N] in {0, 1} -> hidden [B, L, C].
+
+    Every block is computed; a row whose mask is 0 for block i keeps x unchanged there
+    (x + m * alpha * F(x)). Conditional execution that saves time lives in the export.
+    """
+    x, seq_mask = self.embed(item_ids, training=training)
+    if block_mask is not None:
+      block_mask = tf.cast(block_mask, x.dtype)
+    for i, block in enumerate(self.blocks):
+      h = block.branch(x, seq_mask, training=training)   # [B, L, C]
+      if block_mask is not None:
+        h = h * block_mask[:, i, tf.newaxis, tf.newaxis]
+      x = x + h
+    return x
+
+  def output_weights(self) -> tuple[tf.Tensor, tf.Tensor]:
+    """(weights [V, C], bias [V]) of the softmax head."""
+    if self.tie_embeddings:
+      return self.embedding.embeddings, self.output_bias
+    return tf.transpose(self.output_dense.kernel), self.output_dense.bias
+
+  def logits(self, hidden: tf.Tensor) -> tf.Tensor:
+    """hidden [..., C] -> logits [..., V] (the padding id is not masked here)."""
+    if self.tie_embeddings:
+      return tf.linalg.matmul(hidden, self.embedding.embeddings, transpose_b=True) + self.output_bias
+    return self.output_dense(hidden)
+
+  def score_last(self, item_ids: tf.Tensor, block_mask: tf.Tensor | None = None) -> tf.Tensor:
+    """Scores of the next item after each history: [B, L] -> [B, V], padding set to -1e9."""
+    hidden = self(item_ids, block_mask=block_mask, training=False)[:, -1]  # [B, C]
+    logits = self.logits(hidden)
+    return tf.concat([tf.fill([tf.shape(logits)[0], 1], tf.cast(NEG_INF, logits.dtype)),
+                      logits[:, 1:]], axis=1)
+
+  @property
+  def receptive_field(self) -> int:
+    return 1 + sum(b.receptive_field - 1 for b in self.blocks)
+
+  def get_config(self):
+    return {**super().get_config(), "vocab_size": self.vocab_size, "channels": self.channels,
+            "num_blocks": self.num_blocks, "kernel_size": self.kernel_size,
+            "dilations": list(self.dilations), "dropout": self.dropout,
+            "embedding_dropout": self.embedding_dropout, "tie_embeddings": self.tie_embeddings}

@@ -1,0 +1,231 @@
+"""Dataclass configs and the registry of named experiments.
+
+Every experiment states its command line and its cost on this project's 2-core CPU machine.
+`run(config, workdir)` (tf_skiprec.training) is the one entry point; the CLI, the tests and the
+tuner build a `Config` here and pass it on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any, Callable
+
+from tf_skiprec.errors import ConfigError
+
+
+@dataclasses.dataclass
+class SyntheticConfig:
+  """The built-in synthetic log (see tf_skiprec.data.synthetic)."""
+  num_users: int = 2000
+  num_items: int = 1000
+  num_themes: int = 10
+  deep_fraction: float = 0.5
+  min_length: int = 40
+  max_length: int = 90
+  lag: int = 24               # deep users: the theme of item t is set by item t - lag
+  zipf_exponent: float = 1.0
+  follow_prob: float = 0.8    # shallow users: P(next item is the successor of the last two)
+  theme_prob: float = 0.85    # deep users: P(next item is in the theme set `lag` steps back)
+  seed: int = 0
+
+
+@dataclasses.dataclass
+class DataConfig:
+  dataset: str = "synthetic"  # "synthetic", or FORMAT:PATH with FORMAT in recbole|movielens|csv
+  max_len: int = 50           # history window (items)
+  min_interactions: int = 3   # users with fewer are dropped (and counted)
+  user_col: str = "user_id"   # generic CSV only
+  item_col: str = "item_id"
+  time_col: str = "timestamp"
+  sep: str = ""               # generic CSV only; "" = sniff
+  synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+  channels: int = 64
+  num_blocks: int = 8
+  kernel_size: int = 3
+  dilations: tuple[int, ...] = (1, 4)  # repeated over the blocks: d = 1,4,1,4,...
+  dropout: float = 0.0                 # inside each residual branch
+  embedding_dropout: float = 0.0
+  tie_embeddings: bool = False
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  mode: str = "pretrain"
+  batch_size: int = 64
+  eval_batch_size: int = 256
+  learning_rate: float = 1e-3
+  weight_decay: float = 0.0          # decoupled (AdamW); 0 = Adam
+  clipnorm: float = 0.0              # 0 = no clipping
+  epochs: int = 30
+  patience: int = 5                  # epochs without a better validation NDCG@10
+  loss: str = "full"                 # "full" softmax or "sampled" softmax
+  num_sampled: int = 1000            # negatives per step for the sampled softmax
+  checkpoint_every_steps: int = 0    # 0 = at the end of every epoch only
+  max_checkpoints: int = 3
+  seed: int = 0
+  strategy: str = "default"          # "default" (one device) or "mirrored"
+  progress: bool = True
+
+
+@dataclasses.dataclass
+class Config:
+  name: str = "default"
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values: dict[str, Any], *, where: str = "config") -> "Config":
+    return _from_dict(cls, values, where)
+
+  @classmethod
+  def from_json_file(cls, path: str) -> "Config":
+    try:
+      with open(path) as f:
+        values = json.load(f)
+    except FileNotFoundError:
+      raise ConfigError(f"{path}: config file not found. Fix: pass an existing JSON file to --config.")
+    except json.JSONDecodeError as e:
+      raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg}). Fix: correct the file.")
+    return cls.from_dict(values, where=path)
+
+  def override(self, assignment: str) -> "Config":
+    """Applies one `dotted.key=value` override in place and returns self."""
+    if "=" not in assignment:
+      raise ConfigError(f"--override {assignment!r}: expected key=value, e.g. model.num_blocks=32.")
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    target: Any = self
+    for i, part in enumerate(parts):
+      fields = {f.name: f for f in dataclasses.fields(target)}
+      if part not in fields:
+        path = ".".join(parts[:i]) or "config"
+        raise ConfigError(
+            f"--override {assignment!r}: {path} has no field {part!r}. "
+            f"Fix: use one of {sorted(fields)}.")
+      if i == len(parts) - 1:
+        hint = typing.get_type_hints(type(target))[part]
+        setattr(target, part, _parse(value.strip(), hint, key))
+      else:
+        target = getattr(target, part)
+    return self
+
+
+def _parse(text: str, hint: Any, key: str) -> Any:
+  """Parses an override value for a field of type `hint`."""
+  try:
+    if hint is bool:
+      if text.lower() in ("1", "true", "yes"):
+        return True
+      if text.lower() in ("0", "false", "no"):
+        return False
+      raise ValueError(text)
+    if hint is int:
+      return int(text)
+    if hint is float:
+      return float(text)
+    if typing.get_origin(hint) is tuple:
+      return tuple(int(x) for x in text.split(",") if x.strip())
+    return text
+  except ValueError:
+    raise ConfigError(f"--override {key}={text!r}: not a valid {getattr(hint, '__name__', hint)}.")
+
+
+def _from_dict(cls, values: dict[str, Any], where: str):
+  hints = typing.get_type_hints(cls)
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = set(values) - names
+  if unknown:
+    raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)} in {cls.__name__}. "
+                      f"Fix: use only {sorted(names)}.")
+  kwargs = {}
+  for name, value in values.items():
+    hint = hints[name]
+    if dataclasses.is_dataclass(hint):
+      kwargs[name] = _from_dict(hint, value, f"{where}.{name}")
+    elif typing.get_origin(hint) is tuple:
+      kwargs[name] = tuple(value)
+    else:
+      kwargs[name] = value
+  return cls(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Named experiments.
+
+EXPERIMENTS: dict[str, Callable[[], Config]] = {}
+
+
+def register(name: str):
+  def wrap(fn: Callable[[], Config]) -> Callable[[], Config]:
+    EXPERIMENTS[name] = fn
+    return fn
+  return wrap
+
+
+def get_config(name: str) -> Config:
+  if name not in EXPERIMENTS:
+    raise ConfigError(f"--experiment={name!r} is not registered. Fix: use one of {sorted(EXPERIMENTS)}.")
+  config = EXPERIMENTS[name]()
+  config.name = name
+  return config
+
+
+@register("default")
+def default() -> Config:
+  """`make train`: synthetic data (2,000 users), 16 blocks x 64 channels. About 3 min on 2 cores."""
+  config = Config()
+  config.model.num_blocks = 16
+  config.train.epochs = 20
+  return config
+
+
+@register("smoke")
+def smoke() -> Config:
+  """Tiny run for tests: `python train.py --experiment=smoke --workdir=/tmp/s`. About 15 s."""
+  config = Config()
+  config.data.max_len = 20
+  config.data.synthetic = SyntheticConfig(num_users=120, num_items=80, num_themes=4,
+                                          min_length=20, max_length=40, lag=8)
+  config.model = ModelConfig(channels=16, num_blocks=4)
+  config.train.batch_size = 32
+  config.train.epochs = 2
+  config.train.progress = False
+  return config
+
+
+@register("ml100k_10")
+def ml100k_10() -> Config:
+  """Peer configuration on ML-100k (10 blocks, dilations 1,4 x 5, 64 channels). About 1 min.
+
+  python train.py --experiment=ml100k_10 --dataset=recbole:../shared/data/ml-100k --workdir=runs/m10
+  """
+  config = Config()
+  config.data.dataset = "recbole:../shared/data/ml-100k"
+  config.model.num_blocks = 10
+  config.train.epochs = 200
+  config.train.patience = 10
+  return config
+
+
+@register("ml100k_32")
+def ml100k_32() -> Config:
+  """32 blocks x 64 channels on ML-100k. About 3 min.
+
+  python train.py --experiment=ml100k_32 --dataset=recbole:../shared/data/ml-100k --workdir=runs/m32
+  """
+  config = ml100k_10()
+  config.model.num_blocks = 32
+  return config
