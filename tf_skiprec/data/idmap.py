@@ -57,7 +57,7 @@ class IdMap:
     pos = np.clip(np.searchsorted(self._sorted, flat), 0, max(self.num_items - 1, 0))
     found = (self._sorted[pos] == flat) if self.num_items else np.zeros(flat.shape, bool)
     if unknown == "raise" and not found.all():
-      bad = flat[~found][0]
+      bad = str(flat[~found][0])
       raise DataError(f"unknown item id {bad!r} (not in the id map of {self.num_items} items).",
                       path=where, fix="use item ids seen in training, or pad them out.")
     out = np.where(found, self._sort[pos] + 1, PADDING_ID).astype(np.int32)
