@@ -187,7 +187,7 @@ def _check_or_write_config(config: Config, workdir: str) -> None:
   if os.path.exists(path):
     with open(path) as f:
       previous = json.load(f)
-    current = config.to_dict()
+    current = json.loads(config.to_json())  # tuples become lists, as in the file
     for section in _MUST_MATCH:
       if previous.get(section) != current[section]:
         diff = sorted(k for k in current[section]

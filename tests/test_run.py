@@ -1,0 +1,87 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from tf_skiprec.config import get_config
+from tf_skiprec.errors import ConfigError
+from tf_skiprec.training import run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _latest_step(workdir):
+  path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  return None if path is None else int(tf.train.load_variable(path, "state/step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def test_smoke_run_leaves_a_complete_workdir_and_rerun_does_not_retrain(tmp_path):
+  workdir = str(tmp_path / "w")
+  result = run(get_config("smoke"), workdir)
+  for name in ("config.json", "id_map.json", "metrics.json", "checkpoints/id_map.json",
+               "best/id_map.json", "checkpoints/checkpoint", "best/checkpoint"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["num_blocks"] == 4
+  assert set(result["test"]) >= {"HR@5", "NDCG@10", "MRR@20"}
+  assert set(result["test_by_kind"]) == {"shallow", "deep"}
+  assert result["steps"] == _latest_step(workdir) > 0
+  again = run(get_config("smoke"), workdir)
+  assert again["steps"] == result["steps"] and again["resumed_from_step"] == result["steps"]
+  assert again["test"] == result["test"]
+
+
+def test_killed_run_resumes_from_its_checkpoint_with_the_step_counter_continuing(tmp_path):
+  workdir = str(tmp_path / "w")
+  overrides = ["train.epochs=40", "train.patience=100", "train.checkpoint_every_steps=3"]
+  cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--experiment=smoke",
+         f"--workdir={workdir}"] + [f"--override={o}" for o in overrides]
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.time() + 120
+    while time.time() < deadline and (_latest_step(workdir) or 0) < 9:
+      time.sleep(0.2)
+    assert (_latest_step(workdir) or 0) >= 9, "the training subprocess never checkpointed"
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  killed_at = _latest_step(workdir)
+  config = get_config("smoke")
+  for o in overrides:
+    config.override(o)
+  config.train.epochs = 3  # finish sooner; the step counter must carry on from `killed_at`
+  result = run(config, workdir)
+  assert result["resumed_from_step"] == killed_at
+  steps_per_epoch = 7  # 214 training windows / batch 32
+  assert result["steps"] == max(3 * steps_per_epoch, killed_at)
+  assert result["steps"] >= killed_at
+
+
+def test_resuming_with_a_different_model_is_refused(tmp_path):
+  workdir = str(tmp_path / "w")
+  config = get_config("smoke")
+  config.train.epochs = 1
+  run(config, workdir)
+  config.model.num_blocks = 6
+  with pytest.raises(ConfigError, match=r"different model config \(fields \['num_blocks'\]\)"):
+    run(config, workdir)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset=recbole:/nonexistent/ml"], "/nonexistent/ml"),
+    (["--dataset=parquet:/x"], "parquet"),
+    (["--override", "model.depth=3"], "model has no field 'depth'"),
+    (["--experiment=nope"], "'nope' is not registered"),
+])
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, args, message):
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"),
+                        f"--workdir={tmp_path / 'w'}"] + args, capture_output=True, text=True)
+  assert out.returncode == 2
+  assert message in out.stderr
+  assert "Traceback" not in out.stderr
