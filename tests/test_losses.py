@@ -1,0 +1,62 @@
+import numpy as np
+import tensorflow as tf
+
+from tf_skiprec import losses
+from tf_skiprec.backbone import NextItNet
+from tf_skiprec.model import NextItNetModel
+
+
+def test_position_mask_needs_a_label_and_a_history():
+  inputs = tf.constant([[0, 0, 5, 6], [0, 3, 4, 0]])
+  labels = tf.constant([[0, 5, 6, 7], [3, 4, 0, 0]])
+  np.testing.assert_array_equal(losses.position_mask(inputs, labels).numpy(),
+                                [[False, False, True, True], [False, True, False, False]])
+
+
+def test_full_softmax_loss_closed_form():
+  logits = tf.constant([[0.0, 1.0, 2.0], [3.0, 0.0, 0.0]])
+  got = losses.full_softmax_loss(logits, tf.constant([2, 1])).numpy()
+  expected = [np.log(1 + np.e + np.e ** 2) - 2.0, np.log(np.e ** 3 + 2) - 0.0]
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_sampled_softmax_with_every_item_as_a_negative_equals_softmax_without_padding():
+  rng = np.random.default_rng(0)
+  vocab, dim = 12, 4
+  weights = tf.constant(rng.normal(size=(vocab, dim)), tf.float32)
+  bias = tf.constant(rng.normal(size=vocab), tf.float32)
+  hidden = tf.constant(rng.normal(size=(5, dim)), tf.float32)
+  labels = tf.constant([1, 4, 7, 11, 2])
+  # Every real item as a negative, expected counts 1 (log-Q correction 0): the label's own
+  # copy is removed as an accidental hit, so this is exactly the softmax over ids 1..11.
+  every = (tf.range(1, vocab, dtype=tf.int64), tf.ones([5, 1]), tf.ones([vocab - 1]))
+  got = losses.sampled_softmax_loss(hidden, labels, weights, bias, vocab - 1, every).numpy()
+  logits = hidden.numpy() @ weights.numpy()[1:].T + bias.numpy()[1:]
+  expected = losses.full_softmax_loss(tf.constant(logits), labels - 1).numpy()
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_negatives_never_include_padding_and_follow_frequency():
+  labels = tf.constant([3, 9])
+  drawn = np.concatenate([losses.sample_negatives(labels, 5, 1000)[0].numpy() for _ in range(200)])
+  assert drawn.min() >= 1 and drawn.max() <= 999
+  assert np.mean(drawn <= 10) > np.mean(drawn > 500)  # Zipf: low (frequent) ids are drawn more
+  sampled, true_expected, _ = losses.sample_negatives(labels, 5000, 20)
+  assert sorted(sampled.numpy().tolist()) == list(range(1, 20))  # capped at V - 1
+  assert true_expected.shape == (2, 1)
+
+
+def test_sampled_training_lowers_the_full_softmax_loss():
+  model = NextItNetModel(NextItNet(50, channels=8, num_blocks=2), loss="sampled", num_sampled=10)
+  rng = np.random.default_rng(0)
+  seq = tf.constant(rng.integers(1, 50, size=(16, 9)) % 7 + 1, tf.int32)  # 7 items in use
+  batch = {"inputs": seq[:, :-1], "labels": seq[:, 1:]}
+  model.score(batch["inputs"])
+  opt = tf.keras.optimizers.Adam(0.05)
+  before = float(model.compute_loss(batch, training=False))
+  for _ in range(20):
+    with tf.GradientTape() as tape:
+      loss = model.compute_loss(batch, training=True)
+    grads = tape.gradient(loss, model.trainable_variables)
+    opt.apply_gradients(zip(grads, model.trainable_variables))
+  assert float(model.compute_loss(batch, training=False)) < before - 0.5
