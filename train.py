@@ -7,11 +7,11 @@
 absl flags -> config -> run(). Nothing else.
 """
 
+import logging as std_logging
 import sys
 
 import tf_skiprec  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from absl import app, flags, logging
-from tensorflow.python.platform import tf_logging
 
 from tf_skiprec.config import Config, get_config
 from tf_skiprec.errors import ConfigError, DataError
@@ -39,7 +39,9 @@ def build_config() -> Config:
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
-  tf_logging.get_logger().setLevel("WARNING")  # TF's own INFO lines (checkpoint sharding) are noise
+  # Our INFO lines, but not the INFO chatter of installed libraries (TF checkpoint sharding).
+  logging.get_absl_handler().addFilter(
+      lambda r: r.levelno >= std_logging.WARNING or "site-packages" not in r.pathname)
   try:
     config = build_config()
     result = run(config, WORKDIR.value)
