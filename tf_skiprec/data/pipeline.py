@@ -1,8 +1,8 @@
 """tf.data pipelines over the flat item array: windows are gathered batch by batch.
 
-The flat `items` array is handed to TensorFlow once (zero-copy for an aligned numpy array) and
-captured by the pipelines; only index ranges are sliced and shuffled, so the log is never held
-twice in memory.
+The flat `items` array is converted to one tensor, which replaces the numpy array in the
+SequenceData (so the numpy copy is released) and is captured by reference by every pipeline;
+only index ranges are sliced and shuffled, so the log is held once in memory.
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ class Pipelines:
   """Builds the training and evaluation datasets of one SequenceData."""
 
   def __init__(self, data: SequenceData, max_len: int):
+    """Takes over `data.items`: afterwards it is the shared [T] int32 tensor."""
     self.max_len = max_len
-    self._items = tf.convert_to_tensor(np.ascontiguousarray(data.items, dtype=np.int32))
+    if not isinstance(data.items, tf.Tensor):
+      data.items = tf.convert_to_tensor(np.ascontiguousarray(data.items, dtype=np.int32))
+    self._items = data.items
 
   def train(self, windows: Windows, batch_size: int, *, seed: int, epoch: int,
             skip_batches: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 
 import numpy as np
+import tensorflow as tf
 
 from tf_skiprec.data.idmap import IdMap
 from tf_skiprec.data.interactions import Interactions
@@ -31,7 +32,8 @@ class SequenceData:
   """Per-user chronological sequences of dense item ids.
 
   Attributes:
-    items: [T] int32 dense ids, every kept user's full sequence, concatenated.
+    items: [T] int32 dense ids, every kept user's full sequence, concatenated (a numpy array,
+      or the shared tensor once a `Pipelines` has taken it over).
     offsets: [U + 1] int64; user u's sequence is items[offsets[u]:offsets[u + 1]].
     user_ids: [U] raw user ids.
     user_kinds: [U] strings ("shallow"/"deep" for synthetic data, "" when unknown).
@@ -130,6 +132,9 @@ def eval_windows(data: SequenceData, split: str, max_len: int) -> Windows:
   starts = data.offsets[:-1]
   ends = data.offsets[1:] - (2 if split == "valid" else 1)  # exclusive end of the history
   lengths = np.minimum(max_len, ends - starts).astype(np.int32)
-  return Windows(ends=ends.astype(np.int64), lengths=lengths,
-                 targets=data.items[ends].astype(np.int32),
+  if isinstance(data.items, np.ndarray):
+    targets = data.items[ends]
+  else:  # taken over by a Pipelines: gather, do not copy the whole tensor back
+    targets = tf.gather(data.items, ends).numpy()
+  return Windows(ends=ends.astype(np.int64), lengths=lengths, targets=targets.astype(np.int32),
                  users=np.arange(data.num_users, dtype=np.int32))
