@@ -81,12 +81,13 @@ def run(config: Config, workdir: str) -> dict:
     epoch, done = int(state.epoch.numpy()), int(state.epoch_step.numpy())
     dataset = pipelines.train(windows, batch_size, seed=config.train.seed, epoch=epoch,
                               skip_batches=done)
-    bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "seq/s"],
+    bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["seq/s"],
                               verbose=1 if config.train.progress else 0)
     tick = time.perf_counter()
-    epoch_start, epoch_seqs = tick, 0
+    epoch_start, epoch_seqs, loss_sum, batches = tick, 0, 0.0, 0
     for batch in strategy.experimental_distribute_dataset(dataset):
       loss = float(train_step(batch)["loss"].numpy())
+      loss_sum, batches = loss_sum + loss, batches + 1
       state.step.assign_add(1)
       state.epoch_step.assign_add(1)
       epoch_seqs += batch_size
@@ -118,9 +119,10 @@ def run(config: Config, workdir: str) -> dict:
     else:
       state.bad_epochs.assign_add(1)
     logging.info("epoch %d/%d  loss %.4f  valid %s %.4f  HR@10 %.4f%s  %.1fs", epoch + 1,
-                 config.train.epochs, loss, SELECT_METRIC, score, valid["HR@10"],
+                 config.train.epochs, loss_sum / max(batches, 1), SELECT_METRIC, score, valid["HR@10"],
                  "  (best)" if improved else "", epoch_time)
     with writer.as_default(step=int(state.step.numpy())):
+      tf.summary.scalar("train/epoch_loss", loss_sum / max(batches, 1))
       for name, value in valid.items():
         tf.summary.scalar(f"valid/{name}", value)
     state.epoch.assign_add(1)
