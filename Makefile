@@ -34,7 +34,7 @@ test: $(STAMP)
 
 ## Regenerate the lock from the current venv (after changing pyproject.toml pins).
 lock: $(STAMP)
-	$(PY) -m pip freeze --exclude-editable | grep -v '^tf.skiprec' > requirements.lock
+	$(PY) -m pip freeze --all --exclude-editable | grep -v -E '^(tf.skiprec|pip)==' > requirements.lock
 
 clean:
 	rm -rf $(VENV) runs
