@@ -55,8 +55,31 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
+class PolicyConfig:
+  """SkipRec's policy network and how it is trained (modes "gumbel" and "rl")."""
+  body: str = "cnn"                  # "cnn" (2 NextItNet+ blocks, dilations 1,4) or "gru"
+  learning_rate: float = 1e-3        # the policy's own Adam
+  initial_keep_prob: float = 0.9     # start near the pretrained "keep everything"
+  threshold: float = 0.5             # evaluation/serving: keep block i iff P(keep_i) >= threshold
+  # gumbel: loss = recommendation loss + penalty * (mean usage - budget)^2
+  budget: float = 0.5                # target mean usage (executed blocks / N)
+  penalty: float = 20.0
+  tau_start: float = 5.0             # Gumbel-softmax temperature, annealed ...
+  tau_end: float = 0.5
+  tau_schedule: str = "exponential"  # ... "exponential", "linear" or "constant"
+  tau_anneal_steps: int = 2000
+  # rl: REINFORCE, self-critical baseline; reward 1 - usage^2 if the target is in the top k
+  reward: str = "quadratic"          # or "reference": the release's 1 - (1 - usage)^2
+  reward_top_k: int = 5
+  gamma: float = 1.0                 # reward when the target is not in the top k: -gamma
+  warmup_epochs: int = 0             # rl only: Gumbel epochs before REINFORCE
+
+
+@dataclasses.dataclass
 class TrainConfig:
-  mode: str = "pretrain"
+  mode: str = "pretrain"             # "pretrain" (backbone alone), "gumbel" or "rl"
+  init_from: str = ""                # gumbel/rl: a pretrain work directory to start from
+  pretrain_epochs: int = 0           # gumbel/rl without init_from: pretrain first, in workdir/pretrain
   batch_size: int = 64
   eval_batch_size: int = 256
   learning_rate: float = 1e-3
@@ -78,6 +101,7 @@ class Config:
   name: str = "default"
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
   def to_dict(self) -> dict[str, Any]:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from tf_skiprec import losses
+from tf_skiprec import losses, rewards
+from tf_skiprec import policy as policy_lib
 from tf_skiprec.backbone import NextItNet
 from tf_skiprec.config import ModelConfig
+from tf_skiprec.metrics import target_ranks
+
+MODES = ("pretrain", "gumbel", "rl")
 
 
 class NextItNetModel(tfrs.models.Model):
@@ -38,10 +42,22 @@ class NextItNetModel(tfrs.models.Model):
     """item_ids [B, L] -> hidden [B, L, C]."""
     return self.backbone(item_ids, block_mask=block_mask, training=training)
 
-  def compute_loss(self, inputs, training: bool = False, block_mask=None) -> tf.Tensor:
-    """Mean next-item cross-entropy. inputs: {"inputs": [B, L], "labels": [B, L]} -> scalar."""
-    hidden = self.backbone(inputs["inputs"], block_mask=block_mask, training=training)
-    return self.position_loss(hidden, inputs, training=training)
+  def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+    """TFRS's contract: {"inputs": [B, L], "labels": [B, L]} -> scalar loss."""
+    return self.compute_loss_and_stats(inputs, training)[0]
+
+  def compute_loss_and_stats(self, inputs, training: bool = False, mode: str | None = None):
+    """(loss, {name: scalar}) — the training step logs the stats. Mean next-item cross-entropy."""
+    hidden = self.backbone(inputs["inputs"], training=training)
+    return self.position_loss(hidden, inputs, training=training), {}
+
+  def variable_groups(self) -> dict[str, list[tf.Variable]]:
+    """Trainable variables by optimiser name."""
+    return {"backbone": self.trainable_variables}
+
+  def decisions(self, history: tf.Tensor) -> tf.Tensor:
+    """history [B, L] -> keep decisions [B, N]: every block for the plain backbone."""
+    return tf.ones([tf.shape(history)[0], self.backbone.num_blocks], tf.float32)
 
   def position_loss(self, hidden, inputs, training: bool = False) -> tf.Tensor:
     """hidden [B, L, C] -> mean cross-entropy over the counted positions (scalar).
@@ -64,3 +80,81 @@ class NextItNetModel(tfrs.models.Model):
     """history [B, L] (left-padded) -> scores of every item [B, V]; padding scores -1e9."""
     return self.backbone.score_last(history, block_mask=block_mask)
 
+
+
+class SkipRecModel(NextItNetModel):
+  """SkipRec: a NextItNet+ backbone and a policy that picks, per user, the blocks to run.
+
+  Modes (`mode`, or the `mode` argument of `compute_loss_and_stats`):
+    "pretrain": the backbone alone, every block.
+    "gumbel": straight-through Gumbel-softmax decisions; loss = recommendation loss
+      + penalty * (mean usage - budget)^2, usage = executed blocks / N.
+    "rl": REINFORCE with a self-critical baseline: advantage = R(sampled) - R(greedy), with
+      R = 1 - usage^2 if the window's last target is in the top k, else -gamma (rewards.py); the
+      backbone keeps training on the recommendation loss under the sampled decisions.
+  At evaluation the decisions are deterministic: keep block i iff P(keep_i) >= `threshold`.
+  """
+
+  def __init__(self, backbone: NextItNet, policy, *, mode: str = "gumbel", budget: float = 0.5,
+               penalty: float = 20.0, reward: str = "quadratic", reward_top_k: int = 5,
+               gamma: float = 1.0, threshold: float = 0.5, temperature: float = 5.0,
+               loss: str = "full", num_sampled: int = 1000, **kwargs):
+    super().__init__(backbone, loss=loss, num_sampled=num_sampled, **kwargs)
+    if mode not in MODES:
+      raise ValueError(f"train.mode must be one of {MODES}, got {mode!r}")
+    self.policy = policy
+    self.mode = mode
+    self.budget = budget
+    self.penalty = penalty
+    self.reward = reward
+    self.reward_top_k = reward_top_k
+    self.gamma = gamma
+    self.threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32, name="threshold")
+    self.temperature = tf.Variable(temperature, trainable=False, dtype=tf.float32,
+                                   name="temperature")
+
+  def variable_groups(self) -> dict[str, list[tf.Variable]]:
+    return {"backbone": self.backbone.trainable_variables,
+            "policy": self.policy.trainable_variables}
+
+  def decisions(self, history: tf.Tensor) -> tf.Tensor:
+    """history [B, L] -> deterministic keep decisions [B, N] at the current threshold."""
+    return policy_lib.greedy_decisions(self.policy(history, training=False), self.threshold)
+
+  def compute_loss_and_stats(self, inputs, training: bool = False, mode: str | None = None):
+    mode = mode or self.mode
+    if mode == "pretrain":
+      return super().compute_loss_and_stats(inputs, training)
+    logits = self.policy(inputs["inputs"], training=training)           # [B, N, 2]
+    if mode == "gumbel":
+      keep = (policy_lib.straight_through_decisions(logits, self.temperature) if training
+              else policy_lib.greedy_decisions(logits, self.threshold))  # [B, N]
+      hidden = self.backbone(inputs["inputs"], block_mask=keep, training=training)
+      rec = self.position_loss(hidden, inputs, training=training)
+      usage = tf.reduce_mean(keep)
+      loss = rec + self.penalty * tf.square(usage - self.budget)
+      return loss, {"rec_loss": rec, "usage": usage}
+    # REINFORCE with the greedy decisions as the baseline.
+    keep, log_prob = policy_lib.sampled_decisions(logits)                # [B, N], [B]
+    greedy = policy_lib.greedy_decisions(logits, 0.5)
+    hidden = self.backbone(inputs["inputs"], block_mask=keep, training=training)
+    rec = self.position_loss(hidden, inputs, training=training)
+    greedy_hidden = self.backbone(inputs["inputs"], block_mask=greedy, training=False)
+    advantage = tf.stop_gradient(self._reward(hidden, inputs, keep)
+                                 - self._reward(greedy_hidden, inputs, greedy))  # [B]
+    policy_loss = -tf.reduce_mean(advantage * log_prob)
+    return rec + policy_loss, {"rec_loss": rec, "usage": tf.reduce_mean(keep),
+                               "advantage": tf.reduce_mean(advantage)}
+
+  def _reward(self, hidden, inputs, keep) -> tf.Tensor:
+    """Reward per window [B]: is the item after the window in the top k, and at what cost."""
+    last = self.backbone.logits(tf.stop_gradient(hidden[:, -1]))        # [B, V]
+    ranks = target_ranks(last, inputs["labels"][:, -1])
+    return rewards.block_reward(ranks < self.reward_top_k, tf.reduce_mean(keep, axis=1),
+                                self.gamma, self.reward)
+
+  def score(self, history: tf.Tensor, block_mask=None) -> tf.Tensor:
+    """history [B, L] -> scores [B, V], under the policy's decisions unless a mask is given."""
+    if block_mask is None and self.mode != "pretrain":
+      block_mask = self.decisions(history)
+    return self.backbone.score_last(history, block_mask=block_mask)

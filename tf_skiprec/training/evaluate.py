@@ -1,4 +1,5 @@
-"""Evaluation over a split: streaming ranking metrics, overall and by kind of user."""
+"""Evaluation over a split: streaming ranking metrics and the blocks each user executes,
+overall and by kind of user."""
 
 from __future__ import annotations
 
@@ -11,21 +12,25 @@ from tf_skiprec.training.steps import local_concat
 
 def evaluate(step, dataset: tf.data.Dataset, strategy: tf.distribute.Strategy,
              user_kinds: np.ndarray) -> dict:
-  """Runs `step` over every batch and returns the metrics.
+  """Runs `step` (from make_eval_step) over every batch.
 
   Args:
-    step: from make_eval_step.
     dataset: the evaluation dataset (tf_skiprec.data.pipeline.Pipelines.evaluation).
     user_kinds: [U] kind of each user ("" when unknown).
 
   Returns:
-    {"metrics": {"NDCG@10": float, ...}, "by_kind": {kind: {...}}, "ranks": [U] int array}.
+    {"metrics": {"NDCG@10": float, ...}, "by_kind": {kind: {...}},
+     "blocks": decision_report(...), "ranks": [U] ints, "keep": [U, N] 0/1}.
   """
   overall = RankingMetrics()
   ranks = np.full(len(user_kinds), -1, dtype=np.int64)
+  keep = None
   for batch in strategy.experimental_distribute_dataset(dataset):
     out = local_concat(strategy, step(batch))
+    if keep is None:
+      keep = np.zeros((len(user_kinds), out["keep"].shape[1]), dtype=np.int8)
     ranks[out["user"]] = out["rank"]
+    keep[out["user"]] = out["keep"]
     overall.update_state(out["rank"])
   if np.any(ranks < 0):
     raise RuntimeError(f"evaluation missed {int(np.sum(ranks < 0))} users")
@@ -34,7 +39,24 @@ def evaluate(step, dataset: tf.data.Dataset, strategy: tf.distribute.Strategy,
     metric = RankingMetrics()
     metric.update_state(ranks[user_kinds == kind])
     by_kind[kind] = _floats(metric.result())
-  return {"metrics": _floats(overall.result()), "by_kind": by_kind, "ranks": ranks}
+  return {"metrics": _floats(overall.result()), "by_kind": by_kind,
+          "blocks": decision_report(keep, user_kinds), "ranks": ranks, "keep": keep}
+
+
+def decision_report(keep: np.ndarray, user_kinds: np.ndarray) -> dict:
+  """What the policy decided. keep: [U, N] in {0, 1}; user_kinds: [U].
+
+  Returns mean/min/max blocks executed per user, the usage of each block [N], the number of
+  distinct policies (distinct rows), and the mean blocks executed by kind of user.
+  """
+  executed = keep.sum(axis=1)                                          # [U]
+  by_kind = {kind: float(executed[user_kinds == kind].mean())
+             for kind in sorted(set(user_kinds.tolist()) - {""})}
+  return {"num_blocks": int(keep.shape[1]), "mean": float(executed.mean()),
+          "min": int(executed.min()), "max": int(executed.max()),
+          "usage": float(executed.mean() / keep.shape[1]),
+          "block_usage": keep.mean(axis=0).round(4).tolist(),
+          "distinct_policies": int(len(np.unique(keep, axis=0))), "by_kind": by_kind}
 
 
 def _floats(result: dict) -> dict[str, float]:

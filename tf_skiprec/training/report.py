@@ -8,19 +8,42 @@ COLUMNS = [f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in KS]
 
 
 def metrics_table(rows: dict[str, dict[str, float]]) -> str:
-  """{"valid": {"HR@5": ..}, "test": {...}} -> an aligned text table, one row per entry."""
+  """{"valid": {"HR@5": .., "blocks": ..}, ...} -> an aligned text table, one row per entry.
+
+  A "blocks" entry (mean blocks executed per user) adds a column when any row has one.
+  """
+  with_blocks = any("blocks" in m for m in rows.values())
   width = max([5] + [len(name) for name in rows])
   head = f"{'split':<{width}} " + " ".join(f"{c:>8}" for c in COLUMNS)
+  head += f" {'blocks':>8}" if with_blocks else ""
   lines = [head, "-" * len(head)]
   for name, metrics in rows.items():
-    lines.append(f"{name:<{width}} " + " ".join(f"{metrics[c]:>8.4f}" for c in COLUMNS))
+    line = f"{name:<{width}} " + " ".join(f"{metrics[c]:>8.4f}" for c in COLUMNS)
+    if with_blocks:
+      line += f" {metrics['blocks']:>8.2f}" if "blocks" in metrics else f" {'':>8}"
+    lines.append(line)
   return "\n".join(lines)
 
 
 def result_table(result: dict) -> str:
-  """The metrics table of a `run()` result: validation and test, then by kind of user."""
-  rows = {"valid": result["valid"], "test": result["test"]}
+  """The table of a `run()` result: validation and test with mean blocks executed, then by kind
+  of user, then (SkipRec) the blocks executed per user and the threshold sweep."""
+  rows = {}
+  for split in ("valid", "test"):
+    rows[split] = {**result[split], "blocks": result[f"{split}_blocks"]["mean"]}
   for split in ("valid", "test"):
     for kind, metrics in result.get(f"{split}_by_kind", {}).items():
-      rows[f"{split}/{kind}"] = metrics
-  return metrics_table(rows)
+      rows[f"{split}/{kind}"] = {**metrics, "blocks": result[f"{split}_blocks"]["by_kind"][kind]}
+  text = metrics_table(rows)
+  if result.get("mode", "pretrain") != "pretrain":
+    b = result["test_blocks"]
+    text += (f"\n\nblocks executed per user (test): mean {b['mean']:.2f} of {b['num_blocks']}, "
+             f"min {b['min']}, max {b['max']}; {b['distinct_policies']} distinct policies")
+    text += "\nusage by block: " + " ".join(f"{u:.2f}" for u in b["block_usage"])
+    if b["by_kind"]:
+      text += "\nmean blocks by kind of user: " + ", ".join(
+          f"{k} {v:.2f}" for k, v in b["by_kind"].items())
+    text += "\n\nvalidation across keep thresholds (0 = every block):\n" + "\n".join(
+        f"  threshold {p['threshold']:.2f}: {p['mean_blocks']:6.2f} blocks, "
+        f"NDCG@10 {p['NDCG@10']:.4f}" for p in result["threshold_sweep"])
+  return text

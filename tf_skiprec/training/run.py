@@ -1,20 +1,27 @@
 """`run(config, workdir) -> dict`: the one entry point for training and evaluation.
 
-The CLI (train.py), the tests and the tuner all call it. A run started again in the same work
-directory resumes from the latest checkpoint, mid-epoch included (the shuffle order depends only on
-the seed and the epoch, so the done batches are skipped exactly).
+The CLI (train.py), the tests and the tuner all call it. Modes (train.mode): "pretrain" trains
+the backbone alone; "gumbel" and "rl" train SkipRec's policy jointly with the backbone, starting
+from `train.init_from` (a pretrain work directory) or, with `train.pretrain_epochs` > 0, from a
+pretrain stage run first in `workdir/pretrain`.
+
+A run started again in the same work directory resumes from the latest checkpoint, mid-epoch
+included (the shuffle order depends only on the seed and the epoch, so done batches are skipped).
 
 Work directory layout:
   config.json     the resolved config
   id_map.json     the item id map (also beside each checkpoint directory)
-  checkpoints/    latest checkpoints (model, optimiser, run state)
-  best/           the best model on validation NDCG@10
+  checkpoints/    latest checkpoints (model, optimisers, run state)
+  best/           the best model on validation (NDCG@10; for gumbel, within the budget)
   tensorboard/    summaries
+  pretrain/       the pretrain stage's own work directory, when there is one
+  *.png           SkipRec only: usage_by_block.png, accuracy_vs_blocks.png
   metrics.json    the final result
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -30,85 +37,106 @@ from tf_skiprec.data.pipeline import Pipelines
 from tf_skiprec.data.sources import load_interactions
 from tf_skiprec.data.splits import build_sequences, eval_windows, train_windows
 from tf_skiprec.errors import ConfigError
-from tf_skiprec.model import NextItNetModel
+from tf_skiprec.training import builders, plots
 from tf_skiprec.training.evaluate import evaluate
 from tf_skiprec.training.state import Checkpoints, RunState
 from tf_skiprec.training.steps import make_eval_step, make_train_step
 
 SELECT_METRIC = "NDCG@10"
-# Sections of the config that must match to resume a work directory.
-_MUST_MATCH = ("data", "model")
+BUDGET_SLACK = 0.05  # gumbel: an epoch is within budget if its usage <= budget + slack
+SWEEP_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+_MUST_MATCH = ("data", "model", "policy")  # config sections a resumed work directory must share
 
 
 def run(config: Config, workdir: str) -> dict:
   """Trains (or resumes) and evaluates; returns the result, also written to metrics.json."""
   os.makedirs(workdir, exist_ok=True)
   _check_or_write_config(config, workdir)
-  keras.utils.set_random_seed(config.train.seed)
-  strategy = make_strategy(config.train.strategy)
-  max_len = config.data.max_len
+  mode, train = config.train.mode, config.train
+  pretrain_result, init_from = None, train.init_from
+  if mode != "pretrain" and not init_from and train.pretrain_epochs > 0:
+    stage = copy.deepcopy(config)
+    stage.train.mode, stage.train.epochs = "pretrain", train.pretrain_epochs
+    init_from = os.path.join(workdir, "pretrain")
+    logging.info("Pretraining the backbone for up to %d epochs in %s.", train.pretrain_epochs,
+                 init_from)
+    pretrain_result = run(stage, init_from)
 
+  keras.utils.set_random_seed(train.seed)
+  strategy = builders.make_strategy(train.strategy)
+  max_len = config.data.max_len
   data = build_sequences(load_interactions(config.data), config.data.min_interactions)
   windows = train_windows(data, max_len)
   valid_w, test_w = (eval_windows(data, s, max_len) for s in ("valid", "test"))
   pipelines = Pipelines(data, max_len)
   logging.info("Data: %d users (%d dropped, < %d interactions), %d items, %d interactions, "
                "%d training windows.", data.num_users, data.dropped_users,
-               config.data.min_interactions, data.id_map.num_items, len(data.items), len(windows))
+               config.data.min_interactions, data.id_map.num_items, int(data.items.shape[0]),
+               len(windows))
   for directory in ("", "checkpoints", "best"):
     os.makedirs(os.path.join(workdir, directory), exist_ok=True)
     data.id_map.save(os.path.join(workdir, directory, "id_map.json"))
 
   with strategy.scope():
-    model = NextItNetModel.from_config_dataclass(
-        config.model, data.id_map.vocab_size, loss=config.train.loss,
-        num_sampled=config.train.num_sampled)
-    model.score(tf.zeros([1, max_len], tf.int32))  # builds every variable
-    optimizer = make_optimizer(config.train)
-    optimizer.build(model.trainable_variables)
+    model = builders.build_model(config, data.id_map.vocab_size)
+    optimizers = builders.make_optimizers(model, train, config.policy.learning_rate)
     state = RunState()
-  ckpts = Checkpoints(workdir, model=model, optimizers={"optimizer": optimizer}, state=state,
-                      max_to_keep=config.train.max_checkpoints)
+  ckpts = Checkpoints(workdir, model=model, optimizers=optimizers, state=state,
+                      max_to_keep=train.max_checkpoints)
   resumed_from = ckpts.restore_latest()
-  train_step = make_train_step(model, optimizer, strategy, config.train.clipnorm)
+  if not resumed_from and state.epoch.numpy() == 0 and mode != "pretrain" and init_from:
+    builders.load_pretrained_backbone(model, init_from)
+
   eval_step = make_eval_step(model, strategy)
+  evaluate_split = lambda w: evaluate(  # noqa: E731
+      eval_step, pipelines.evaluation(w, train.eval_batch_size), strategy, data.user_kinds)
+  steps = {}  # one traced step per training mode used (rl may warm up with gumbel)
   writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-  batch_size = config.train.batch_size
-  steps_per_epoch = math.ceil(len(windows) / batch_size)
+  steps_per_epoch = math.ceil(len(windows) / train.batch_size)
   seen_sequences, train_seconds = 0, 0.0
 
-  while not state.finished.numpy() and state.epoch.numpy() < config.train.epochs:
+  while not state.finished.numpy() and state.epoch.numpy() < train.epochs:
     epoch, done = int(state.epoch.numpy()), int(state.epoch_step.numpy())
-    dataset = pipelines.train(windows, batch_size, seed=config.train.seed, epoch=epoch,
+    epoch_mode = "gumbel" if mode == "rl" and epoch < config.policy.warmup_epochs else mode
+    if epoch_mode not in steps:
+      used = optimizers if epoch_mode != "pretrain" else {"backbone": optimizers["backbone"]}
+      steps[epoch_mode] = make_train_step(model, used, strategy, train.clipnorm, epoch_mode)
+    dataset = pipelines.train(windows, train.batch_size, seed=train.seed, epoch=epoch,
                               skip_batches=done)
-    bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["seq/s"],
-                              verbose=1 if config.train.progress else 0)
-    tick = time.perf_counter()
-    epoch_start, epoch_seqs, loss_sum, batches = tick, 0, 0.0, 0
+    bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["seq/s", "tau"],
+                              verbose=1 if train.progress else 0)
+    tick = epoch_start = time.perf_counter()
+    epoch_seqs, sums = 0, {}
     for batch in strategy.experimental_distribute_dataset(dataset):
-      loss = float(train_step(batch)["loss"].numpy())
-      loss_sum, batches = loss_sum + loss, batches + 1
+      step = int(state.step.numpy())
+      shown = []
+      if mode != "pretrain":
+        tau = builders.temperature(step, config.policy)
+        model.temperature.assign(tau)
+        shown.append(("tau", tau))
+      out = {k: float(v.numpy()) for k, v in steps[epoch_mode](batch).items()}
+      for k, v in out.items():
+        sums[k] = sums.get(k, 0.0) + v
       state.step.assign_add(1)
       state.epoch_step.assign_add(1)
-      epoch_seqs += batch_size
+      epoch_seqs += train.batch_size
       rate = epoch_seqs / max(time.perf_counter() - epoch_start, 1e-9)
-      bar.update(int(state.epoch_step.numpy()), [("loss", loss), ("seq/s", rate)])
-      step = int(state.step.numpy())
-      if step % 10 == 0:
-        with writer.as_default(step=step):
-          tf.summary.scalar("train/loss", loss)
-      every = config.train.checkpoint_every_steps
-      if every and step % every == 0:
+      bar.update(int(state.epoch_step.numpy()), list(out.items()) + shown + [("seq/s", rate)])
+      if (step + 1) % 10 == 0:
+        with writer.as_default(step=step + 1):
+          for k, v in out.items():
+            tf.summary.scalar(f"train/{k}", v)
+      if train.checkpoint_every_steps and (step + 1) % train.checkpoint_every_steps == 0:
         tick = _account(state, tick)
         ckpts.save_latest()
     tick = _account(state, tick)
     epoch_time = time.perf_counter() - epoch_start
     seen_sequences += epoch_seqs
     train_seconds += epoch_time
+    means = {k: v / max(int(state.epoch_step.numpy()) - done, 1) for k, v in sums.items()}
 
-    valid = evaluate(eval_step, pipelines.evaluation(valid_w, config.train.eval_batch_size),
-                     strategy, data.user_kinds)["metrics"]
-    score = valid[SELECT_METRIC]
+    valid = evaluate_split(valid_w)
+    score = selection_score(valid, config)
     improved = score > float(state.best_score.numpy())
     if improved:
       state.best_score.assign(score)
@@ -118,17 +146,20 @@ def run(config: Config, workdir: str) -> dict:
       ckpts.save_best()
     else:
       state.bad_epochs.assign_add(1)
-    logging.info("epoch %d/%d  loss %.4f  valid %s %.4f  HR@10 %.4f%s  %.1fs", epoch + 1,
-                 config.train.epochs, loss_sum / max(batches, 1), SELECT_METRIC, score, valid["HR@10"],
+    logging.info("epoch %d/%d [%s]  loss %.4f  valid %s %.4f  HR@10 %.4f  blocks %.1f/%d%s  %.1fs",
+                 epoch + 1, train.epochs, epoch_mode, means.get("loss", float("nan")),
+                 SELECT_METRIC, valid["metrics"][SELECT_METRIC], valid["metrics"]["HR@10"],
+                 valid["blocks"]["mean"], valid["blocks"]["num_blocks"],
                  "  (best)" if improved else "", epoch_time)
     with writer.as_default(step=int(state.step.numpy())):
-      tf.summary.scalar("train/epoch_loss", loss_sum / max(batches, 1))
-      for name, value in valid.items():
-        tf.summary.scalar(f"valid/{name}", value)
+      for k, v in means.items():
+        tf.summary.scalar(f"train/epoch_{k}", v)
+      for k, v in valid["metrics"].items():
+        tf.summary.scalar(f"valid/{k}", v)
+      tf.summary.scalar("valid/mean_blocks", valid["blocks"]["mean"])
     state.epoch.assign_add(1)
     state.epoch_step.assign(0)
-    if (state.bad_epochs.numpy() >= config.train.patience
-        or state.epoch.numpy() >= config.train.epochs):
+    if state.bad_epochs.numpy() >= train.patience or state.epoch.numpy() >= train.epochs:
       state.finished.assign(1)
     ckpts.save_latest()
 
@@ -136,11 +167,13 @@ def run(config: Config, workdir: str) -> dict:
     state.finished.assign(1)
     ckpts.save_latest()
   ckpts.restore_best()
-  results = {}
+  results = {"mode": mode}
   for split, w in (("valid", valid_w), ("test", test_w)):
-    out = evaluate(eval_step, pipelines.evaluation(w, config.train.eval_batch_size), strategy,
-                   data.user_kinds)
+    out = evaluate_split(w)
     results[split], results[f"{split}_by_kind"] = out["metrics"], out["by_kind"]
+    results[f"{split}_blocks"] = out["blocks"]
+  if mode != "pretrain":
+    results.update(_skiprec_reports(model, config, workdir, evaluate_split, valid_w, results))
   results.update({
       "best_epoch": int(state.best_epoch.numpy()) + 1,
       "epochs_run": int(state.epoch.numpy()),
@@ -151,11 +184,47 @@ def run(config: Config, workdir: str) -> dict:
       "sequences_per_second": seen_sequences / train_seconds if train_seconds else None,
       "num_params": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
       "num_users": data.num_users, "num_items": data.id_map.num_items,
-      "dropped_users": data.dropped_users, "workdir": workdir,
+      "dropped_users": data.dropped_users, "workdir": workdir, "init_from": init_from or None,
+      "pretrain": _summary(pretrain_result),
   })
   with open(os.path.join(workdir, "metrics.json"), "w") as f:
     json.dump(results, f, indent=2)
   return results
+
+
+def selection_score(valid: dict, config: Config) -> float:
+  """What early stopping maximises: validation NDCG@10; for gumbel, epochs within the usage
+  budget (+ slack) rank above all others, and those over it rank by lower usage."""
+  ndcg = valid["metrics"][SELECT_METRIC]
+  if config.train.mode != "gumbel":
+    return ndcg
+  usage = valid["blocks"]["usage"]
+  return ndcg if usage <= config.policy.budget + BUDGET_SLACK else -1.0 - usage
+
+
+def _skiprec_reports(model, config, workdir, evaluate_split, valid_w, results) -> dict:
+  """Threshold sweep on validation, and the two plots."""
+  sweep = []
+  for t in SWEEP_THRESHOLDS:
+    model.threshold.assign(t)
+    out = evaluate_split(valid_w)
+    sweep.append({"threshold": t, "mean_blocks": out["blocks"]["mean"], **out["metrics"]})
+  model.threshold.assign(config.policy.threshold)
+  full = next(p for p in sweep if p["threshold"] == 0.0)  # P(keep) >= 0: every block
+  png = {
+      "usage_by_block": plots.usage_by_block(results["valid_blocks"]["block_usage"],
+                                             os.path.join(workdir, "usage_by_block.png")),
+      "accuracy_vs_blocks": plots.accuracy_vs_blocks(
+          [p for p in sweep if p["threshold"] > 0], full,
+          os.path.join(workdir, "accuracy_vs_blocks.png")),
+  }
+  return {"threshold_sweep": sweep, "plots": png}
+
+
+def _summary(result: dict | None) -> dict | None:
+  if result is None:
+    return None
+  return {k: result[k] for k in ("valid", "test", "best_epoch", "train_seconds", "workdir")}
 
 
 def _account(state: RunState, tick: float) -> float:
@@ -163,24 +232,6 @@ def _account(state: RunState, tick: float) -> float:
   now = time.perf_counter()
   state.elapsed.assign_add(now - tick)
   return now
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-  if name == "default":
-    return tf.distribute.get_strategy()
-  if name == "mirrored":
-    return tf.distribute.MirroredStrategy()
-  raise ConfigError(f"train.strategy={name!r}: unknown. Fix: use 'default' or 'mirrored'.")
-
-
-def make_optimizer(train) -> keras.optimizers.Optimizer:
-  """Adam, or AdamW (decoupled weight decay, not on norms, biases or ReZero alphas)."""
-  if train.weight_decay:
-    opt = keras.optimizers.AdamW(learning_rate=train.learning_rate,
-                                 weight_decay=train.weight_decay)
-    opt.exclude_from_weight_decay(var_names=["norm", "bias", "alpha"])
-    return opt
-  return keras.optimizers.Adam(learning_rate=train.learning_rate)
 
 
 def _check_or_write_config(config: Config, workdir: str) -> None:

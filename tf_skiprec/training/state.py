@@ -27,7 +27,7 @@ class RunState(tf.Module):
     self.best_epoch = i64("best_epoch")
     self.bad_epochs = i64("bad_epochs")
     self.finished = i64("finished")
-    self.best_score = f64("best_score", -1.0)
+    self.best_score = f64("best_score", -1e9)
     self.elapsed = f64("elapsed")
     self.best_elapsed = f64("best_elapsed")
 

@@ -12,39 +12,51 @@ import tensorflow as tf
 from tf_skiprec.metrics import target_ranks
 
 
-def make_train_step(model, optimizer, strategy: tf.distribute.Strategy,
-                    clipnorm: float = 0.0) -> Callable:
-  """Returns step(distributed_batch) -> {"loss": scalar}, the loss averaged over replicas.
+def make_train_step(model, optimizers: dict, strategy: tf.distribute.Strategy,
+                    clipnorm: float = 0.0, mode: str | None = None) -> Callable:
+  """Returns step(distributed_batch) -> {"loss": scalar, **stats}, averaged over replicas.
 
-  The model supplies `compute_loss(batch, training=True)`; each replica's loss is divided by the
-  number of replicas so the summed gradients are the mean gradient.
+  The model supplies `compute_loss_and_stats(batch, training=True, mode=mode)` and
+  `variable_groups()` ({optimiser name: variables}); each group is updated by its own optimiser.
+  Each replica's loss is divided by the number of replicas so the summed gradients are the mean.
   """
+  groups = model.variable_groups()
 
   def replica_step(batch):
+    variables = [v for name in optimizers for v in groups[name]]
     with tf.GradientTape() as tape:
-      loss = model.compute_loss(batch, training=True)
+      loss, stats = model.compute_loss_and_stats(batch, training=True, mode=mode)
       scaled = loss / strategy.num_replicas_in_sync
-    variables = model.trainable_variables
     grads = tape.gradient(scaled, variables)
+    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
     if clipnorm:
       grads, _ = tf.clip_by_global_norm(grads, clipnorm)
-    optimizer.apply_gradients(zip(grads, variables))
-    return loss
+    start = 0
+    for name, optimizer in optimizers.items():
+      n = len(groups[name])
+      optimizer.apply_gradients(zip(grads[start:start + n], groups[name]))
+      start += n
+    return {"loss": loss, **stats}
 
   @tf.function
   def step(dist_batch):
     per_replica = strategy.run(replica_step, args=(dist_batch,))
-    return {"loss": strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)}
+    return {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+            for name, value in per_replica.items()}
 
   return step
 
 
 def make_eval_step(model, strategy: tf.distribute.Strategy) -> Callable:
-  """Returns step(distributed_batch) -> per-replica {"rank": [b], "user": [b]}."""
+  """Returns step(distributed_batch) -> per-replica {"rank": [b], "user": [b], "keep": [b, N]}.
+
+  The decisions are the model's deterministic ones (all blocks for the plain backbone).
+  """
 
   def replica_step(batch):
-    scores = model.score(batch["history"])                   # [b, V]
-    return {"rank": target_ranks(scores, batch["target"]), "user": batch["user"]}
+    keep = model.decisions(batch["history"])                           # [b, N]
+    scores = model.score(batch["history"], block_mask=keep)            # [b, V]
+    return {"rank": target_ranks(scores, batch["target"]), "user": batch["user"], "keep": keep}
 
   @tf.function
   def step(dist_batch):
@@ -54,7 +66,7 @@ def make_eval_step(model, strategy: tf.distribute.Strategy) -> Callable:
 
 
 def local_concat(strategy: tf.distribute.Strategy, per_replica) -> dict:
-  """Concatenates per-replica outputs ({name: [b]}) into numpy arrays ({name: [B]})."""
+  """Concatenates per-replica outputs ({name: [b, ...]}) into numpy arrays ({name: [B, ...]})."""
   out = {}
   for name in per_replica:
     parts = strategy.experimental_local_results(per_replica[name])

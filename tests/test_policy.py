@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_skiprec import rewards
+from tf_skiprec.policy import (PolicyNetwork, greedy_decisions, keep_probability,
+                               sampled_decisions, straight_through_decisions)
+
+
+def _ids():
+  ids = np.random.default_rng(0).integers(1, 30, size=(6, 10)).astype(np.int32)
+  ids[0, :5] = 0
+  return tf.constant(ids)
+
+
+@pytest.mark.parametrize("body", ["cnn", "gru"])
+def test_policy_gives_logits_per_user_and_block_and_starts_near_keep(body):
+  policy = PolicyNetwork(30, 8, num_decisions=5, body=body, initial_keep_prob=0.9)
+  logits = policy(_ids())
+  assert logits.shape == (6, 5, 2)
+  np.testing.assert_allclose(keep_probability(logits).numpy(), 0.9, atol=0.02)
+  again = PolicyNetwork.from_config(policy.get_config())
+  assert again.get_config() == policy.get_config()
+
+
+def test_straight_through_sample_is_one_hot_forward_with_finite_nonzero_gradients():
+  policy = PolicyNetwork(30, 8, num_decisions=5, initial_keep_prob=0.5)
+  weights = tf.constant([1.0, -2.0, 3.0, -4.0, 5.0])
+  with tf.GradientTape() as tape:
+    logits = policy(_ids())
+    keep = straight_through_decisions(logits, temperature=1.0)
+    loss = tf.reduce_sum(keep * weights)
+  values = keep.numpy()
+  assert set(np.unique(values)) <= {0.0, 1.0}       # exactly 0 or 1 in the forward pass
+  assert 0 < values.mean() < 1                      # and really sampled (P(keep) = 0.5)
+  grads = tape.gradient(loss, policy.trainable_variables)
+  head = {v.name: g for v, g in zip(policy.trainable_variables, grads)}
+  for g in grads:
+    assert g is None or bool(tf.reduce_all(tf.math.is_finite(g)))
+  head_kernel = [g for name, g in head.items() if "head" in name and "kernel" in name][0]
+  assert float(tf.norm(head_kernel)) > 0
+
+
+def test_straight_through_samples_follow_the_policy():
+  logits = tf.math.log(tf.constant([[[0.8, 0.2], [0.1, 0.9]]]))  # P(keep) = 0.2 and 0.9
+  keep = np.stack([straight_through_decisions(logits, 0.5).numpy()[0] for _ in range(400)])
+  np.testing.assert_allclose(keep.mean(0), [0.2, 0.9], atol=0.07)
+
+
+def test_greedy_decisions_are_deterministic_and_follow_the_threshold():
+  policy = PolicyNetwork(30, 8, num_decisions=5)
+  ids = _ids()
+  a, b = greedy_decisions(policy(ids), 0.5), greedy_decisions(policy(ids), 0.5)
+  np.testing.assert_array_equal(a.numpy(), b.numpy())
+  logits = tf.math.log(tf.constant([[[0.7, 0.3], [0.4, 0.6], [0.05, 0.95]]]))
+  np.testing.assert_array_equal(greedy_decisions(logits, 0.5).numpy(), [[0, 1, 1]])
+  np.testing.assert_array_equal(greedy_decisions(logits, 0.9).numpy(), [[0, 0, 1]])
+  np.testing.assert_array_equal(greedy_decisions(logits, 0.0).numpy(), [[1, 1, 1]])
+  even = tf.zeros([1, 2, 2])  # P(keep) = 0.5 exactly: kept at threshold 0.5 (P >= t)
+  np.testing.assert_array_equal(greedy_decisions(even, 0.5).numpy(), [[1, 1]])
+
+
+def test_sampled_decisions_log_prob():
+  logits = tf.math.log(tf.constant([[[0.25, 0.75], [0.5, 0.5]]]))
+  keep, log_prob = sampled_decisions(logits)
+  p = np.where(keep.numpy()[0] == 1, [0.75, 0.5], [0.25, 0.5])
+  np.testing.assert_allclose(log_prob.numpy()[0], np.log(p).sum(), rtol=1e-5)
+
+
+def test_rl_reward_known_values():
+  hit = tf.constant([True, True, True, False, False])
+  usage = tf.constant([0.0, 0.5, 1.0, 0.5, 0.1])
+  np.testing.assert_allclose(rewards.block_reward(hit, usage, gamma=1.0).numpy(),
+                             [1.0, 0.75, 0.0, -1.0, -1.0])
+  np.testing.assert_allclose(rewards.block_reward(hit, usage, gamma=0.5).numpy()[3:], [-0.5, -0.5])
+  # The release's reward pays MORE for more blocks: 1 - (1 - u)^2.
+  np.testing.assert_allclose(rewards.block_reward(hit, usage, kind="reference").numpy(),
+                             [0.0, 0.75, 1.0, -1.0, -1.0])
+  with pytest.raises(ValueError, match="policy.reward"):
+    rewards.block_reward(hit, usage, kind="linear")

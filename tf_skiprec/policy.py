@@ -1,0 +1,104 @@
+"""SkipRec's policy network and its decisions: which residual blocks each user keeps.
+
+Chen et al., "A User-Adaptive Layer Selection Framework for Very Deep Sequential Recommender
+Models", AAAI 2021. The policy reads the user's history through its own item embedding
+(initialised from the backbone's), a shallow NextItNet+ body (or a GRU) and mean-pooling over the
+real items, and emits logits [B, N, 2] per user and block: index 0 = skip, 1 = keep. Unlike the
+reference code there is no sigmoid before sampling (it capped P(keep) in 0.27..0.73).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras as keras
+
+from tf_skiprec.backbone import dilation_schedule
+from tf_skiprec.layers import ResidualBlock
+
+SKIP, KEEP = 0, 1
+
+
+@keras.utils.register_keras_serializable(package="tf_skiprec")
+class PolicyNetwork(keras.layers.Layer):
+  """item ids [B, L] -> decision logits [B, N, 2] (one keep/skip decision per block, per user)."""
+
+  def __init__(self, vocab_size: int, channels: int, num_decisions: int, body: str = "cnn",
+               num_body_blocks: int = 2, kernel_size: int = 3, dilations=(1, 4),
+               initial_keep_prob: float = 0.9, **kwargs):
+    super().__init__(**kwargs)
+    if body not in ("cnn", "gru"):
+      raise ValueError(f"policy body must be 'cnn' or 'gru', got {body!r}")
+    self.vocab_size = vocab_size
+    self.channels = channels
+    self.num_decisions = num_decisions
+    self.body = body
+    self.num_body_blocks = num_body_blocks
+    self.kernel_size = kernel_size
+    self.dilations = tuple(int(d) for d in dilations)
+    self.initial_keep_prob = initial_keep_prob
+    self.embedding = keras.layers.Embedding(
+        vocab_size, channels, embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        name="item_embedding")
+    if body == "cnn":
+      self.blocks = [ResidualBlock(channels, kernel_size, d, name=f"block_{i}")
+                     for i, d in enumerate(dilation_schedule(num_body_blocks, self.dilations))]
+    else:
+      self.gru = keras.layers.GRU(channels, name="gru")
+    # Start near "keep everything" (the pretrained backbone's behaviour): the keep logit's bias
+    # is log(p / (1 - p)), the skip logit's 0.
+    keep_bias = float(tf.math.log(initial_keep_prob / (1.0 - initial_keep_prob)))
+    self.head = keras.layers.Dense(
+        2 * num_decisions, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        bias_initializer=keras.initializers.Constant([0.0, keep_bias] * num_decisions), name="head")
+
+  def call(self, item_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+    """item_ids: [B, L] int (0 = padding) -> logits [B, N, 2]."""
+    seq_mask = tf.cast(tf.not_equal(item_ids, 0), self.compute_dtype)[..., tf.newaxis]  # [B, L, 1]
+    x = self.embedding(item_ids) * seq_mask                                                # [B, L, C]
+    if self.body == "cnn":
+      for block in self.blocks:
+        x = block(x, seq_mask, training=training)
+      pooled = tf.math.divide_no_nan(tf.reduce_sum(x * seq_mask, axis=1),
+                                     tf.reduce_sum(seq_mask, axis=1))                      # [B, C]
+    else:
+      pooled = self.gru(x, mask=tf.not_equal(item_ids, 0), training=training)            # [B, C]
+    return tf.reshape(self.head(pooled), [-1, self.num_decisions, 2])
+
+  def get_config(self):
+    return {**super().get_config(), "vocab_size": self.vocab_size, "channels": self.channels,
+            "num_decisions": self.num_decisions, "body": self.body,
+            "num_body_blocks": self.num_body_blocks, "kernel_size": self.kernel_size,
+            "dilations": list(self.dilations), "initial_keep_prob": self.initial_keep_prob}
+
+
+def keep_probability(logits: tf.Tensor) -> tf.Tensor:
+  """logits [B, N, 2] -> P(keep) [B, N]."""
+  return tf.nn.softmax(logits, axis=-1)[..., KEEP]
+
+
+def greedy_decisions(logits: tf.Tensor, threshold) -> tf.Tensor:
+  """Deterministic decisions for evaluation and serving: keep block i iff P(keep_i) >= threshold.
+
+  logits [B, N, 2] -> [B, N] float32 in {0, 1}.
+  """
+  return tf.cast(keep_probability(logits) >= tf.cast(threshold, logits.dtype), tf.float32)
+
+
+def straight_through_decisions(logits: tf.Tensor, temperature) -> tf.Tensor:
+  """Hard Gumbel-softmax sample with a straight-through gradient. logits [B, N, 2] -> [B, N].
+
+  Forward: exactly 0 or 1 (the arg-max of a RelaxedOneHotCategorical sample). Backward: the
+  gradient of the relaxed sample at `temperature`.
+  """
+  soft = tfp.distributions.RelaxedOneHotCategorical(temperature, logits=logits).sample()  # [B, N, 2]
+  hard = tf.one_hot(tf.argmax(soft, axis=-1), 2, dtype=soft.dtype)
+  return (soft + tf.stop_gradient(hard - soft))[..., KEEP]
+
+
+def sampled_decisions(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """Decisions drawn from the policy, for REINFORCE. logits [B, N, 2] ->
+  (keep [B, N] float32 in {0, 1}, log-probability of the whole decision vector [B])."""
+  dist = tfp.distributions.Categorical(logits=logits)
+  actions = dist.sample()                                               # [B, N]
+  return tf.cast(actions, tf.float32), tf.reduce_sum(dist.log_prob(actions), axis=1)

@@ -1,0 +1,50 @@
+"""The two PNG plots of a SkipRec run: usage by block, and accuracy against executed blocks."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def usage_by_block(block_usage: list[float], path: str, title: str = "") -> str:
+  """Bar chart of the fraction of users that execute each block."""
+  fig, ax = plt.subplots(figsize=(max(6, len(block_usage) * 0.25), 3.5))
+  ax.bar(range(len(block_usage)), block_usage, color="#3b6ea5")
+  ax.set_xlabel("block")
+  ax.set_ylabel("fraction of users executing it")
+  ax.set_ylim(0, 1.02)
+  ax.set_title(title or "Usage by block (validation)")
+  return _save(fig, path)
+
+
+def accuracy_vs_blocks(points: list[dict], full: dict | None, path: str) -> str:
+  """NDCG@10 against mean executed blocks, one point per keep threshold.
+
+  points: [{"threshold": t, "mean_blocks": b, "NDCG@10": x}, ...]; full: the same keys (no
+  threshold) for the backbone with every block, or None.
+  """
+  fig, ax = plt.subplots(figsize=(6, 4))
+  pts = sorted(points, key=lambda p: p["mean_blocks"])
+  ax.plot([p["mean_blocks"] for p in pts], [p["NDCG@10"] for p in pts], "o-", label="SkipRec")
+  for p in pts:
+    ax.annotate(f"{p['threshold']:g}", (p["mean_blocks"], p["NDCG@10"]), fontsize=7,
+                textcoords="offset points", xytext=(3, 3))
+  if full is not None:
+    ax.plot([full["mean_blocks"]], [full["NDCG@10"]], "s", color="black", label="all blocks")
+  ax.set_xlabel("mean blocks executed per user")
+  ax.set_ylabel("validation NDCG@10")
+  ax.set_title("Accuracy against compute, across keep thresholds")
+  ax.legend()
+  return _save(fig, path)
+
+
+def _save(fig, path: str) -> str:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
