@@ -133,6 +133,10 @@ def summarise(runs: list[dict]) -> dict:
   return out
 
 
+def _seeds(n: int) -> str:
+  return f"{n} seed" + ("" if n == 1 else "s")
+
+
 def run_line(r: dict) -> str:
   return (f"{r['blocks']:>2} blocks, seed {r['seed']}: test NDCG@10 {r['test']['NDCG@10']:.4f} "
           f"HR@10 {r['test']['HR@10']:.4f} (valid NDCG@10 {r['valid']['NDCG@10']:.4f}); "
@@ -146,7 +150,7 @@ def metrics_table(summaries: dict[int, dict]) -> str:
   head = f"{'model':<22} " + " ".join(f"{c:>15}" for c in METRICS)
   lines = [head, "-" * len(head)]
   for blocks, s in summaries.items():
-    name = f"{blocks} blocks ({len(s['seeds'])} seeds)"
+    name = f"{blocks} blocks ({_seeds(len(s['seeds']))})"
     lines.append(f"{name:<22} " + " ".join(
         f"{s['test'][c][0]:>7.4f} ± {s['test'][c][1]:.4f}" for c in METRICS))
   return "\n".join(lines)
@@ -177,7 +181,7 @@ def markdown_table(summaries: dict[int, dict]) -> str:
   for blocks, s in summaries.items():
     t = s["test"]
     lines.append("| " + " | ".join([
-        f"tf_skiprec NextItNet+, {blocks} blocks ({len(s['seeds'])} seeds)",
+        f"tf_skiprec NextItNet+, {blocks} blocks ({_seeds(len(s['seeds']))})",
         _pm(t["HR@10"], ".4f"), _pm(t["NDCG@10"], ".4f"), _pm(t["MRR@10"], ".4f"),
         _pm(s["valid"]["NDCG@10"], ".4f"), _pm(s["best_epoch"], ".1f"),
         _pm(s["seconds_to_best"], ".0f"), _pm(s["seconds_per_epoch"], ".1f"),

@@ -103,3 +103,19 @@ def test_temperature_schedules():
   assert builders.temperature(500, p) == pytest.approx(0.25)
   p.tau_schedule = "linear"
   assert builders.temperature(50, p) == pytest.approx(2.125)
+
+
+def test_frozen_backbone_epochs_train_the_policy_alone(tmp_path):
+  pre = get_config("smoke")
+  pre.train.epochs = 1
+  run(pre, str(tmp_path / "pre"))
+  config = _config(freeze_backbone_epochs=1, budget=0.1, learning_rate=1e-2)
+  config.train.epochs = 1
+  config.train.init_from = str(tmp_path / "pre")
+  run(config, str(tmp_path / "skip"))
+  best = lambda d: tf.train.latest_checkpoint(str(tmp_path / d / "best"))  # noqa: E731
+  key = "model/backbone/embedding/embeddings/.ATTRIBUTES/VARIABLE_VALUE"
+  np.testing.assert_array_equal(tf.train.load_variable(best("skip"), key),
+                                tf.train.load_variable(best("pre"), key))
+  head = "model/policy/head/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+  assert np.abs(tf.train.load_variable(best("skip"), head)).max() > 0.06  # init stddev 0.02: moved

@@ -98,9 +98,12 @@ def run(config: Config, workdir: str) -> dict:
   while not state.finished.numpy() and state.epoch.numpy() < train.epochs:
     epoch, done = int(state.epoch.numpy()), int(state.epoch_step.numpy())
     epoch_mode = "gumbel" if mode == "rl" and epoch < config.policy.warmup_epochs else mode
-    if epoch_mode not in steps:
-      used = optimizers if epoch_mode != "pretrain" else {"backbone": optimizers["backbone"]}
-      steps[epoch_mode] = make_train_step(model, used, strategy, train.clipnorm, epoch_mode)
+    frozen = mode != "pretrain" and epoch < config.policy.freeze_backbone_epochs
+    if (epoch_mode, frozen) not in steps:
+      used = ({"backbone": optimizers["backbone"]} if epoch_mode == "pretrain" else
+              {"policy": optimizers["policy"]} if frozen else optimizers)
+      steps[epoch_mode, frozen] = make_train_step(model, used, strategy, train.clipnorm,
+                                                  epoch_mode)
     dataset = pipelines.train(windows, train.batch_size, seed=train.seed, epoch=epoch,
                               skip_batches=done)
     bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["seq/s", "tau"],
@@ -114,7 +117,7 @@ def run(config: Config, workdir: str) -> dict:
         tau = builders.temperature(step, config.policy)
         model.temperature.assign(tau)
         shown.append(("tau", tau))
-      out = {k: float(v.numpy()) for k, v in steps[epoch_mode](batch).items()}
+      out = {k: float(v.numpy()) for k, v in steps[epoch_mode, frozen](batch).items()}
       for k, v in out.items():
         sums[k] = sums.get(k, 0.0) + v
       state.step.assign_add(1)
@@ -146,8 +149,9 @@ def run(config: Config, workdir: str) -> dict:
       ckpts.save_best()
     else:
       state.bad_epochs.assign_add(1)
-    logging.info("epoch %d/%d [%s]  loss %.4f  valid %s %.4f  HR@10 %.4f  blocks %.1f/%d%s  %.1fs",
-                 epoch + 1, train.epochs, epoch_mode, means.get("loss", float("nan")),
+    logging.info("epoch %d/%d [%s%s]  loss %.4f  valid %s %.4f  HR@10 %.4f  blocks %.1f/%d%s  %.1fs",
+                 epoch + 1, train.epochs, epoch_mode, ", frozen backbone" if frozen else "",
+                 means.get("loss", float("nan")),
                  SELECT_METRIC, valid["metrics"][SELECT_METRIC], valid["metrics"]["HR@10"],
                  valid["blocks"]["mean"], valid["blocks"]["num_blocks"],
                  "  (best)" if improved else "", epoch_time)
