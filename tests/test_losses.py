@@ -60,3 +60,17 @@ def test_sampled_training_lowers_the_full_softmax_loss():
     grads = tape.gradient(loss, model.trainable_variables)
     opt.apply_gradients(zip(grads, model.trainable_variables))
   assert float(model.compute_loss(batch, training=False)) < before - 0.5
+
+
+def test_block_drop_skips_blocks_at_random_in_training_only():
+  from conftest import set_alphas
+  net = NextItNet(50, channels=8, num_blocks=6)
+  model = NextItNetModel(net, block_drop=0.5)
+  seq = tf.constant(np.random.default_rng(1).integers(1, 50, size=(4, 9)), tf.int32)
+  batch = {"inputs": seq[:, :-1], "labels": seq[:, 1:]}
+  model.score(batch["inputs"])
+  set_alphas(net, 0.8)
+  full = float(model.compute_loss(batch, training=False))
+  assert float(model.compute_loss(batch, training=False)) == full  # evaluation: every block
+  dropped = {round(float(model.compute_loss(batch, training=True)), 5) for _ in range(8)}
+  assert len(dropped) > 1 and full not in dropped                   # training: random blocks

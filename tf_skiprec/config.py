@@ -52,6 +52,7 @@ class ModelConfig:
   dropout: float = 0.0                 # inside each residual branch
   embedding_dropout: float = 0.0
   tie_embeddings: bool = False
+  block_drop: float = 0.0              # pretraining: P(skip) of each block, per sequence
 
 
 @dataclasses.dataclass

@@ -21,13 +21,15 @@ class NextItNetModel(tfrs.models.Model):
   and returns the mean cross-entropy over positions with a label and a history.
   """
 
-  def __init__(self, backbone: NextItNet, loss: str = "full", num_sampled: int = 1000, **kwargs):
+  def __init__(self, backbone: NextItNet, loss: str = "full", num_sampled: int = 1000,
+               block_drop: float = 0.0, **kwargs):
     super().__init__(**kwargs)
     if loss not in ("full", "sampled"):
       raise ValueError(f"train.loss must be 'full' or 'sampled', got {loss!r}")
     self.backbone = backbone
     self.loss_kind = loss
     self.num_sampled = num_sampled
+    self.block_drop = block_drop
 
   @classmethod
   def from_config_dataclass(cls, config: ModelConfig, vocab_size: int, loss: str = "full",
@@ -47,8 +49,16 @@ class NextItNetModel(tfrs.models.Model):
     return self.compute_loss_and_stats(inputs, training)[0]
 
   def compute_loss_and_stats(self, inputs, training: bool = False, mode: str | None = None):
-    """(loss, {name: scalar}) — the training step logs the stats. Mean next-item cross-entropy."""
-    hidden = self.backbone(inputs["inputs"], training=training)
+    """(loss, {name: scalar}) — the training step logs the stats. Mean next-item cross-entropy.
+
+    With `block_drop` > 0, training skips each block of each sequence with that probability
+    (stochastic depth), so that blocks become individually skippable for the policy.
+    """
+    mask = None
+    if training and self.block_drop > 0:
+      shape = [tf.shape(inputs["inputs"])[0], self.backbone.num_blocks]
+      mask = tf.cast(tf.random.uniform(shape) >= self.block_drop, tf.float32)  # [B, N]
+    hidden = self.backbone(inputs["inputs"], block_mask=mask, training=training)
     return self.position_loss(hidden, inputs, training=training), {}
 
   def variable_groups(self) -> dict[str, list[tf.Variable]]:
@@ -98,8 +108,9 @@ class SkipRecModel(NextItNetModel):
   def __init__(self, backbone: NextItNet, policy, *, mode: str = "gumbel", budget: float = 0.5,
                penalty: float = 20.0, reward: str = "quadratic", reward_top_k: int = 5,
                gamma: float = 1.0, threshold: float = 0.5, temperature: float = 5.0,
-               loss: str = "full", num_sampled: int = 1000, **kwargs):
-    super().__init__(backbone, loss=loss, num_sampled=num_sampled, **kwargs)
+               loss: str = "full", num_sampled: int = 1000, block_drop: float = 0.0, **kwargs):
+    super().__init__(backbone, loss=loss, num_sampled=num_sampled, block_drop=block_drop,
+                     **kwargs)
     if mode not in MODES:
       raise ValueError(f"train.mode must be one of {MODES}, got {mode!r}")
     self.policy = policy

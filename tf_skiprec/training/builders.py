@@ -45,7 +45,8 @@ def build_model(config: Config, vocab_size: int) -> NextItNetModel:
                        kernel_size=m.kernel_size, dilations=m.dilations, dropout=m.dropout,
                        embedding_dropout=m.embedding_dropout, tie_embeddings=m.tie_embeddings,
                        name="backbone")
-  common = dict(loss=config.train.loss, num_sampled=config.train.num_sampled)
+  common = dict(loss=config.train.loss, num_sampled=config.train.num_sampled,
+                block_drop=m.block_drop)
   if mode == "pretrain":
     model = NextItNetModel(backbone, **common)
   else:
