@@ -105,6 +105,14 @@ def test_temperature_schedules():
   assert builders.temperature(50, p) == pytest.approx(2.125)
 
 
+def test_budget_anneals_from_one_to_the_target():
+  p = get_config("smoke").policy
+  p.budget, p.budget_anneal_steps = 0.2, 100
+  assert [builders.budget(s, p) for s in (0, 50, 100, 1000)] == pytest.approx([1.0, 0.6, 0.2, 0.2])
+  p.budget_anneal_steps = 0
+  assert builders.budget(0, p) == 0.2
+
+
 def test_frozen_backbone_epochs_train_the_policy_alone(tmp_path):
   pre = get_config("smoke")
   pre.train.epochs = 1

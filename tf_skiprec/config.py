@@ -64,6 +64,7 @@ class PolicyConfig:
   threshold: float = 0.5             # evaluation/serving: keep block i iff P(keep_i) >= threshold
   # gumbel: loss = recommendation loss + penalty * (mean usage - budget)^2
   budget: float = 0.5                # target mean usage (executed blocks / N)
+  budget_anneal_steps: int = 0       # the target falls linearly from 1 to `budget` over these
   penalty: float = 20.0
   tau_start: float = 5.0             # Gumbel-softmax temperature, annealed ...
   tau_end: float = 0.5

@@ -115,7 +115,7 @@ class SkipRecModel(NextItNetModel):
       raise ValueError(f"train.mode must be one of {MODES}, got {mode!r}")
     self.policy = policy
     self.mode = mode
-    self.budget = budget
+    self.budget = tf.Variable(budget, trainable=False, dtype=tf.float32, name="budget")
     self.penalty = penalty
     self.reward = reward
     self.reward_top_k = reward_top_k

@@ -89,6 +89,14 @@ def load_pretrained_backbone(model: NextItNetModel, workdir: str) -> str:
   return path
 
 
+def budget(step: int, policy) -> float:
+  """The usage target at `step`: from 1 down to policy.budget over policy.budget_anneal_steps."""
+  if policy.budget_anneal_steps <= 0:
+    return policy.budget
+  frac = min(step / policy.budget_anneal_steps, 1.0)
+  return 1.0 + frac * (policy.budget - 1.0)
+
+
 def temperature(step: int, policy) -> float:
   """The Gumbel-softmax temperature at `step` (policy.tau_* fields)."""
   frac = min(step / max(policy.tau_anneal_steps, 1), 1.0)

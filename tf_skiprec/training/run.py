@@ -116,6 +116,7 @@ def run(config: Config, workdir: str) -> dict:
       if mode != "pretrain":
         tau = builders.temperature(step, config.policy)
         model.temperature.assign(tau)
+        model.budget.assign(builders.budget(step, config.policy))
         shown.append(("tau", tau))
       out = {k: float(v.numpy()) for k, v in steps[epoch_mode, frozen](batch).items()}
       for k, v in out.items():
