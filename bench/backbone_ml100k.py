@@ -1,10 +1,10 @@
 """Backbone benchmark on ML-100k: NextItNet+ with 10 and 32 blocks against the peer's figures.
 
-  .venv/bin/python bench/backbone_ml100k.py                  # 2 configs x 3 seeds: about 25 min
-  .venv/bin/python bench/backbone_ml100k.py --quick          # 1 seed, 2 epochs: about 2 min
+  .venv/bin/python bench/backbone_ml100k.py                  # 2 configs x 3 seeds: about 31 min
+  .venv/bin/python bench/backbone_ml100k.py --quick          # 1 seed, 2 epochs: about 2.5 min
   .venv/bin/python bench/backbone_ml100k.py --configs 10 --seeds 0,1,2 --data /path/to/ml-100k
 
-Times are for this project's 2-core CPU machine with nothing else running.
+Times measured on this project's 2-core CPU machine (shared at times with other work).
 
 Protocol: SPEC §5 (chronological leave-one-out, history of at most 50 items, full ranking, no
 history masking, model selected on validation NDCG@10). Every (config, seed) is trained by the
