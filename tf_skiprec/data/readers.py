@@ -199,6 +199,17 @@ def _listing(directory: str) -> str:
   more = f", ... ({len(names)} entries)" if len(names) > 10 else ""
   return "it holds: " + ", ".join(names[:10]) + more
 
+def _the_one_file(directory: str, found: list[str], fmt: str, *, none: str, several: str,
+                  fix_none: str) -> str:
+  """The path of the single data file `found` in `directory`; a DataError for none or several."""
+  if not found:
+    raise DataError(none, path=directory, fix=fix_none)
+  if len(found) > 1:
+    raise DataError(f"{several} ({', '.join(found)}); cannot tell which to read.",
+                    path=directory, fix=f"name the file, e.g. {fmt}:{os.path.join(directory, found[0])}.")
+  return os.path.join(directory, found[0])
+
+
 
 def read_recbole(path: str | os.PathLike) -> Interactions:
   """Reads a RecBole atomic `.inter` file.
@@ -218,15 +229,10 @@ def read_recbole(path: str | os.PathLike) -> Interactions:
   if os.path.isdir(path):
     found = sorted(n for n in os.listdir(path)
                    if n.endswith(".inter") and os.path.isfile(os.path.join(path, n)))
-    if not found:
-      raise DataError(f"directory has no *.inter file ({_listing(path)}).", path=path,
-                      fix="point to a RecBole dataset directory or to the .inter file.")
-    if len(found) > 1:
-      raise DataError(
-          f"directory has {len(found)} *.inter files ({', '.join(found)}); cannot tell "
-          "which to read.", path=path,
-          fix=f"name the file, e.g. recbole:{os.path.join(path, found[0])}.")
-    path = os.path.join(path, found[0])
+    path = _the_one_file(path, found, "recbole",
+                         none=f"directory has no *.inter file ({_listing(path)}).",
+                         several=f"directory has {len(found)} *.inter files",
+                         fix_none="point to a RecBole dataset directory or to the .inter file.")
   return _read_headed(
       path, "\t",
       [("user", "user_id"), ("item", "item_id"), ("timestamp", "timestamp")],
@@ -253,17 +259,12 @@ def read_movielens(path: str | os.PathLike) -> Interactions:
   expected = ", ".join(MOVIELENS_FILES)
   if os.path.isdir(path):
     found = [n for n in MOVIELENS_FILES if os.path.isfile(os.path.join(path, n))]
-    if not found:
-      raise DataError(
-          f"directory has no MovieLens ratings file (expected one of {expected}; "
-          f"{_listing(path)}).", path=path,
-          fix="point to the unpacked MovieLens directory or to the ratings file.")
-    if len(found) > 1:
-      raise DataError(
-          f"directory has several MovieLens ratings files ({', '.join(found)}); cannot tell "
-          "which to read.", path=path,
-          fix=f"name the file, e.g. movielens:{os.path.join(path, found[0])}.")
-    path = os.path.join(path, found[0])
+    path = _the_one_file(
+        path, found, "movielens",
+        none=f"directory has no MovieLens ratings file (expected one of {expected}; "
+             f"{_listing(path)}).",
+        several="directory has several MovieLens ratings files",
+        fix_none="point to the unpacked MovieLens directory or to the ratings file.")
   name = os.path.basename(path)
   if name == "u.data":
     return _parse_rows(path, _read_lines(path), _plain_splitter("\t"), 4, (0, 1, 3), "tab")
