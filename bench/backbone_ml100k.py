@@ -26,16 +26,13 @@ import json
 import multiprocessing
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 
 from absl import app, flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DATA = os.path.join("..", "shared", "data", "ml-100k")  # relative to the repository
-INTER_FILE = "ml-100k.inter"
+from ml100k_common import DEFAULT_DATA, REPO, mean_std, resolve_data  # noqa: E402  (bench/)
 KS = (5, 10, 20)
 METRICS = [f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in KS]
 QUICK_EPOCHS = 2
@@ -70,21 +67,6 @@ PEERS = {
 }
 
 
-def resolve_data(path: str) -> str:
-  """An absolute data directory holding ml-100k.inter; tries the cwd, then the repository."""
-  candidates = [path] if os.path.isabs(path) else [os.path.abspath(path), os.path.join(REPO, path)]
-  for candidate in candidates:
-    candidate = os.path.normpath(candidate)
-    if os.path.isfile(os.path.join(candidate, INTER_FILE)):
-      return candidate
-    if os.path.isfile(candidate) and candidate.endswith(".inter"):
-      return os.path.dirname(candidate)
-  raise app.UsageError(
-      f"--data={path}: no {INTER_FILE} in {' or '.join(map(os.path.normpath, candidates))}. "
-      "Fix: pass the directory of ML-100k in RecBole's atomic format, e.g. "
-      "--data=/work/shared/data/ml-100k.")
-
-
 def train_one(blocks: int, seed: int, data_dir: str, workdir: str, quick: bool) -> dict:
   """Child process: one `run()`; returns its result with wall time, config and peak memory."""
   import resource
@@ -112,11 +94,6 @@ def train_one(blocks: int, seed: int, data_dir: str, workdir: str, quick: bool) 
   result["seed"] = seed
   result["blocks"] = blocks
   return result
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-  """Mean and sample standard deviation (0 for a single value)."""
-  return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def summarise(runs: list[dict]) -> dict:

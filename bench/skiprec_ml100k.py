@@ -1,0 +1,247 @@
+"""SkipRec benchmark on ML-100k: the 32-block NextItNet+ with a layer-skipping policy (Gumbel at
+budgets 0.75, 0.5 and 0.3; REINFORCE) against the full 10- and 32-block backbones.
+
+  .venv/bin/python bench/skiprec_ml100k.py                  # 6 variants x 3 seeds: about 2 h
+  .venv/bin/python bench/skiprec_ml100k.py --quick          # 1 seed, 1 epoch per stage: ~7.5 min
+  .venv/bin/python bench/skiprec_ml100k.py --variants full32,gumbel50 --seeds 0 \
+      --workdir /tmp/skiprec --data /path/to/ml-100k
+
+Cost on this project's 2-core CPU machine (shared at times with other work), per seed: the
+32-block pretrain ~7 min (measured), the 10-block one ~2.5 min (measured), each Gumbel fine-tune
+up to 15 epochs ~5-8 min and the RL one ~6-10 min (estimated: in --quick a first SkipRec epoch
+took ~60 s with tracing against ~53 s for the 32-block pretrain; the policy trains beside all 32
+blocks, and each run ends with a validation sweep over the keep thresholds, ~30 s).
+About 35-45 min per seed, so 1.7-2.3 h for the default 3 seeds.
+
+Protocol: SPEC §5 (chronological leave-one-out, history of at most 50 items, full ranking, no
+history masking, model selected on validation NDCG@10; for Gumbel, epochs within the usage budget
+rank first). For each seed: (1) `full32` pretrains the backbone of experiment `ml100k_32` (32
+blocks x 64 channels, tf_skiprec/config.py) in <workdir>/<seed>/full; (2) `gumbel75`, `gumbel50`
+and `gumbel30` fine-tune backbone + policy with mode gumbel from that checkpoint
+(`train.init_from`), the usage target falling from 1 to the budget over the first ~2 epochs
+(`policy.budget_anneal_steps`), up to 15 epochs with patience 5; (3) `rl` fine-tunes with mode rl
+(REINFORCE, no budget: the reward trades accuracy for usage) from the same checkpoint, same
+epochs. `full10` (experiment `ml100k_10`, pretrain) is the 10-block reference, since the
+acceptance compares SkipRec against the best full backbone, 10 or 32 blocks. Every run calls
+`tf_skiprec.training.run(config, workdir)` in its own spawned process, so the peak memory
+(ru_maxrss) read there is that run's alone.
+
+Prints a line per run, then a markdown table (mean ± std over seeds) and the comparison of the
+best SkipRec variant at budget ≤ 0.5 (gumbel50, gumbel30, and rl, which has no budget) with the
+best full backbone; writes everything as JSON to bench/out/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+from ml100k_common import DEFAULT_DATA, REPO, mean_std, resolve_data  # noqa: E402  (bench/)
+
+FINETUNE_EPOCHS = 15
+FINETUNE_PATIENCE = 5
+BUDGET_ANNEAL_STEPS = 80  # ~2 epochs of ML-100k windows at batch 64
+# variant -> (experiment, mode, budget or None, sub-directory of <workdir>/<seed>)
+VARIANTS = {
+    "full10": ("ml100k_10", "pretrain", None, "full10"),
+    "full32": ("ml100k_32", "pretrain", None, "full"),
+    "gumbel75": ("ml100k_32", "gumbel", 0.75, "gumbel75"),
+    "gumbel50": ("ml100k_32", "gumbel", 0.5, "gumbel50"),
+    "gumbel30": ("ml100k_32", "gumbel", 0.3, "gumbel30"),
+    "rl": ("ml100k_32", "rl", None, "rl"),
+}
+FULL = ("full10", "full32")
+LOW_BUDGET = ("gumbel50", "gumbel30", "rl")  # the SkipRec variants the acceptance looks at
+
+DATA = flags.DEFINE_string(
+    "data", DEFAULT_DATA, "ML-100k in RecBole's atomic format (a directory holding "
+    "ml-100k.inter). A relative path is looked up from the current directory, then from the "
+    "repository.")
+SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (train.seed), comma-separated.")
+VARIANTS_FLAG = flags.DEFINE_list("variants", list(VARIANTS), f"Variants, among {list(VARIANTS)}.")
+WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Parent of the work directories, <workdir>/<seed>/<variant> (full32 in "
+    "<seed>/full). SkipRec variants without full32 reuse an existing <seed>/full. Default: a "
+    "temporary directory, removed at the end.")
+QUICK = flags.DEFINE_bool("quick", False, "Sanity check: the first seed only, 1 epoch per stage.")
+OUT = flags.DEFINE_string("out", os.path.join(REPO, "bench", "out"), "Directory of the JSON result.")
+
+
+def train_one(variant: str, seed: int, data_dir: str, workdir: str, init_from: str,
+              quick: bool) -> dict:
+  """Child process: one `run()`; returns its result with wall time, config and peak memory."""
+  import resource
+
+  import tf_skiprec  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+  from absl import logging
+  from tensorflow.python.platform import tf_logging
+
+  from tf_skiprec.config import get_config
+  from tf_skiprec.training import run
+
+  logging.set_verbosity(logging.WARNING)
+  tf_logging.get_logger().setLevel("ERROR")
+  experiment, mode, budget, _ = VARIANTS[variant]
+  config = get_config(experiment)
+  config.data.dataset = f"recbole:{data_dir}"
+  config.train.seed = seed
+  config.train.progress = False
+  config.train.mode = mode
+  if mode != "pretrain":
+    config.train.init_from = init_from
+    config.train.epochs = FINETUNE_EPOCHS
+    config.train.patience = FINETUNE_PATIENCE
+    config.policy.tau_anneal_steps = 600  # ~15 epochs of ~40 steps: reach tau_end in the run
+    if budget is not None:
+      config.policy.budget = budget
+      config.policy.budget_anneal_steps = BUDGET_ANNEAL_STEPS
+  if quick:
+    config.train.epochs = 1
+  start = time.perf_counter()
+  result = run(config, workdir)
+  result["wall_seconds"] = time.perf_counter() - start
+  result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+  result["config"] = config.to_dict()
+  result["seed"] = seed
+  result["variant"] = variant
+  return result
+
+
+def run_line(r: dict) -> str:
+  b = r["test_blocks"]
+  return (f"{r['variant']:<8} seed {r['seed']}: test NDCG@10 {r['test']['NDCG@10']:.4f} "
+          f"HR@10 {r['test']['HR@10']:.4f} MRR@10 {r['test']['MRR@10']:.4f} "
+          f"(valid NDCG@10 {r['valid']['NDCG@10']:.4f}); blocks {b['mean']:.1f}/{b['num_blocks']} "
+          f"(min {b['min']}, max {b['max']}, {b['distinct_policies']} distinct policies); "
+          f"best epoch {r['best_epoch']}/{r['epochs_run']}, {r['seconds_to_best']:.0f} s to best, "
+          f"{r['train_seconds']:.0f} s training, {r['wall_seconds']:.0f} s wall; "
+          f"peak {r['peak_mb']:.0f} MB")
+
+
+def summarise(runs: list[dict]) -> dict:
+  """Per-variant means and standard deviations over the seeds."""
+  ms = mean_std
+  out = {"seeds": [r["seed"] for r in runs], "num_blocks": runs[0]["test_blocks"]["num_blocks"]}
+  for split in ("test", "valid"):
+    out[split] = {m: ms([r[split][m] for r in runs]) for m in runs[0][split]}
+  out["mean_blocks"] = ms([r["test_blocks"]["mean"] for r in runs])
+  out["usage"] = ms([r["test_blocks"]["usage"] for r in runs])
+  for key in ("seconds_to_best", "train_seconds", "wall_seconds", "peak_mb", "best_epoch",
+              "epochs_run"):
+    out[key] = ms([float(r[key]) for r in runs])
+  return out
+
+
+def _pm(value: tuple[float, float], fmt: str) -> str:
+  return f"{value[0]:{fmt}} ± {value[1]:{fmt}}"
+
+
+def markdown_table(summaries: dict[str, dict]) -> str:
+  cols = ["variant", "test NDCG@10", "HR@10", "MRR@10", "mean executed blocks (of N)",
+          "valid NDCG@10", "s training"]
+  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  for variant, s in summaries.items():
+    n = len(s["seeds"])
+    t = s["test"]
+    lines.append("| " + " | ".join([
+        f"{variant} ({n} seed{'' if n == 1 else 's'})", _pm(t["NDCG@10"], ".4f"),
+        _pm(t["HR@10"], ".4f"), _pm(t["MRR@10"], ".4f"),
+        f"{_pm(s['mean_blocks'], '.1f')} (of {s['num_blocks']})",
+        _pm(s["valid"]["NDCG@10"], ".4f"), _pm(s["train_seconds"], ".0f")]) + " |")
+  return "\n".join(lines)
+
+
+def comparison(summaries: dict[str, dict]) -> str:
+  """The acceptance check, printed only: best SkipRec at budget <= 0.5 vs the best full backbone."""
+  ndcg = lambda v: summaries[v]["test"]["NDCG@10"][0]  # noqa: E731
+  full = [v for v in FULL if v in summaries]
+  skip = [v for v in LOW_BUDGET if v in summaries]
+  if not full or not skip:
+    return ("Comparison skipped: it needs a full backbone (full10/full32) and a SkipRec variant at "
+            "budget ≤ 0.5 (gumbel50/gumbel30/rl) among the variants.")
+  best_full = max(full, key=ndcg)
+  best_skip = max(skip, key=ndcg)
+  s = summaries[best_skip]
+  half = s["mean_blocks"][0] <= s["num_blocks"] / 2
+  matches = ndcg(best_skip) >= ndcg(best_full)
+  return (f"Best full backbone: {best_full} (test NDCG@10 {ndcg(best_full):.4f}). Best SkipRec at "
+          f"budget ≤ 0.5: {best_skip} (test NDCG@10 {ndcg(best_skip):.4f}, "
+          f"{s['mean_blocks'][0]:.1f} of {s['num_blocks']} blocks executed on test). "
+          f"Executes ≤ half the blocks: {'yes' if half else 'no'}; matches or exceeds the best "
+          f"full backbone's mean test NDCG@10: {'yes' if matches else 'no'} "
+          f"({ndcg(best_skip) - ndcg(best_full):+.4f}).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  data_dir = resolve_data(DATA.value)
+  try:
+    seeds = [int(s) for s in SEEDS.value]
+  except ValueError:
+    raise app.UsageError("--seeds takes comma-separated integers, e.g. 0,1,2.")
+  unknown = sorted(set(VARIANTS_FLAG.value) - set(VARIANTS))
+  if unknown or not seeds or not VARIANTS_FLAG.value:
+    raise app.UsageError(f"--variants: unknown {unknown} or empty. Fix: use some of "
+                         f"{list(VARIANTS)}; --seeds must name at least one integer.")
+  variants = [v for v in VARIANTS if v in VARIANTS_FLAG.value]  # full32 before the fine-tunes
+  if QUICK.value:
+    seeds = seeds[:1]
+  parent = WORKDIR.value or tempfile.mkdtemp(prefix="skiprec_ml100k_")
+  os.makedirs(parent, exist_ok=True)
+  for seed in seeds:
+    for variant in variants:
+      workdir = os.path.join(parent, str(seed), VARIANTS[variant][3])
+      if os.path.exists(workdir) and os.listdir(workdir):
+        raise app.UsageError(f"{workdir} is not empty, and run() would resume it. "
+                             "Fix: pass a new --workdir, or remove the old one.")
+    full = os.path.join(parent, str(seed), "full")
+    needs_full = any(VARIANTS[v][1] != "pretrain" for v in variants)
+    if needs_full and "full32" not in variants and not os.path.isfile(
+        os.path.join(full, "metrics.json")):
+      raise app.UsageError(f"the SkipRec variants start from {full}, which holds no finished "
+                           "pretrain run. Fix: add full32 to --variants.")
+  print(f"data {data_dir}; variants {variants}; seeds {seeds}; work directories under {parent}"
+        + ("; quick (1 epoch per stage)" if QUICK.value else ""), flush=True)
+
+  ctx = multiprocessing.get_context("spawn")
+  started = time.perf_counter()
+  runs: dict[str, list[dict]] = {}
+  for seed in seeds:
+    full = os.path.join(parent, str(seed), "full")
+    for variant in variants:
+      workdir = os.path.join(parent, str(seed), VARIANTS[variant][3])
+      with ctx.Pool(1) as pool:  # a new process per run: ru_maxrss is this run's peak
+        result = pool.apply(train_one, (variant, seed, data_dir, workdir, full, QUICK.value))
+      runs.setdefault(variant, []).append(result)
+      print(run_line(result), flush=True)
+  total = time.perf_counter() - started
+
+  summaries = {v: summarise(runs[v]) for v in variants}
+  print("\nTest metrics and executed blocks, mean ± std over seeds:\n")
+  print(markdown_table(summaries))
+  print("\n" + comparison(summaries))
+  print(f"\nTotal wall time {total:.0f} s ({total / 60:.1f} min).")
+
+  os.makedirs(OUT.value, exist_ok=True)
+  path = os.path.join(OUT.value, "skiprec_ml100k_quick.json" if QUICK.value
+                      else "skiprec_ml100k.json")
+  with open(path, "w") as f:
+    json.dump({"data": data_dir, "seeds": seeds, "variants": variants, "quick": QUICK.value,
+               "total_seconds": total, "python": sys.version.split()[0],
+               "comparison": comparison(summaries), "summary": summaries, "runs": runs}, f,
+              indent=2)
+  print(f"Results written to {path}")
+  if not WORKDIR.value:
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
