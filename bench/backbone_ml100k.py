@@ -22,17 +22,16 @@ bench/out/ (gitignored).
 
 from __future__ import annotations
 
-import json
-import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 import time
 
 from absl import app, flags
 
-from ml100k_common import DEFAULT_DATA, REPO, mean_std, resolve_data  # noqa: E402  (bench/)
+from ml100k_common import (DEFAULT_DATA, REPO, in_fresh_process, mean_std,  # noqa: E402
+                           measured_run, ml100k_config, resolve_data,
+                           write_results)  # noqa: E402  (bench/)
 KS = (5, 10, 20)
 METRICS = [f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in KS]
 QUICK_EPOCHS = 2
@@ -69,31 +68,10 @@ PEERS = {
 
 def train_one(blocks: int, seed: int, data_dir: str, workdir: str, quick: bool) -> dict:
   """Child process: one `run()`; returns its result with wall time, config and peak memory."""
-  import resource
-
-  import tf_skiprec  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-  from absl import logging
-  from tensorflow.python.platform import tf_logging
-
-  from tf_skiprec.config import get_config
-  from tf_skiprec.training import run
-
-  logging.set_verbosity(logging.WARNING)
-  tf_logging.get_logger().setLevel("ERROR")
-  config = get_config(f"ml100k_{blocks}")
-  config.data.dataset = f"recbole:{data_dir}"
-  config.train.seed = seed
-  config.train.progress = False
+  config = ml100k_config(f"ml100k_{blocks}", data_dir, seed)
   if quick:
     config.train.epochs = QUICK_EPOCHS
-  start = time.perf_counter()
-  result = run(config, workdir)
-  result["wall_seconds"] = time.perf_counter() - start
-  result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-  result["config"] = config.to_dict()
-  result["seed"] = seed
-  result["blocks"] = blocks
-  return result
+  return measured_run(config, workdir, seed=seed, blocks=blocks)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -191,14 +169,12 @@ def main(argv):
   print(f"data {data_dir}; configs {configs} blocks; seeds {seeds}; work directories under {parent}"
         + (f"; quick ({QUICK_EPOCHS} epochs)" if QUICK.value else ""), flush=True)
 
-  ctx = multiprocessing.get_context("spawn")
   started = time.perf_counter()
   runs: dict[int, list[dict]] = {}
   for blocks in configs:
     for seed in seeds:
       workdir = os.path.join(parent, f"b{blocks}_seed{seed}")
-      with ctx.Pool(1) as pool:  # a new process per run: ru_maxrss is this run's peak
-        result = pool.apply(train_one, (blocks, seed, data_dir, workdir, QUICK.value))
+      result = in_fresh_process(train_one, blocks, seed, data_dir, workdir, QUICK.value)
       runs.setdefault(blocks, []).append(result)
       print(run_line(result), flush=True)
   total = time.perf_counter() - started
@@ -221,14 +197,10 @@ def main(argv):
         "left out for the peer.")
   print(f"\nTotal wall time {total:.0f} s ({total / 60:.1f} min).")
 
-  os.makedirs(OUT.value, exist_ok=True)
-  path = os.path.join(OUT.value, "backbone_ml100k_quick.json" if QUICK.value
-                      else "backbone_ml100k.json")
-  with open(path, "w") as f:
-    json.dump({"data": data_dir, "seeds": seeds, "configs": configs, "quick": QUICK.value,
-               "total_seconds": total, "python": sys.version.split()[0],
-               "summary": {str(b): s for b, s in summaries.items()},
-               "runs": {str(b): rs for b, rs in runs.items()}, "peers": PEERS}, f, indent=2)
+  path = write_results(OUT.value, "backbone_ml100k", QUICK.value, {
+      "data": data_dir, "seeds": seeds, "configs": configs, "total_seconds": total,
+      "summary": {str(b): s for b, s in summaries.items()},
+      "runs": {str(b): rs for b, rs in runs.items()}, "peers": PEERS})
   print(f"Results written to {path}")
   if not WORKDIR.value:
     shutil.rmtree(parent, ignore_errors=True)

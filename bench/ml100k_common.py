@@ -30,3 +30,54 @@ def resolve_data(path: str) -> str:
 def mean_std(values: list[float]) -> tuple[float, float]:
   """Mean and sample standard deviation (0 for a single value)."""
   return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def in_fresh_process(fn, *args):
+  """fn(*args) in a new spawned process, so that its ru_maxrss is that run's peak alone."""
+  import multiprocessing
+  with multiprocessing.get_context("spawn").Pool(1) as pool:
+    return pool.apply(fn, args)
+
+
+def ml100k_config(experiment: str, data_dir: str, seed: int):
+  """Child process only: quiets logging; the named experiment on ML-100k with this seed."""
+  import tf_skiprec  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+  from absl import logging
+  from tensorflow.python.platform import tf_logging
+
+  from tf_skiprec.config import get_config
+
+  logging.set_verbosity(logging.WARNING)
+  tf_logging.get_logger().setLevel("ERROR")
+  config = get_config(experiment)
+  config.data.dataset = f"recbole:{data_dir}"
+  config.train.seed = seed
+  config.train.progress = False
+  return config
+
+
+def measured_run(config, workdir: str, **tags) -> dict:
+  """Child process only: `run()` with its wall time, peak memory and config; `tags` added."""
+  import resource
+  import time
+
+  from tf_skiprec.training import run
+
+  start = time.perf_counter()
+  result = run(config, workdir)
+  result["wall_seconds"] = time.perf_counter() - start
+  result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+  result["config"] = config.to_dict()
+  result.update(tags)
+  return result
+
+
+def write_results(out_dir: str, name: str, quick: bool, payload: dict) -> str:
+  """Writes payload (+ the Python version) to out_dir/<name>[_quick].json; returns the path."""
+  import json
+  import sys
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, f"{name}_quick.json" if quick else f"{name}.json")
+  with open(path, "w") as f:
+    json.dump({**payload, "quick": quick, "python": sys.version.split()[0]}, f, indent=2)
+  return path

@@ -33,17 +33,16 @@ best full backbone; writes everything as JSON to bench/out/ (gitignored).
 
 from __future__ import annotations
 
-import json
-import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 import time
 
 from absl import app, flags
 
-from ml100k_common import DEFAULT_DATA, REPO, mean_std, resolve_data  # noqa: E402  (bench/)
+from ml100k_common import (DEFAULT_DATA, REPO, in_fresh_process, mean_std,  # noqa: E402
+                           measured_run, ml100k_config, resolve_data,
+                           write_results)  # noqa: E402  (bench/)
 
 FINETUNE_EPOCHS = 15
 FINETUNE_PATIENCE = 5
@@ -77,22 +76,8 @@ OUT = flags.DEFINE_string("out", os.path.join(REPO, "bench", "out"), "Directory 
 def train_one(variant: str, seed: int, data_dir: str, workdir: str, init_from: str,
               quick: bool) -> dict:
   """Child process: one `run()`; returns its result with wall time, config and peak memory."""
-  import resource
-
-  import tf_skiprec  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-  from absl import logging
-  from tensorflow.python.platform import tf_logging
-
-  from tf_skiprec.config import get_config
-  from tf_skiprec.training import run
-
-  logging.set_verbosity(logging.WARNING)
-  tf_logging.get_logger().setLevel("ERROR")
   experiment, mode, budget, _ = VARIANTS[variant]
-  config = get_config(experiment)
-  config.data.dataset = f"recbole:{data_dir}"
-  config.train.seed = seed
-  config.train.progress = False
+  config = ml100k_config(experiment, data_dir, seed)
   config.train.mode = mode
   if mode != "pretrain":
     config.train.init_from = init_from
@@ -104,14 +89,7 @@ def train_one(variant: str, seed: int, data_dir: str, workdir: str, init_from: s
       config.policy.budget_anneal_steps = BUDGET_ANNEAL_STEPS
   if quick:
     config.train.epochs = 1
-  start = time.perf_counter()
-  result = run(config, workdir)
-  result["wall_seconds"] = time.perf_counter() - start
-  result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-  result["config"] = config.to_dict()
-  result["seed"] = seed
-  result["variant"] = variant
-  return result
+  return measured_run(config, workdir, seed=seed, variant=variant)
 
 
 def run_line(r: dict) -> str:
@@ -211,15 +189,13 @@ def main(argv):
   print(f"data {data_dir}; variants {variants}; seeds {seeds}; work directories under {parent}"
         + ("; quick (1 epoch per stage)" if QUICK.value else ""), flush=True)
 
-  ctx = multiprocessing.get_context("spawn")
   started = time.perf_counter()
   runs: dict[str, list[dict]] = {}
   for seed in seeds:
     full = os.path.join(parent, str(seed), "full")
     for variant in variants:
       workdir = os.path.join(parent, str(seed), VARIANTS[variant][3])
-      with ctx.Pool(1) as pool:  # a new process per run: ru_maxrss is this run's peak
-        result = pool.apply(train_one, (variant, seed, data_dir, workdir, full, QUICK.value))
+      result = in_fresh_process(train_one, variant, seed, data_dir, workdir, full, QUICK.value)
       runs.setdefault(variant, []).append(result)
       print(run_line(result), flush=True)
   total = time.perf_counter() - started
@@ -230,14 +206,9 @@ def main(argv):
   print("\n" + comparison(summaries))
   print(f"\nTotal wall time {total:.0f} s ({total / 60:.1f} min).")
 
-  os.makedirs(OUT.value, exist_ok=True)
-  path = os.path.join(OUT.value, "skiprec_ml100k_quick.json" if QUICK.value
-                      else "skiprec_ml100k.json")
-  with open(path, "w") as f:
-    json.dump({"data": data_dir, "seeds": seeds, "variants": variants, "quick": QUICK.value,
-               "total_seconds": total, "python": sys.version.split()[0],
-               "comparison": comparison(summaries), "summary": summaries, "runs": runs}, f,
-              indent=2)
+  path = write_results(OUT.value, "skiprec_ml100k", QUICK.value, {
+      "data": data_dir, "seeds": seeds, "variants": variants, "total_seconds": total,
+      "comparison": comparison(summaries), "summary": summaries, "runs": runs})
   print(f"Results written to {path}")
   if not WORKDIR.value:
     shutil.rmtree(parent, ignore_errors=True)
