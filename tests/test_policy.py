@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from tf_skiprec import rewards
-from tf_skiprec.policy import (PolicyNetwork, greedy_decisions, keep_probability,
+from tf_skiprec.policy import (PolicyNetwork, greedy_decisions, keep_entropy, keep_probability,
                                sampled_decisions, straight_through_decisions)
 
 
@@ -78,3 +78,9 @@ def test_rl_reward_known_values():
                              [0.0, 0.75, 1.0, -1.0, -1.0])
   with pytest.raises(ValueError, match="policy.reward"):
     rewards.block_reward(hit, usage, kind="linear")
+
+
+def test_keep_entropy_known_values():
+  logits = tf.math.log(tf.constant([[[0.5, 0.5], [1e-9, 1.0], [0.25, 0.75]]]))  # [1, 3, 2]
+  want = [np.log(2.0), 0.0, -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))]
+  np.testing.assert_allclose(keep_entropy(logits).numpy()[0], want, atol=1e-6)

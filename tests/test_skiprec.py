@@ -39,6 +39,59 @@ def test_compute_penalty_drives_usage_down():
   assert usage() <= 0.25, usage()  # pushed toward the budget of 0.1
 
 
+def test_lagrangian_cost_raises_its_multiplier_until_usage_meets_the_budget():
+  config = _config(budget=0.1, cost="lagrangian", dual_lr=2.0, tau_start=1.0,
+                   tau_schedule="constant", learning_rate=1e-2)
+  model = builders.build_model(config, vocab_size=61)
+  opt = builders.make_optimizers(model, config.train, config.policy.learning_rate)
+  batch = _batch()
+  multipliers, usages = [], []
+  for _ in range(60):
+    with tf.GradientTape() as tape:
+      loss, stats = model.compute_loss_and_stats(batch, training=True)
+    groups = model.variable_groups()
+    opt["policy"].apply_gradients(zip(tape.gradient(loss, groups["policy"]), groups["policy"]))
+    model.multiplier.assign(builders.multiplier(float(model.multiplier.numpy()),
+                                                float(stats["usage"]), 0.1, config.policy))
+    multipliers.append(float(model.multiplier.numpy()))
+    usages.append(float(stats["usage"]))
+  assert multipliers[0] == pytest.approx(2.0 * (usages[0] - 0.1))  # one step from 0
+  assert max(multipliers) > 1.0  # usage above the budget raised it ...
+  usage = float(tf.reduce_mean(model.decisions(batch["inputs"])))
+  assert usage <= 0.25, usage     # ... until the decisions came down to the budget
+
+
+def test_dual_ascent_step_known_values():
+  policy = _config(dual_lr=0.5).policy
+  assert builders.multiplier(1.0, usage=0.7, target=0.5, policy=policy) == pytest.approx(1.1)
+  assert builders.multiplier(1.0, usage=0.3, target=0.5, policy=policy) == pytest.approx(0.9)
+  assert builders.multiplier(0.05, usage=0.0, target=0.5, policy=policy) == 0.0  # never below 0
+
+
+def test_entropy_term_makes_the_policy_decide():
+  # P(keep) = 0.6 everywhere: the entropy term alone (no compute term) pushes it away from 0.5.
+  config = _config(initial_keep_prob=0.6, entropy_weight=1.0, cost="lagrangian",
+                   learning_rate=1e-2)
+  model = builders.build_model(config, vocab_size=61)
+  opt = builders.make_optimizers(model, config.train, config.policy.learning_rate)
+  batch = _batch()
+  prob = lambda: tf.nn.softmax(model.policy(batch["inputs"]), axis=-1)[..., 1]  # noqa: E731
+  start = float(tf.reduce_mean(tf.abs(prob() - 0.5)))
+  for _ in range(30):
+    with tf.GradientTape() as tape:
+      loss, stats = model.compute_loss_and_stats(batch, training=True)
+    groups = model.variable_groups()
+    opt["policy"].apply_gradients(zip(tape.gradient(loss, groups["policy"]), groups["policy"]))
+  assert "entropy" in stats
+  assert float(tf.reduce_mean(tf.abs(prob() - 0.5))) > start + 0.1
+
+
+def test_unknown_cost_is_a_config_error():
+  from tf_skiprec.errors import ConfigError
+  with pytest.raises(ConfigError, match="policy.cost"):
+    builders.build_model(_config(cost="linear"), vocab_size=61)
+
+
 def test_rl_loss_trains_the_policy_with_finite_gradients():
   # reward_top_k = every item: each target is a hit, so R = 1 - usage^2 and the advantage is
   # non-zero wherever a sampled decision differs from the greedy one (P(keep) = 0.6 here).

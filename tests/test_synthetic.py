@@ -1,4 +1,5 @@
 import collections
+import dataclasses
 
 import numpy as np
 import pytest
@@ -39,6 +40,35 @@ def test_shallow_users_follow_their_last_two_items():
   followed = sum(c.most_common(1)[0][1] for c in nxt.values() if sum(c.values()) >= 5)
   total = sum(sum(c.values()) for c in nxt.values() if sum(c.values()) >= 5)
   assert followed / total > 0.6  # follow_prob = 0.8 of next items are set by the last two
+
+
+@pytest.mark.parametrize("kind,low,high", [("deep", 0.8, 1.0), ("shallow", 0.0, 0.3)])
+def test_echo_rule_sets_deep_users_items_from_lag_steps_back(kind, low, high):
+  cfg = SyntheticConfig(num_users=300, num_items=100, lag=10, deep_rule="echo", seed=4)
+  log = synthetic.generate(cfg)
+  nxt = collections.defaultdict(collections.Counter)
+  for user in [u for u, k in log.user_kinds.items() if k == kind]:
+    seq = log.items[log.users == user]
+    for t in range(cfg.lag, len(seq)):
+      nxt[seq[t - cfg.lag]][seq[t]] += 1
+  followed = sum(c.most_common(1)[0][1] for c in nxt.values())
+  total = sum(sum(c.values()) for c in nxt.values())
+  # theme_prob = 0.85 of a deep user's items (from t = lag on) are the echo of item t - lag
+  assert low < followed / total <= high, followed / total
+
+
+def test_echo_rule_draws_from_its_own_stream():
+  shallow_only = SyntheticConfig(num_users=40, num_items=60, min_length=20, max_length=30,
+                                 deep_fraction=0.0, deep_rule="echo", seed=5)
+  echo = synthetic.generate(shallow_only)
+  # Without deep users the rule is unused: same draws, same log.
+  theme_shallow = synthetic.generate(dataclasses.replace(shallow_only, deep_rule="theme"))
+  np.testing.assert_array_equal(echo.items, theme_shallow.items)
+
+
+def test_unknown_deep_rule_is_refused():
+  with pytest.raises(ValueError, match="deep_rule"):
+    synthetic.generate(SyntheticConfig(num_users=5, num_items=20, deep_rule="markov"))
 
 
 def _config(num_blocks, dilations, seed=0):

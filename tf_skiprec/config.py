@@ -24,10 +24,11 @@ class SyntheticConfig:
   deep_fraction: float = 0.5
   min_length: int = 40
   max_length: int = 90
-  lag: int = 24               # deep users: the theme of item t is set by item t - lag
+  lag: int = 24               # deep users: item t is set by item t - lag
+  deep_rule: str = "theme"    # deep users: "theme" (item t - lag sets the theme) or "echo"
   zipf_exponent: float = 1.0
   follow_prob: float = 0.8    # shallow users: P(next item is the successor of the last two)
-  theme_prob: float = 0.85    # deep users: P(next item is in the theme set `lag` steps back)
+  theme_prob: float = 0.85    # deep users: P(next item follows the rule from `lag` steps back)
   seed: int = 0
 
 
@@ -62,10 +63,18 @@ class PolicyConfig:
   learning_rate: float = 1e-3        # the policy's own Adam
   initial_keep_prob: float = 0.9     # start near the pretrained "keep everything"
   threshold: float = 0.5             # evaluation/serving: keep block i iff P(keep_i) >= threshold
-  # gumbel: loss = recommendation loss + penalty * (mean usage - budget)^2
-  budget: float = 0.5                # target mean usage (executed blocks / N)
+  # gumbel: loss = recommendation loss + compute term on the mean usage (executed blocks / N):
+  #   cost "quadratic": penalty * (usage - budget)^2;
+  #   cost "lagrangian": lambda * (usage - budget), lambda >= 0 raised by dual ascent
+  #   (lambda += dual_lr * (usage - budget) after every step) until the budget holds.
+  budget: float = 0.5                # target mean usage
   budget_anneal_steps: int = 0       # the target falls linearly from 1 to `budget` over these
+  cost: str = "quadratic"
   penalty: float = 20.0
+  dual_lr: float = 1.0
+  # gumbel: + entropy_weight * mean binary entropy of P(keep), which pushes the policy to decide
+  # (P(keep) near 0 or 1), so that the deterministic decisions at evaluation match training's.
+  entropy_weight: float = 0.0
   tau_start: float = 5.0             # Gumbel-softmax temperature, annealed ...
   tau_end: float = 0.5
   tau_schedule: str = "exponential"  # ... "exponential", "linear" or "constant"

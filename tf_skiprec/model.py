@@ -12,6 +12,7 @@ from tf_skiprec.config import ModelConfig
 from tf_skiprec.metrics import target_ranks
 
 MODES = ("pretrain", "gumbel", "rl")
+COSTS = ("quadratic", "lagrangian")
 
 
 class NextItNetModel(tfrs.models.Model):
@@ -97,8 +98,11 @@ class SkipRecModel(NextItNetModel):
 
   Modes (`mode`, or the `mode` argument of `compute_loss_and_stats`):
     "pretrain": the backbone alone, every block.
-    "gumbel": straight-through Gumbel-softmax decisions; loss = recommendation loss
-      + penalty * (mean usage - budget)^2, usage = executed blocks / N.
+    "gumbel": straight-through Gumbel-softmax decisions; loss = recommendation loss + a compute
+      term on usage = mean executed blocks / N: penalty * (usage - budget)^2 (cost
+      "quadratic"), or multiplier * (usage - budget) (cost "lagrangian"; the training loop
+      raises the multiplier by dual ascent while usage exceeds the budget); optionally
+      + entropy_weight * the mean entropy of the decisions, so that the policy decides.
     "rl": REINFORCE with a self-critical baseline: advantage = R(sampled) - R(greedy), with
       R = 1 - usage^2 if the window's last target is in the top k, else -gamma (rewards.py); the
       backbone keeps training on the recommendation loss under the sampled decisions.
@@ -106,17 +110,23 @@ class SkipRecModel(NextItNetModel):
   """
 
   def __init__(self, backbone: NextItNet, policy, *, mode: str = "gumbel", budget: float = 0.5,
-               penalty: float = 20.0, reward: str = "quadratic", reward_top_k: int = 5,
+               cost: str = "quadratic", penalty: float = 20.0, entropy_weight: float = 0.0,
+               reward: str = "quadratic", reward_top_k: int = 5,
                gamma: float = 1.0, threshold: float = 0.5, temperature: float = 5.0,
                loss: str = "full", num_sampled: int = 1000, block_drop: float = 0.0, **kwargs):
     super().__init__(backbone, loss=loss, num_sampled=num_sampled, block_drop=block_drop,
                      **kwargs)
     if mode not in MODES:
       raise ValueError(f"train.mode must be one of {MODES}, got {mode!r}")
+    if cost not in COSTS:
+      raise ValueError(f"policy.cost must be one of {COSTS}, got {cost!r}")
     self.policy = policy
     self.mode = mode
     self.budget = tf.Variable(budget, trainable=False, dtype=tf.float32, name="budget")
+    self.cost = cost
+    self.entropy_weight = entropy_weight
     self.penalty = penalty
+    self.multiplier = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="multiplier")
     self.reward = reward
     self.reward_top_k = reward_top_k
     self.gamma = gamma
@@ -143,8 +153,16 @@ class SkipRecModel(NextItNetModel):
       hidden = self.backbone(inputs["inputs"], block_mask=keep, training=training)
       rec = self.position_loss(hidden, inputs, training=training)
       usage = tf.reduce_mean(keep)
-      loss = rec + self.penalty * tf.square(usage - self.budget)
-      return loss, {"rec_loss": rec, "usage": usage}
+      if self.cost == "lagrangian":
+        loss = rec + self.multiplier * (usage - self.budget)
+      else:
+        loss = rec + self.penalty * tf.square(usage - self.budget)
+      stats = {"rec_loss": rec, "usage": usage}
+      if self.entropy_weight:
+        entropy = tf.reduce_mean(policy_lib.keep_entropy(logits))
+        loss += self.entropy_weight * entropy
+        stats["entropy"] = entropy
+      return loss, stats
     # REINFORCE with the greedy decisions as the baseline.
     keep, log_prob = policy_lib.sampled_decisions(logits)                # [B, N], [B]
     greedy = policy_lib.greedy_decisions(logits, 0.5)

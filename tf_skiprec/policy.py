@@ -77,6 +77,12 @@ def keep_probability(logits: tf.Tensor) -> tf.Tensor:
   return tf.nn.softmax(logits, axis=-1)[..., KEEP]
 
 
+def keep_entropy(logits: tf.Tensor) -> tf.Tensor:
+  """logits [B, N, 2] -> entropy of each keep/skip decision [B, N], in nats (0 when decided)."""
+  return -tf.reduce_sum(tf.nn.softmax(logits, axis=-1) * tf.nn.log_softmax(logits, axis=-1),
+                        axis=-1)
+
+
 def greedy_decisions(logits: tf.Tensor, threshold) -> tf.Tensor:
   """Deterministic decisions for evaluation and serving: keep block i iff P(keep_i) >= threshold.
 

@@ -11,7 +11,7 @@ import tf_keras as keras
 from tf_skiprec.backbone import NextItNet
 from tf_skiprec.config import Config, TrainConfig
 from tf_skiprec.errors import ConfigError
-from tf_skiprec.model import MODES, NextItNetModel, SkipRecModel
+from tf_skiprec.model import COSTS, MODES, NextItNetModel, SkipRecModel
 from tf_skiprec.policy import PolicyNetwork
 
 
@@ -41,6 +41,8 @@ def build_model(config: Config, vocab_size: int) -> NextItNetModel:
   if mode not in MODES:
     raise ConfigError(f"train.mode={mode!r}: unknown. Fix: use one of {MODES}.")
   m, p = config.model, config.policy
+  if p.cost not in COSTS:
+    raise ConfigError(f"policy.cost={p.cost!r}: unknown. Fix: use one of {COSTS}.")
   backbone = NextItNet(vocab_size, channels=m.channels, num_blocks=m.num_blocks,
                        kernel_size=m.kernel_size, dilations=m.dilations, dropout=m.dropout,
                        embedding_dropout=m.embedding_dropout, tie_embeddings=m.tie_embeddings,
@@ -52,7 +54,8 @@ def build_model(config: Config, vocab_size: int) -> NextItNetModel:
   else:
     policy = PolicyNetwork(vocab_size, m.channels, m.num_blocks, body=p.body,
                            initial_keep_prob=p.initial_keep_prob, name="policy")
-    model = SkipRecModel(backbone, policy, mode=mode, budget=p.budget, penalty=p.penalty,
+    model = SkipRecModel(backbone, policy, mode=mode, budget=p.budget, cost=p.cost,
+                         penalty=p.penalty, entropy_weight=p.entropy_weight,
                          reward=p.reward, reward_top_k=p.reward_top_k, gamma=p.gamma,
                          threshold=p.threshold, temperature=p.tau_start, **common)
   dummy = tf.zeros([1, config.data.max_len], tf.int32)
@@ -95,6 +98,11 @@ def budget(step: int, policy) -> float:
     return policy.budget
   frac = min(step / policy.budget_anneal_steps, 1.0)
   return 1.0 + frac * (policy.budget - 1.0)
+
+
+def multiplier(current: float, usage: float, target: float, policy) -> float:
+  """policy.cost "lagrangian": the multiplier after one dual-ascent step, never below 0."""
+  return max(0.0, current + policy.dual_lr * (usage - target))
 
 
 def temperature(step: int, policy) -> float:

@@ -119,6 +119,11 @@ def run(config: Config, workdir: str) -> dict:
         model.budget.assign(builders.budget(step, config.policy))
         shown.append(("tau", tau))
       out = {k: float(v.numpy()) for k, v in steps[epoch_mode, frozen](batch).items()}
+      if epoch_mode == "gumbel" and config.policy.cost == "lagrangian":
+        model.multiplier.assign(builders.multiplier(
+            float(model.multiplier.numpy()), out["usage"], float(model.budget.numpy()),
+            config.policy))
+        out["multiplier"] = float(model.multiplier.numpy())
       for k, v in out.items():
         sums[k] = sums.get(k, 0.0) + v
       state.step.assign_add(1)
