@@ -86,6 +86,13 @@ def test_entropy_term_makes_the_policy_decide():
   assert float(tf.reduce_mean(tf.abs(prob() - 0.5))) > start + 0.1
 
 
+def test_entropy_weight_ramps_up_from_zero():
+  policy = _config(entropy_weight=2.0, entropy_ramp_steps=100).policy
+  assert [builders.entropy_weight(s, policy) for s in (0, 50, 100, 500)] == [0.0, 1.0, 2.0, 2.0]
+  policy.entropy_ramp_steps = 0
+  assert builders.entropy_weight(0, policy) == 2.0
+
+
 def test_unknown_cost_is_a_config_error():
   from tf_skiprec.errors import ConfigError
   with pytest.raises(ConfigError, match="policy.cost"):

@@ -62,6 +62,7 @@ class PolicyConfig:
   body: str = "cnn"                  # "cnn" (2 NextItNet+ blocks, dilations 1,4) or "gru"
   learning_rate: float = 1e-3        # the policy's own Adam
   initial_keep_prob: float = 0.9     # start near the pretrained "keep everything"
+  batch_norm: bool = True            # standardise the pooled history across users (policy.py)
   threshold: float = 0.5             # evaluation/serving: keep block i iff P(keep_i) >= threshold
   # gumbel: loss = recommendation loss + compute term on the mean usage (executed blocks / N):
   #   cost "quadratic": penalty * (usage - budget)^2;
@@ -75,6 +76,7 @@ class PolicyConfig:
   # gumbel: + entropy_weight * mean binary entropy of P(keep), which pushes the policy to decide
   # (P(keep) near 0 or 1), so that the deterministic decisions at evaluation match training's.
   entropy_weight: float = 0.0
+  entropy_ramp_steps: int = 0        # the weight rises linearly from 0 over these steps
   tau_start: float = 5.0             # Gumbel-softmax temperature, annealed ...
   tau_end: float = 0.5
   tau_schedule: str = "exponential"  # ... "exponential", "linear" or "constant"

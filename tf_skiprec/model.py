@@ -124,7 +124,8 @@ class SkipRecModel(NextItNetModel):
     self.mode = mode
     self.budget = tf.Variable(budget, trainable=False, dtype=tf.float32, name="budget")
     self.cost = cost
-    self.entropy_weight = entropy_weight
+    self.entropy_weight = tf.Variable(entropy_weight, trainable=False, dtype=tf.float32,
+                                      name="entropy_weight")
     self.penalty = penalty
     self.multiplier = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="multiplier")
     self.reward = reward
@@ -158,10 +159,9 @@ class SkipRecModel(NextItNetModel):
       else:
         loss = rec + self.penalty * tf.square(usage - self.budget)
       stats = {"rec_loss": rec, "usage": usage}
-      if self.entropy_weight:
-        entropy = tf.reduce_mean(policy_lib.keep_entropy(logits))
-        loss += self.entropy_weight * entropy
-        stats["entropy"] = entropy
+      entropy = tf.reduce_mean(policy_lib.keep_entropy(logits))
+      loss += self.entropy_weight * entropy
+      stats["entropy"] = entropy
       return loss, stats
     # REINFORCE with the greedy decisions as the baseline.
     keep, log_prob = policy_lib.sampled_decisions(logits)                # [B, N], [B]

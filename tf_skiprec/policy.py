@@ -25,7 +25,7 @@ class PolicyNetwork(keras.layers.Layer):
 
   def __init__(self, vocab_size: int, channels: int, num_decisions: int, body: str = "cnn",
                num_body_blocks: int = 2, kernel_size: int = 3, dilations=(1, 4),
-               initial_keep_prob: float = 0.9, **kwargs):
+               initial_keep_prob: float = 0.9, batch_norm: bool = True, **kwargs):
     super().__init__(**kwargs)
     if body not in ("cnn", "gru"):
       raise ValueError(f"policy body must be 'cnn' or 'gru', got {body!r}")
@@ -37,6 +37,7 @@ class PolicyNetwork(keras.layers.Layer):
     self.kernel_size = kernel_size
     self.dilations = tuple(int(d) for d in dilations)
     self.initial_keep_prob = initial_keep_prob
+    self.batch_norm = batch_norm
     self.embedding = keras.layers.Embedding(
         vocab_size, channels, embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
         name="item_embedding")
@@ -45,6 +46,11 @@ class PolicyNetwork(keras.layers.Layer):
                      for i, d in enumerate(dilation_schedule(num_body_blocks, self.dilations))]
     else:
       self.gru = keras.layers.GRU(channels, name="gru")
+    # The pooled history is a mean over up to L item embeddings, so it differs little from user
+    # to user next to its common part (measured: P(keep) std 0.02 across users after training,
+    # with no difference between kinds of user). Standardising each feature across users lets
+    # the head tell users apart from the first step.
+    self.norm = (keras.layers.BatchNormalization(name="pooled_norm") if batch_norm else None)
     # Start near "keep everything" (the pretrained backbone's behaviour): the keep logit's bias
     # is log(p / (1 - p)), the skip logit's 0.
     keep_bias = float(tf.math.log(initial_keep_prob / (1.0 - initial_keep_prob)))
@@ -63,13 +69,16 @@ class PolicyNetwork(keras.layers.Layer):
                                      tf.reduce_sum(seq_mask, axis=1))                      # [B, C]
     else:
       pooled = self.gru(x, mask=tf.not_equal(item_ids, 0), training=training)            # [B, C]
+    if self.norm is not None:
+      pooled = self.norm(pooled, training=training)
     return tf.reshape(self.head(pooled), [-1, self.num_decisions, 2])
 
   def get_config(self):
     return {**super().get_config(), "vocab_size": self.vocab_size, "channels": self.channels,
             "num_decisions": self.num_decisions, "body": self.body,
             "num_body_blocks": self.num_body_blocks, "kernel_size": self.kernel_size,
-            "dilations": list(self.dilations), "initial_keep_prob": self.initial_keep_prob}
+            "dilations": list(self.dilations), "initial_keep_prob": self.initial_keep_prob,
+            "batch_norm": self.batch_norm}
 
 
 def keep_probability(logits: tf.Tensor) -> tf.Tensor:

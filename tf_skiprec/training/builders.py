@@ -53,7 +53,8 @@ def build_model(config: Config, vocab_size: int) -> NextItNetModel:
     model = NextItNetModel(backbone, **common)
   else:
     policy = PolicyNetwork(vocab_size, m.channels, m.num_blocks, body=p.body,
-                           initial_keep_prob=p.initial_keep_prob, name="policy")
+                           initial_keep_prob=p.initial_keep_prob, batch_norm=p.batch_norm,
+                           name="policy")
     model = SkipRecModel(backbone, policy, mode=mode, budget=p.budget, cost=p.cost,
                          penalty=p.penalty, entropy_weight=p.entropy_weight,
                          reward=p.reward, reward_top_k=p.reward_top_k, gamma=p.gamma,
@@ -103,6 +104,13 @@ def budget(step: int, policy) -> float:
 def multiplier(current: float, usage: float, target: float, policy) -> float:
   """policy.cost "lagrangian": the multiplier after one dual-ascent step, never below 0."""
   return max(0.0, current + policy.dual_lr * (usage - target))
+
+
+def entropy_weight(step: int, policy) -> float:
+  """The entropy term's weight at `step`: from 0 up to policy.entropy_weight over the ramp."""
+  if policy.entropy_ramp_steps <= 0:
+    return policy.entropy_weight
+  return policy.entropy_weight * min(step / policy.entropy_ramp_steps, 1.0)
 
 
 def temperature(step: int, policy) -> float:

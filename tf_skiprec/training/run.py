@@ -117,6 +117,7 @@ def run(config: Config, workdir: str) -> dict:
         tau = builders.temperature(step, config.policy)
         model.temperature.assign(tau)
         model.budget.assign(builders.budget(step, config.policy))
+        model.entropy_weight.assign(builders.entropy_weight(step, config.policy))
         shown.append(("tau", tau))
       out = {k: float(v.numpy()) for k, v in steps[epoch_mode, frozen](batch).items()}
       if epoch_mode == "gumbel" and config.policy.cost == "lagrangian":
