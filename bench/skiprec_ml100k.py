@@ -18,8 +18,9 @@ history masking, model selected on validation NDCG@10; for Gumbel, epochs within
 rank first). For each seed: (1) `full32` pretrains the backbone of experiment `ml100k_32` (32
 blocks x 64 channels, tf_skiprec/config.py) in <workdir>/<seed>/full; (2) `gumbel75`, `gumbel50`
 and `gumbel30` fine-tune backbone + policy with mode gumbel from that checkpoint
-(`train.init_from`) with the Lagrangian compute cost (`policy.cost`), the backbone at a tenth of
-its pretraining learning rate, up to 15 epochs with patience 5; (3) `rl` fine-tunes with mode rl
+(`train.init_from`), the backbone at a tenth of its pretraining learning rate, the usage target
+falling from 1 to the budget over ~2 epochs and the entropy term rising over ~5, up to 15
+epochs with patience 5; (3) `rl` fine-tunes with mode rl
 (REINFORCE, no budget: the reward trades accuracy for usage) from the same checkpoint, same
 epochs. `full10` (experiment `ml100k_10`, pretrain) is the 10-block reference, since the
 acceptance compares SkipRec against the best full backbone, 10 or 32 blocks, and `gumbel50_10`
@@ -50,7 +51,9 @@ RESULT_FILE = "bench_result.json"  # in each run's work directory once it has fi
 FINETUNE_EPOCHS = 15
 FINETUNE_PATIENCE = 5
 FINETUNE_LR = 2e-4
-DUAL_LR = 0.1  # the Lagrange multiplier's step: it reaches ~5 in ~2 epochs at usage 1, budget 0.3
+BUDGET_ANNEAL_STEPS = 80   # ~2 epochs of ML-100k windows at batch 64
+ENTROPY_WEIGHT = 1.0       # decisive policies, as on the synthetic data (BUILD_NOTES.md)
+ENTROPY_RAMP_STEPS = 200   # ~5 epochs
 # variant -> (experiment, mode, budget or None, sub-directory of <workdir>/<seed>, the pretrain
 # variant it starts from or None)
 VARIANTS = {
@@ -98,8 +101,9 @@ def train_one(variant: str, seed: int, data_dir: str, workdir: str, init_from: s
     config.policy.tau_anneal_steps = 600  # ~15 epochs of ~40 steps: reach tau_end in the run
     if budget is not None:
       config.policy.budget = budget
-      config.policy.cost = "lagrangian"
-      config.policy.dual_lr = DUAL_LR
+      config.policy.budget_anneal_steps = BUDGET_ANNEAL_STEPS
+      config.policy.entropy_weight = ENTROPY_WEIGHT
+      config.policy.entropy_ramp_steps = ENTROPY_RAMP_STEPS
   if quick:
     config.train.epochs = 1
   return measured_run(config, workdir, seed=seed, variant=variant)
