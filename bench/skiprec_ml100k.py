@@ -19,8 +19,8 @@ rank first). For each seed: (1) `full32` pretrains the backbone of experiment `m
 blocks x 64 channels, tf_skiprec/config.py) in <workdir>/<seed>/full; (2) `gumbel75`, `gumbel50`
 and `gumbel30` fine-tune backbone + policy with mode gumbel from that checkpoint
 (`train.init_from`), the backbone at a tenth of its pretraining learning rate, the usage target
-falling from 1 to the budget over ~2 epochs and the entropy term rising over ~5, up to 15
-epochs with patience 5; (3) `rl` fine-tunes with mode rl
+falling from 1 to the budget over ~2 epochs and the entropy term rising over ~5, up to 10
+epochs with patience 4; (3) `rl` fine-tunes with mode rl
 (REINFORCE, no budget: the reward trades accuracy for usage) from the same checkpoint, same
 epochs. `full10` (experiment `ml100k_10`, pretrain) is the 10-block reference, since the
 acceptance compares SkipRec against the best full backbone, 10 or 32 blocks, and `gumbel50_10`
@@ -48,8 +48,8 @@ from ml100k_common import (DEFAULT_DATA, REPO, in_fresh_process, mean_std,  # no
                            write_results)  # noqa: E402  (bench/)
 
 RESULT_FILE = "bench_result.json"  # in each run's work directory once it has finished
-FINETUNE_EPOCHS = 15
-FINETUNE_PATIENCE = 5
+FINETUNE_EPOCHS = 10
+FINETUNE_PATIENCE = 4
 FINETUNE_LR = 2e-4
 BUDGET_ANNEAL_STEPS = 80   # ~2 epochs of ML-100k windows at batch 64
 ENTROPY_WEIGHT = 1.0       # decisive policies, as on the synthetic data (BUILD_NOTES.md)
