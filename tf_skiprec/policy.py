@@ -50,8 +50,7 @@ class PolicyNetwork(keras.layers.Layer):
     # to user next to its common part (measured: P(keep) std 0.02 across users after training,
     # with no difference between kinds of user). Standardising each feature across users lets
     # the head tell users apart from the first step.
-    self.norm = (keras.layers.BatchNormalization(momentum=0.9, name="pooled_norm") if batch_norm
-                 else None)  # momentum 0.9: the moving statistics settle within ~30 steps
+    self.norm = (keras.layers.BatchNormalization(name="pooled_norm") if batch_norm else None)
     # Start near "keep everything" (the pretrained backbone's behaviour): the keep logit's bias
     # is log(p / (1 - p)), the skip logit's 0.
     keep_bias = float(tf.math.log(initial_keep_prob / (1.0 - initial_keep_prob)))
