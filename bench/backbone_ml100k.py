@@ -29,7 +29,7 @@ import time
 
 from absl import app, flags
 
-from ml100k_common import (DEFAULT_DATA, REPO, in_fresh_process, mean_std,  # noqa: E402
+from ml100k_common import (DEFAULT_DATA, REPO, in_fresh_process, int_list, mean_std,  # noqa: E402
                            measured_run, ml100k_config, resolve_data,
                            write_results)  # noqa: E402  (bench/)
 KS = (5, 10, 20)
@@ -149,13 +149,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   data_dir = resolve_data(DATA.value)
-  try:
-    seeds = [int(s) for s in SEEDS.value]
-    configs = [int(c) for c in CONFIGS.value]
-  except ValueError:
-    raise app.UsageError("--seeds and --configs take comma-separated integers, e.g. 0,1,2 and 10,32.")
-  if not seeds or not configs:
-    raise app.UsageError("--seeds and --configs must each name at least one integer.")
+  seeds = int_list("seeds", SEEDS.value, "0,1,2")
+  configs = int_list("configs", CONFIGS.value, "10,32")
   if QUICK.value:
     seeds = seeds[:1]
   parent = WORKDIR.value or tempfile.mkdtemp(prefix="backbone_ml100k_")

@@ -27,6 +27,17 @@ def resolve_data(path: str) -> str:
       "--data=/work/shared/data/ml-100k.")
 
 
+def int_list(flag: str, values: list[str], example: str) -> list[int]:
+  """A comma-separated integer flag's values, at least one; a usage error that names the flag."""
+  try:
+    ints = [int(v) for v in values]
+  except ValueError:
+    raise app.UsageError(f"--{flag} takes comma-separated integers, e.g. {example}.")
+  if not ints:
+    raise app.UsageError(f"--{flag} must name at least one integer, e.g. {example}.")
+  return ints
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
   """Mean and sample standard deviation (0 for a single value)."""
   return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

@@ -43,7 +43,7 @@ import time
 
 from absl import app, flags
 
-from ml100k_common import (DEFAULT_DATA, REPO, in_fresh_process, mean_std,  # noqa: E402
+from ml100k_common import (DEFAULT_DATA, REPO, in_fresh_process, int_list, mean_std,  # noqa: E402
                            measured_run, ml100k_config, resolve_data,
                            write_results)  # noqa: E402  (bench/)
 
@@ -178,14 +178,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   data_dir = resolve_data(DATA.value)
-  try:
-    seeds = [int(s) for s in SEEDS.value]
-  except ValueError:
-    raise app.UsageError("--seeds takes comma-separated integers, e.g. 0,1,2.")
+  seeds = int_list("seeds", SEEDS.value, "0,1,2")
   unknown = sorted(set(VARIANTS_FLAG.value) - set(VARIANTS))
-  if unknown or not seeds or not VARIANTS_FLAG.value:
+  if unknown or not VARIANTS_FLAG.value:
     raise app.UsageError(f"--variants: unknown {unknown} or empty. Fix: use some of "
-                         f"{list(VARIANTS)}; --seeds must name at least one integer.")
+                         f"{list(VARIANTS)}.")
   variants = [v for v in VARIANTS if v in VARIANTS_FLAG.value]  # pretrains before fine-tunes
   if QUICK.value:
     seeds = seeds[:1]
