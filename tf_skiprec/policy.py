@@ -2,8 +2,9 @@
 
 Chen et al., "A User-Adaptive Layer Selection Framework for Very Deep Sequential Recommender
 Models", AAAI 2021. The policy reads the user's history through its own item embedding
-(initialised from the backbone's), a shallow NextItNet+ body (or a GRU) and mean-pooling over the
-real items, and emits logits [B, N, 2] per user and block: index 0 = skip, 1 = keep. Unlike the
+(initialised from the backbone's), a shallow NextItNet+ body (or a GRU), mean-pooling over the
+real items and batch normalisation of the pooled vector, and emits logits [B, N, 2] per user and
+block: index 0 = skip, 1 = keep. Unlike the
 reference code there is no sigmoid before sampling (it capped P(keep) in 0.27..0.73).
 """
 
