@@ -35,6 +35,7 @@ best full backbone; writes everything as JSON to bench/out/ (gitignored).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -48,26 +49,50 @@ from ml100k_common import (DEFAULT_DATA, REPO, in_fresh_process, int_list, mean_
                            write_results)  # noqa: E402  (bench/)
 
 RESULT_FILE = "bench_result.json"  # in each run's work directory once it has finished
-FINETUNE_EPOCHS = 10
-FINETUNE_PATIENCE = 4
-FINETUNE_LR = 2e-4
-BUDGET_ANNEAL_STEPS = 80   # ~2 epochs of ML-100k windows at batch 64
-ENTROPY_WEIGHT = 1.0       # decisive policies, as on the synthetic data (BUILD_NOTES.md)
-ENTROPY_RAMP_STEPS = 200   # ~5 epochs
-# variant -> (experiment, mode, budget or None, sub-directory of <workdir>/<seed>, the pretrain
-# variant it starts from or None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  experiment: str                  # named config (tf_skiprec/config.py)
+  mode: str                        # train.mode
+  budget: float | None             # policy.budget (gumbel), None otherwise
+  subdir: str                      # <workdir>/<seed>/<subdir>
+  base: str | None = None          # the pretrain variant a SkipRec variant starts from
+  overrides: tuple[str, ...] = ()  # config overrides, key=value
+
+
 VARIANTS = {
-    "full10": ("ml100k_10", "pretrain", None, "full10", None),
-    "full32": ("ml100k_32", "pretrain", None, "full", None),
-    "gumbel75": ("ml100k_32", "gumbel", 0.75, "gumbel75", "full32"),
-    "gumbel50": ("ml100k_32", "gumbel", 0.5, "gumbel50", "full32"),
-    "gumbel30": ("ml100k_32", "gumbel", 0.3, "gumbel30", "full32"),
-    "rl": ("ml100k_32", "rl", None, "rl", "full32"),
+    "full10": Variant("ml100k_10", "pretrain", None, "full10"),
+    "full32": Variant("ml100k_32", "pretrain", None, "full"),
+    "gumbel75": Variant("ml100k_32", "gumbel", 0.75, "gumbel75", "full32"),
+    "gumbel50": Variant("ml100k_32", "gumbel", 0.5, "gumbel50", "full32"),
+    "gumbel30": Variant("ml100k_32", "gumbel", 0.3, "gumbel30", "full32"),
+    "rl": Variant("ml100k_32", "rl", None, "rl", "full32"),
     # Beyond the issue's list: SkipRec on the 10-block backbone, the better full model here.
-    "gumbel50_10": ("ml100k_10", "gumbel", 0.5, "gumbel50_10", "full10"),
+    "gumbel50_10": Variant("ml100k_10", "gumbel", 0.5, "gumbel50_10", "full10"),
+    "gumbel40_10": Variant("ml100k_10", "gumbel", 0.4, "gumbel40_10", "full10"),
+    "gumbel30_10": Variant("ml100k_10", "gumbel", 0.3, "gumbel30_10", "full10"),
+    # Stochastic depth in pretraining (model.block_drop): a regulariser for the full backbone,
+    # and blocks that are used to being skipped for SkipRec.
+    "full10_sd": Variant("ml100k_10", "pretrain", None, "full10_sd",
+                         overrides=("model.block_drop=0.2",)),
+    "gumbel40_10_sd": Variant("ml100k_10", "gumbel", 0.4, "gumbel40_10_sd", "full10_sd"),
+    "gumbel50_10_sd": Variant("ml100k_10", "gumbel", 0.5, "gumbel50_10_sd", "full10_sd"),
+    "gumbel30_10_sd": Variant("ml100k_10", "gumbel", 0.3, "gumbel30_10_sd", "full10_sd"),
+    # The stochastic-depth rate for the full backbone, tuned on validation like the rest.
+    "full10_sd10": Variant("ml100k_10", "pretrain", None, "full10_sd10",
+                           overrides=("model.block_drop=0.1",)),
+    "full10_sd30": Variant("ml100k_10", "pretrain", None, "full10_sd30",
+                           overrides=("model.block_drop=0.3",)),
+    "full32_sd": Variant("ml100k_32", "pretrain", None, "full32_sd",
+                         overrides=("model.block_drop=0.2",)),
+    "gumbel40_32_sd": Variant("ml100k_32", "gumbel", 0.4, "gumbel40_32_sd", "full32_sd"),
+    "gumbel30_32_sd": Variant("ml100k_32", "gumbel", 0.3, "gumbel30_32_sd", "full32_sd"),
 }
-FULL = ("full10", "full32")
-LOW_BUDGET = ("gumbel50", "gumbel30", "rl", "gumbel50_10")  # what the acceptance looks at
+FULL = tuple(name for name, v in VARIANTS.items() if v.mode == "pretrain")
+# What the acceptance looks at: SkipRec at a budget of 0.5 or below (rl has no budget).
+LOW_BUDGET = tuple(name for name, v in VARIANTS.items()
+                   if v.mode == "rl" or (v.budget is not None and v.budget <= 0.5))
 
 DATA = flags.DEFINE_string(
     "data", DEFAULT_DATA, "ML-100k in RecBole's atomic format (a directory holding "
@@ -88,22 +113,17 @@ OUT = flags.DEFINE_string("out", os.path.join(REPO, "bench", "out"), "Directory 
 def train_one(variant: str, seed: int, data_dir: str, workdir: str, init_from: str,
               quick: bool) -> dict:
   """Child process: one `run()`; returns its result with wall time, config and peak memory."""
-  experiment, mode, budget, _, _ = VARIANTS[variant]
-  config = ml100k_config(experiment, data_dir, seed)
+  v = VARIANTS[variant]
+  mode, budget = v.mode, v.budget
+  config = ml100k_config(v.experiment, data_dir, seed)
+  for assignment in v.overrides:
+    config.override(assignment)
   config.train.mode = mode
   if mode != "pretrain":
+    from tf_skiprec.config import skiprec_finetune
+    skiprec_finetune(config, budget)  # lr / 10, up to 10 epochs, budget annealing, entropy ramp
+    config.train.mode = mode
     config.train.init_from = init_from
-    config.train.epochs = FINETUNE_EPOCHS
-    config.train.patience = FINETUNE_PATIENCE
-    # The pretrained backbone is already at its best validation epoch: at the pretrain's lr it
-    # overfits at once (measured: valid NDCG@10 0.0674 -> 0.0587 in one epoch), so 10x lower.
-    config.train.learning_rate = FINETUNE_LR
-    config.policy.tau_anneal_steps = 600  # ~15 epochs of ~40 steps: reach tau_end in the run
-    if budget is not None:
-      config.policy.budget = budget
-      config.policy.budget_anneal_steps = BUDGET_ANNEAL_STEPS
-      config.policy.entropy_weight = ENTROPY_WEIGHT
-      config.policy.entropy_ramp_steps = ENTROPY_RAMP_STEPS
   if quick:
     config.train.epochs = 1
   return measured_run(config, workdir, seed=seed, variant=variant)
@@ -196,8 +216,8 @@ def main(argv):
   parent = WORKDIR.value or tempfile.mkdtemp(prefix="skiprec_ml100k_")
   os.makedirs(parent, exist_ok=True)
   for seed in seeds:
-    for base in {VARIANTS[v][4] for v in variants} - {None} - set(variants):
-      full = os.path.join(parent, str(seed), VARIANTS[base][3])
+    for base in {VARIANTS[v].base for v in variants} - {None} - set(variants):
+      full = os.path.join(parent, str(seed), VARIANTS[base].subdir)
       if not os.path.isfile(os.path.join(full, "metrics.json")):
         raise app.UsageError(f"some SkipRec variants start from {full}, which holds no finished "
                              f"pretrain run. Fix: add {base} to --variants.")
@@ -208,9 +228,9 @@ def main(argv):
   runs: dict[str, list[dict]] = {}
   for seed in seeds:
     for variant in variants:
-      workdir = os.path.join(parent, str(seed), VARIANTS[variant][3])
-      base = VARIANTS[variant][4]
-      init_from = os.path.join(parent, str(seed), VARIANTS[base][3]) if base else ""
+      workdir = os.path.join(parent, str(seed), VARIANTS[variant].subdir)
+      base = VARIANTS[variant].base
+      init_from = os.path.join(parent, str(seed), VARIANTS[base].subdir) if base else ""
       done = os.path.join(workdir, RESULT_FILE)
       if os.path.isfile(done):  # finished by an earlier invocation with this --workdir
         with open(done) as f:

@@ -85,3 +85,18 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, args, message):
   assert out.returncode == 2
   assert message in out.stderr
   assert "Traceback" not in out.stderr
+
+
+def test_a_work_directory_from_before_a_new_config_field_still_resumes(tmp_path):
+  workdir = tmp_path / "w"
+  config = get_config("smoke")
+  config.train.epochs = 1
+  run(config, str(workdir))
+  written = json.loads((workdir / "config.json").read_text())
+  del written["policy"]["budget_slack"]        # as written before the field existed
+  del written["data"]["synthetic"]["zipf_exponent"]
+  (workdir / "config.json").write_text(json.dumps(written))
+  assert run(config, str(workdir))["resumed_from_step"] > 0  # defaults match: resumes
+  config.policy.budget_slack = 0.2                             # not the default: refused
+  with pytest.raises(ConfigError, match=r"different policy config \(fields \['budget_slack'\]\)"):
+    run(config, str(workdir))

@@ -1,9 +1,12 @@
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_skiprec.config import get_config
+from tf_skiprec.config import get_config, skiprec_finetune
 from tf_skiprec.training import builders, run
+from tf_skiprec.training.run import selection_score
 
 
 def _config(mode="gumbel", **policy):
@@ -189,3 +192,39 @@ def test_frozen_backbone_epochs_train_the_policy_alone(tmp_path):
                                 tf.train.load_variable(best("pre"), key))
   head = "model/policy/head/kernel/.ATTRIBUTES/VARIABLE_VALUE"
   assert np.abs(tf.train.load_variable(best("skip"), head)).max() > 0.06  # init stddev 0.02: moved
+
+
+def test_pretrain_stage_uses_its_own_learning_rate_and_patience(tmp_path):
+  config = _config()
+  config.train.epochs, config.train.pretrain_epochs = 1, 1
+  config.train.pretrain_learning_rate, config.train.pretrain_patience = 5e-3, 7
+  result = run(config, str(tmp_path))
+  stage = json.loads((tmp_path / "pretrain" / "config.json").read_text())["train"]
+  assert (stage["mode"], stage["epochs"]) == ("pretrain", 1)
+  assert (stage["learning_rate"], stage["patience"]) == (5e-3, 7)
+  outer = json.loads((tmp_path / "config.json").read_text())["train"]
+  assert (outer["learning_rate"], outer["patience"]) == (1e-3, 5)
+  assert result["pretrain"]["workdir"] == str(tmp_path / "pretrain")
+  assert result["init_from"] == str(tmp_path / "pretrain")
+
+
+def test_skiprec_finetune_recipe_keeps_the_pretraining_settings_for_the_pretrain_stage():
+  config = skiprec_finetune(get_config("ml100k_10"), budget=0.4)
+  assert config.train.mode == "gumbel" and config.policy.budget == 0.4
+  assert config.train.pretrain_learning_rate == pytest.approx(2e-3)
+  assert config.train.learning_rate == pytest.approx(2e-4)
+  assert (config.train.pretrain_patience, config.train.patience) == (10, 4)
+  skiprec = get_config("ml100k_skiprec")
+  assert skiprec.model.block_drop == 0.2 and skiprec.train.pretrain_epochs > 0
+
+
+def test_model_selection_prefers_epochs_within_the_budget():
+  config = _config(budget=0.4, budget_slack=0.05)
+  valid = lambda ndcg, usage: {"metrics": {"NDCG@10": ndcg}, "blocks": {"usage": usage}}  # noqa: E731
+  assert selection_score(valid(0.07, 0.45), config) == 0.07          # within budget + slack
+  assert selection_score(valid(0.09, 0.5), config) == pytest.approx(-1.5)  # over: by usage
+  assert selection_score(valid(0.01, 0.6), config) < selection_score(valid(0.0, 0.5), config)
+  config.policy.budget_slack = 0.0
+  assert selection_score(valid(0.07, 0.45), config) == pytest.approx(-1.45)
+  config.train.mode = "rl"  # no budget: validation NDCG@10 alone
+  assert selection_score(valid(0.07, 0.9), config) == 0.07

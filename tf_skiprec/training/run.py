@@ -43,7 +43,6 @@ from tf_skiprec.training.state import Checkpoints, RunState
 from tf_skiprec.training.steps import make_eval_step, make_train_step
 
 SELECT_METRIC = "NDCG@10"
-BUDGET_SLACK = 0.05  # gumbel: an epoch is within budget if its usage <= budget + slack
 SWEEP_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 _MUST_MATCH = ("data", "model", "policy")  # config sections a resumed work directory must share
 
@@ -57,6 +56,8 @@ def run(config: Config, workdir: str) -> dict:
   if mode != "pretrain" and not init_from and train.pretrain_epochs > 0:
     stage = copy.deepcopy(config)
     stage.train.mode, stage.train.epochs = "pretrain", train.pretrain_epochs
+    stage.train.learning_rate = train.pretrain_learning_rate or train.learning_rate
+    stage.train.patience = train.pretrain_patience or train.patience
     init_from = os.path.join(workdir, "pretrain")
     logging.info("Pretraining the backbone for up to %d epochs in %s.", train.pretrain_epochs,
                  init_from)
@@ -204,13 +205,14 @@ def run(config: Config, workdir: str) -> dict:
 
 
 def selection_score(valid: dict, config: Config) -> float:
-  """What early stopping maximises: validation NDCG@10; for gumbel, epochs within the usage
-  budget (+ slack) rank above all others, and those over it rank by lower usage."""
+  """What early stopping maximises: validation NDCG@10; for gumbel, epochs whose validation usage
+  is within policy.budget + policy.budget_slack rank above all others, and those over it rank by
+  lower usage."""
   ndcg = valid["metrics"][SELECT_METRIC]
   if config.train.mode != "gumbel":
     return ndcg
   usage = valid["blocks"]["usage"]
-  return ndcg if usage <= config.policy.budget + BUDGET_SLACK else -1.0 - usage
+  return ndcg if usage <= config.policy.budget + config.policy.budget_slack else -1.0 - usage
 
 
 def _skiprec_reports(model, config, workdir, evaluate_split, valid_w, results) -> dict:
@@ -252,6 +254,8 @@ def _check_or_write_config(config: Config, workdir: str) -> None:
     with open(path) as f:
       previous = json.load(f)
     current = json.loads(config.to_json())  # tuples become lists, as in the file
+    # A field added since the work directory was written counts as its default there.
+    previous = _with_defaults(previous, json.loads(Config().to_json()))
     for section in _MUST_MATCH:
       if previous.get(section) != current[section]:
         diff = sorted(k for k in current[section]
@@ -263,3 +267,14 @@ def _check_or_write_config(config: Config, workdir: str) -> None:
   with open(tmp, "w") as f:
     f.write(config.to_json())
   os.replace(tmp, path)
+
+
+def _with_defaults(values: dict, defaults: dict) -> dict:
+  """values with every field missing from it (at any depth) taken from defaults."""
+  out = dict(defaults)
+  for key, value in values.items():
+    if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+      out[key] = _with_defaults(value, defaults[key])
+    else:
+      out[key] = value
+  return out
