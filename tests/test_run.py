@@ -100,3 +100,8 @@ def test_a_work_directory_from_before_a_new_config_field_still_resumes(tmp_path)
   config.policy.budget_slack = 0.2                             # not the default: refused
   with pytest.raises(ConfigError, match=r"different policy config \(fields \['budget_slack'\]\)"):
     run(config, str(workdir))
+  config.policy.budget_slack = 0.05
+  written["policy"]["gone"] = 1                                # a field this version lacks
+  (workdir / "config.json").write_text(json.dumps(written))
+  with pytest.raises(ConfigError, match=r"different policy config \(fields \['gone'\]\)"):
+    run(config, str(workdir))

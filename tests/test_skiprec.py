@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tf_skiprec.config import get_config, skiprec_finetune
+from tf_skiprec.errors import ConfigError
 from tf_skiprec.training import builders, run
 from tf_skiprec.training.run import selection_score
 
@@ -216,6 +217,21 @@ def test_skiprec_finetune_recipe_keeps_the_pretraining_settings_for_the_pretrain
   assert (config.train.pretrain_patience, config.train.patience) == (10, 4)
   skiprec = get_config("ml100k_skiprec")
   assert skiprec.model.block_drop == 0.2 and skiprec.train.pretrain_epochs > 0
+  rl = skiprec_finetune(get_config("ml100k_32"), budget=None, mode="rl")
+  assert rl.train.mode == "rl" and rl.policy.budget_anneal_steps == 0
+  with pytest.raises(ConfigError, match="already a 'gumbel' config"):
+    skiprec_finetune(skiprec, budget=0.4)  # twice would divide the lr again
+  with pytest.raises(ConfigError, match="gumbel takes a budget"):
+    skiprec_finetune(get_config("ml100k_10"), budget=None)
+
+
+def test_pretrain_stage_settings_default_to_the_run_settings(tmp_path):
+  config = _config()
+  config.train.epochs, config.train.pretrain_epochs = 1, 1
+  config.train.learning_rate, config.train.patience = 4e-3, 3
+  run(config, str(tmp_path))
+  stage = json.loads((tmp_path / "pretrain" / "config.json").read_text())["train"]
+  assert (stage["learning_rate"], stage["patience"]) == (4e-3, 3)
 
 
 def test_model_selection_prefers_epochs_within_the_budget():

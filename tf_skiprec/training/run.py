@@ -258,8 +258,9 @@ def _check_or_write_config(config: Config, workdir: str) -> None:
     previous = _with_defaults(previous, json.loads(Config().to_json()))
     for section in _MUST_MATCH:
       if previous.get(section) != current[section]:
-        diff = sorted(k for k in current[section]
-                      if previous.get(section, {}).get(k) != current[section][k])
+        before = previous.get(section) or {}
+        diff = sorted(k for k in set(before) | set(current[section])
+                      if before.get(k) != current[section].get(k))
         raise ConfigError(
             f"{path}: this work directory holds a run with a different {section} config "
             f"(fields {diff}). Fix: use a new --workdir, or the same config to resume.")
