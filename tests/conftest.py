@@ -19,3 +19,45 @@ def set_alphas(backbone, value: float = 0.5) -> None:
   something set them."""
   for block in backbone.blocks:
     block.alpha.assign(value)
+
+
+def tiny_skiprec(num_items: int = 40, num_blocks: int = 6, max_len: int = 12,
+                 never_kept: int | None = None, seed: int = 0):
+  """A small SkipRec model whose policy gives mixed, user-dependent decisions, and its IdMap.
+
+  The blocks do something (alphas 0.7); the policy's batch-norm variance is shrunk and its head
+  scaled up so that P(keep) is far from the 0.9 it starts at; block `never_kept` is kept by no
+  one. Raw ids are "item<i>", one of them non-ASCII ("élan").
+  """
+  from tf_skiprec.config import get_config
+  from tf_skiprec.data.idmap import IdMap
+  from tf_skiprec.training import builders
+
+  config = get_config("smoke")
+  config.train.mode = "gumbel"
+  config.model.num_blocks = num_blocks
+  config.data.max_len = max_len
+  model = builders.build_model(config, vocab_size=num_items + 1)
+  set_alphas(model.backbone, 0.7)
+  rng = np.random.default_rng(seed)
+  model.policy.norm.moving_variance.assign(np.full(model.policy.norm.moving_variance.shape, 1e-4,
+                                                   np.float32))
+  head = model.policy.head
+  head.kernel.assign(rng.normal(0.0, 1.0, head.kernel.shape).astype(np.float32))
+  bias = np.zeros(head.bias.shape, np.float32)
+  if never_kept is not None:
+    bias[2 * never_kept + 1] = -1e4  # the keep logit of that block
+  head.bias.assign(bias)
+  raw = np.array([f"item{i}" for i in range(num_items)], dtype=object)
+  raw[3] = "élan"
+  id_map = IdMap(raw.astype(str), np.arange(num_items, 0, -1))
+  return model, id_map
+
+
+def histories(num_items: int, batch: int, max_len: int, seed: int = 0) -> np.ndarray:
+  """[batch, max_len] dense left-padded histories of varied lengths (row 0 has 2 items)."""
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(1, num_items + 1, size=(batch, max_len)).astype(np.int32)
+  for row in range(batch):
+    ids[row, : max(0, max_len - 2 - row * 3)] = 0
+  return ids

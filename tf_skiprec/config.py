@@ -115,12 +115,22 @@ class TrainConfig:
 
 
 @dataclasses.dataclass
+class ExportConfig:
+  """Where a finished run exports its best model for TF Serving (tf_skiprec/export.py)."""
+  base_dir: str = ""                 # "" = no export; saved_models/<model_name>/<version>/ below
+  model_name: str = "skiprec"
+  top_k: int = 10                    # serving_default's default k
+  num_check_histories: int = 64      # validation histories the export is checked and warmed on
+
+
+@dataclasses.dataclass
 class Config:
   name: str = "default"
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -247,6 +257,7 @@ def default() -> Config:
   config.policy.budget_anneal_steps = 150  # ~3 epochs: no collapse to 0 blocks at the start
   config.policy.entropy_weight = 1.0       # decisive policies: evaluation's decisions = training's
   config.policy.entropy_ramp_steps = 200
+  config.export.base_dir = "saved_models"  # saved_models/skiprec/<version>/, for TF Serving
   return config
 
 

@@ -30,3 +30,7 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
   """A bad configuration value; the message names the field and the fix."""
+
+
+class ExportError(RuntimeError):
+  """An export that cannot be published (it was not written, or it failed its check)."""

@@ -50,6 +50,7 @@ class ResidualBlock(keras.layers.Layer):
     h = self.alpha * h
     if seq_mask is not None:
       h = h * seq_mask
+    self.built = True  # called through `branch`, not __call__, by the backbone and the export
     return h
 
   def call(self, x: tf.Tensor, seq_mask: tf.Tensor | None = None,

@@ -17,6 +17,9 @@ Work directory layout:
   pretrain/       the pretrain stage's own work directory, when there is one
   *.png           SkipRec only: usage_by_block.png, accuracy_vs_blocks.png
   metrics.json    the final result
+
+With `export.base_dir` set, the best model is then exported for TF Serving to
+<export.base_dir>/<export.model_name>/<version>/ (tf_skiprec/export.py).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from tf_skiprec.data.pipeline import Pipelines
 from tf_skiprec.data.sources import load_interactions
 from tf_skiprec.data.splits import build_sequences, eval_windows, train_windows
 from tf_skiprec.errors import ConfigError
+from tf_skiprec.export import export_model
 from tf_skiprec.training import builders, plots
 from tf_skiprec.training.evaluate import evaluate
 from tf_skiprec.training.state import Checkpoints, RunState
@@ -58,6 +62,7 @@ def run(config: Config, workdir: str) -> dict:
     stage.train.mode, stage.train.epochs = "pretrain", train.pretrain_epochs
     stage.train.learning_rate = train.pretrain_learning_rate or train.learning_rate
     stage.train.patience = train.pretrain_patience or train.patience
+    stage.export.base_dir = ""  # only the finished model is exported
     init_from = os.path.join(workdir, "pretrain")
     logging.info("Pretraining the backbone for up to %d epochs in %s.", train.pretrain_epochs,
                  init_from)
@@ -199,6 +204,12 @@ def run(config: Config, workdir: str) -> dict:
       "dropped_users": data.dropped_users, "workdir": workdir, "init_from": init_from or None,
       "pretrain": _summary(pretrain_result),
   })
+  if config.export.base_dir:
+    histories = next(iter(pipelines.evaluation(valid_w, config.export.num_check_histories)))
+    results["export"] = export_model(
+        model, data.id_map, base_dir=config.export.base_dir,
+        model_name=config.export.model_name, max_len=max_len,
+        sample_histories=histories["history"].numpy(), top_k=config.export.top_k)
   with open(os.path.join(workdir, "metrics.json"), "w") as f:
     json.dump(results, f, indent=2)
   return results

@@ -1,0 +1,228 @@
+"""TF Serving's REST API over the local ModelStores (https://www.tensorflow.org/tfx/serving/api_rest):
+
+  POST /v1/models/<name>[/versions/<v>]:predict   {"signature_name": ..., "instances": [...]}
+                                                  or {"inputs": {...}} (columnar)
+  GET  /v1/models/<name>[/versions/<v>]           model status
+  GET  /v1/models/<name>[/versions/<v>]/metadata  signature defs
+
+Row format: each instance is a dict of named inputs (stacked along a new first dimension, so a
+scalar per instance becomes a [B] input, as `k` and `threshold` are), or a plain value for the
+signature's one required input. JSON values are converted to the dtype the signature declares;
+a value of another type is INVALID_ARGUMENT (HTTP 400), an unknown model or version NOT_FOUND (404).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import logging
+import re
+import threading
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     predict_pb2)
+
+from serving import grpc_service
+from tf_skiprec.savedmodel_runner import SignatureError
+
+_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?(:predict|/metadata)?$")
+_HTTP = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400,
+         "NOT_FOUND": 404, "UNIMPLEMENTED": 501, "UNAVAILABLE": 503}
+
+
+def to_array(alias: str, value, dtype: tf.dtypes.DType) -> np.ndarray:
+  """A JSON value (nested lists) -> an array of `dtype`; INVALID_ARGUMENT if it is not one."""
+  _check_rectangular(alias, value)
+  leaves = _leaves(value)
+  if dtype == tf.string:
+    ok = all(isinstance(v, str) or (isinstance(v, dict) and set(v) == {"b64"}) for v in leaves)
+  elif dtype.is_integer:
+    ok = all(isinstance(v, int) and not isinstance(v, bool) for v in leaves)
+  elif dtype.is_floating:
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in leaves)
+  else:
+    ok = dtype == tf.bool and all(isinstance(v, bool) for v in leaves)
+  if not ok:
+    raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': JSON value is not of expected "
+                         f"type: {dtype.name}")
+  if dtype == tf.string:
+    value = _map_leaves(value, lambda v: base64.b64decode(v["b64"]) if isinstance(v, dict)
+                        else v.encode("utf-8"))
+  try:
+    return np.array(value, dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
+  except (ValueError, OverflowError) as e:
+    raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': {e}")
+
+
+def predict_json(models: grpc_service.Models, name: str, version: str | None, body: dict) -> dict:
+  """A REST predict body -> the response body."""
+  store = models.store(name)
+  _, runner = store.runner(int(version) if version else None)
+  signature_name = body.get("signature_name") or "serving_default"
+  if signature_name not in runner.signatures:
+    raise SignatureError("FAILED_PRECONDITION", f'Serving signature key "{signature_name}" not '
+                         "found.")
+  signature = runner.signatures[signature_name]
+  dtypes = {alias: tf.dtypes.as_dtype(info.dtype) for alias, info in signature.inputs.items()}
+  rows = "instances" in body
+  if rows == ("inputs" in body):
+    raise SignatureError("INVALID_ARGUMENT", "the body needs exactly one of \"instances\" (row "
+                         "format) and \"inputs\" (columnar format)")
+  named = _named_inputs(body["instances"] if rows else body["inputs"], rows, signature)
+  unknown = sorted(set(named) - set(dtypes))
+  if unknown:
+    raise SignatureError("INVALID_ARGUMENT", f"inputs {unknown} are not in signature "
+                         f"{signature_name} (its inputs: {sorted(dtypes)})")
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = name
+  if version:
+    request.model_spec.version.value = int(version)
+  request.model_spec.signature_name = signature_name
+  for alias, value in named.items():
+    request.inputs[alias].CopyFrom(tf.make_tensor_proto(to_array(alias, value, dtypes[alias])))
+  response = grpc_service.predict(models, request)
+  outputs = {alias: _to_json(tf.make_ndarray(proto)) for alias, proto in response.outputs.items()}
+  if not rows:
+    return {"outputs": outputs if len(outputs) > 1 else next(iter(outputs.values()))}
+  count = len(next(iter(outputs.values()))) if outputs else 0
+  if len(outputs) == 1:
+    return {"predictions": next(iter(outputs.values()))}
+  return {"predictions": [{alias: value[i] for alias, value in outputs.items()}
+                          for i in range(count)]}
+
+
+def status_json(models: grpc_service.Models, name: str, version: str | None) -> dict:
+  request = get_model_status_pb2.GetModelStatusRequest()
+  request.model_spec.name = name
+  if version:
+    request.model_spec.version.value = int(version)
+  response = grpc_service.model_status(models, request)
+  return json_format.MessageToDict(response, preserving_proto_field_name=True)
+
+
+def metadata_json(models: grpc_service.Models, name: str, version: str | None) -> dict:
+  request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+  request.model_spec.name = name
+  if version:
+    request.model_spec.version.value = int(version)
+  response = grpc_service.metadata(models, request)
+  signatures = get_model_metadata_pb2.SignatureDefMap()
+  response.metadata["signature_def"].Unpack(signatures)
+  return {"model_spec": json_format.MessageToDict(response.model_spec,
+                                                  preserving_proto_field_name=True),
+          "metadata": {"signature_def": json_format.MessageToDict(
+              signatures, preserving_proto_field_name=True)}}
+
+
+def serve(models: grpc_service.Models, host: str, port: int) -> http.server.ThreadingHTTPServer:
+  """Starts the REST server in a daemon thread; returns it (`server_address` has the port)."""
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802
+      self._route(None)
+
+    def do_POST(self):  # noqa: N802
+      try:
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        if not isinstance(body, dict):
+          raise ValueError("the body must be a JSON object")
+      except ValueError as e:
+        return self._send(400, {"error": f"JSON Parse error: {e}"})
+      self._route(body)
+
+    def _route(self, body):
+      match = _PATH.match(self.path.split("?")[0])
+      if not match:
+        return self._send(404, {"error": f"Malformed request: {self.command} {self.path}"})
+      name, version, verb = match.groups()
+      try:
+        if body is not None and verb == ":predict":
+          return self._send(200, predict_json(models, name, version, body))
+        if body is None and verb == "/metadata":
+          return self._send(200, metadata_json(models, name, version))
+        if body is None and verb is None:
+          return self._send(200, status_json(models, name, version))
+        return self._send(404, {"error": f"Malformed request: {self.command} {self.path}"})
+      except SignatureError as e:
+        return self._send(_HTTP.get(e.code, 500), {"error": e.message})
+      except Exception as e:  # noqa: BLE001  (the server answers and keeps serving)
+        logging.exception("REST %s failed", self.path)
+        return self._send(500, {"error": f"{type(e).__name__}: {e}"})
+
+    def _send(self, code: int, payload: dict):
+      data = json.dumps(payload).encode("utf-8")
+      self.send_response(code)
+      self.send_header("Content-Type", "application/json")
+      self.send_header("Content-Length", str(len(data)))
+      self.end_headers()
+      self.wfile.write(data)
+
+    def log_message(self, *args):  # quiet: the gRPC side logs nothing per request either
+      pass
+
+  server = http.server.ThreadingHTTPServer((host, port), Handler)
+  server.daemon_threads = True
+  threading.Thread(target=server.serve_forever, name="rest", daemon=True).start()
+  return server
+
+
+def _named_inputs(payload, rows: bool, signature) -> dict:
+  """The request's {alias: JSON value}, from either format."""
+  required = [a for a in signature.inputs if a not in signature.defaults]
+  if rows:
+    if not isinstance(payload, list):
+      raise SignatureError("INVALID_ARGUMENT", "\"instances\" must be a list")
+    if payload and all(isinstance(p, dict) for p in payload):
+      keys = set(payload[0])
+      if any(set(p) != keys for p in payload):
+        raise SignatureError("INVALID_ARGUMENT", "every instance must name the same inputs")
+      return {key: [p[key] for p in payload] for key in keys}
+    if len(required) != 1:
+      raise SignatureError("INVALID_ARGUMENT", f"instances without names need a signature with "
+                           f"one required input; this one has {required}")
+    return {required[0]: payload}
+  if isinstance(payload, dict):
+    return payload
+  if len(required) != 1:
+    raise SignatureError("INVALID_ARGUMENT", f"unnamed \"inputs\" need a signature with one "
+                         f"required input; this one has {required}")
+  return {required[0]: payload}
+
+
+def _check_rectangular(alias: str, value) -> None:
+  """Nested lists must have the same length at each depth (a tensor, not a ragged list)."""
+  level = [value]
+  while level and all(isinstance(v, list) for v in level):
+    if len({len(v) for v in level}) > 1:
+      raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': rows of different lengths; "
+                           "a tensor needs every row the same length (pad histories with \"\")")
+    level = [x for v in level for x in v]
+  if any(isinstance(v, list) for v in level):
+    raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': mixes lists and values at one "
+                         "depth")
+
+
+def _leaves(value) -> list:
+  if isinstance(value, list):
+    return [leaf for v in value for leaf in _leaves(v)]
+  return [value]
+
+
+def _map_leaves(value, fn):
+  if isinstance(value, list):
+    return [_map_leaves(v, fn) for v in value]
+  return fn(value)
+
+
+def _to_json(array: np.ndarray):
+  if array.dtype == object:
+    return _map_leaves(array.tolist(), lambda v: v.decode("utf-8", "replace")
+                       if isinstance(v, bytes) else v)
+  return array.tolist()

@@ -1,0 +1,156 @@
+"""The export: conditional execution against masking, what runs, the versioned layout, the
+self-check, the warm-up file and device placement."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from conftest import histories, tiny_skiprec
+from tf_skiprec.errors import ExportError
+from tf_skiprec.export import export_model, next_version, raw_histories
+from tf_skiprec.savedmodel_runner import WARMUP_FILE, SavedModelRunner
+from tf_skiprec.serving_graph import ServingModule
+
+ITEMS, BLOCKS, MAX_LEN = 40, 6, 12
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  """A tiny SkipRec model (block 2 kept by no one), exported once."""
+  tf.keras.utils.set_random_seed(7)
+  model, id_map = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN, never_kept=2)
+  base = str(tmp_path_factory.mktemp("models"))
+  info = export_model(model, id_map, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
+                      sample_histories=histories(ITEMS, 8, MAX_LEN), top_k=5)
+  return model, id_map, base, info
+
+
+def _module(model, tmp_path):
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("".join(f"x{i}\n" for i in range(ITEMS)))
+  return ServingModule(model, str(vocab), MAX_LEN)
+
+
+def test_gather_scatter_equals_masking_for_mixed_decisions(tmp_path):
+  model, _ = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN)
+  module = _module(model, tmp_path)
+  ids = tf.constant(histories(ITEMS, 7, MAX_LEN, seed=3))
+  keep = np.random.default_rng(0).random((7, BLOCKS)) < 0.5
+  keep[:, 0] = True    # every row: the block runs directly
+  keep[:, 1] = False   # no row: the block is not run
+  keep[0, 1] = False
+  masked = model.backbone(ids, block_mask=keep.astype(np.float32)).numpy()
+  run = tf.function(module.run_kept_blocks)  # graph mode, as exported
+  np.testing.assert_allclose(run(ids, tf.constant(keep)).numpy(), masked, atol=1e-5)
+  for row in range(3):  # B = 1: tf.cond per block
+    one = run(ids[row:row + 1], tf.constant(keep[row:row + 1])).numpy()
+    np.testing.assert_allclose(one, masked[row:row + 1], atol=1e-5)
+  assert not np.allclose(masked, model.backbone(ids).numpy(), atol=1e-3)  # decisions matter
+
+
+def test_a_block_no_row_keeps_is_not_executed_and_kept_blocks_run_on_their_rows(exported):
+  model, id_map, _, info = exported
+  dense = histories(ITEMS, 8, MAX_LEN)
+  keep = model.decisions(tf.constant(dense)).numpy().astype(bool)         # [8, N]
+  assert not keep[:, 2].any() and keep.any(axis=0).sum() >= 3             # mixed, block 2 never
+  runner = SavedModelRunner(info["path"])
+  try:
+    options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+    metadata = tf.compat.v1.RunMetadata()
+    runner.run({"history": raw_histories(dense, id_map)}, run_options=options,
+               run_metadata=metadata)
+  finally:
+    runner.close()
+  relus = {}  # block -> batch sizes of the ReLUs (after each conv + LayerNorm) that ran in it
+  ran = set()
+  for device in metadata.step_stats.dev_stats:
+    for node in device.node_stats:
+      for i in range(BLOCKS):
+        if f"block_{i}_run/" in node.node_name:
+          ran.add(i)
+          if " = Relu(" in node.timeline_label:
+            relus.setdefault(i, []).append(node.output[0].tensor_description.shape.dim[0].size)
+  assert 2 not in ran                                        # kept by no row: not one op ran
+  for i in range(BLOCKS):
+    if keep[:, i].any():
+      assert relus[i] == [int(keep[:, i].sum())] * 2, (i, relus.get(i))  # on its rows only
+
+
+def test_versions_increase_and_only_whole_versions_are_visible(exported, tmp_path):
+  model, id_map, base, info = exported
+  model_dir = os.path.join(base, "skiprec")
+  assert info["version"] == 1 and next_version(model_dir) == 2
+  second = export_model(model, id_map, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
+                        sample_histories=histories(ITEMS, 4, MAX_LEN), top_k=5)
+  assert second["version"] == 2
+  assert sorted(os.listdir(model_dir)) == ["1", "2"]         # no temporary folder left behind
+  for name in ("saved_model.pb", "variables", os.path.join("assets", "item_vocab.txt"),
+               os.path.join("assets", "id_map.json"), WARMUP_FILE):
+    assert os.path.exists(os.path.join(info["path"], name)), name
+  records = list(tf.data.TFRecordDataset(os.path.join(info["path"], WARMUP_FILE)))
+  assert len(records) == 6                                   # 3 signatures x (1, all) histories
+
+
+def test_an_export_that_differs_from_the_model_is_refused(exported, monkeypatch):
+  model, id_map, base, _ = exported
+  real = ServingModule.run_all_blocks
+
+  def drops_the_last_block(self, ids):
+    blocks = self.backbone.blocks
+    self.backbone.blocks = blocks[:-1]
+    try:
+      return real(self, ids)
+    finally:
+      self.backbone.blocks = blocks
+
+  monkeypatch.setattr(ServingModule, "run_all_blocks", drops_the_last_block)
+  before = sorted(os.listdir(os.path.join(base, "skiprec")))
+  with pytest.raises(ExportError, match="full: the exported model's top-5 differs"):
+    export_model(model, id_map, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
+                 sample_histories=histories(ITEMS, 4, MAX_LEN), top_k=5)
+  assert sorted(os.listdir(os.path.join(base, "skiprec"))) == before  # nothing published
+
+
+def test_no_op_of_the_model_is_pinned_to_a_device(exported):
+  """TF Serving's GPU build places unpinned ops on the GPU. Only TensorFlow's own checkpoint
+  save/restore functions (file I/O, host-only by design) carry a device."""
+  path = os.path.join(exported[3]["path"], "saved_model.pb")
+  meta = saved_model_pb2.SavedModel.FromString(open(path, "rb").read()).meta_graphs[0]
+  graph = meta.graph_def
+  checkpoint = ("__inference__traced_save", "__inference__traced_restore")
+  model_nodes = [n for f in graph.library.function if not f.signature.name.startswith(checkpoint)
+                 for n in f.node_def]
+  assert len(model_nodes) > 500
+  assert {n.device for n in model_nodes} == {""}
+  saver_ops = {meta.saver_def.save_tensor_name.split(":")[0], meta.saver_def.restore_op_name}
+  for node in graph.node:
+    if node.device:  # e.g. the checkpoint file name constant: it feeds the saver only
+      users = {n.name for n in graph.node if any(i.split(":")[0] == node.name for i in n.input)}
+      assert users and users <= saver_ops, (node.name, users)
+
+
+def test_saved_model_cli_lists_the_three_signatures(exported):
+  out = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show",
+                        "--all", "--dir", exported[3]["path"]], capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  text = out.stdout
+  for signature in ("serving_default", "full", "decisions"):
+    assert f"signature_def['{signature}']" in text
+  assert "inputs['history'] tensor_info:\n        dtype: DT_STRING\n        shape: (-1, -1)" in text
+  assert f"outputs['keep'] tensor_info:\n        dtype: DT_INT32\n        shape: (-1, {BLOCKS})" \
+      in text
+  assert "inputs['threshold'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1)" in text
+
+
+def test_unservable_item_ids_are_refused_before_writing(tmp_path):
+  model, id_map = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN)
+  id_map.raw_ids[5] = ""
+  with pytest.raises(ExportError, match="empty or holds a line break"):
+    export_model(model, id_map, base_dir=str(tmp_path), model_name="m", max_len=MAX_LEN,
+                 sample_histories=histories(ITEMS, 2, MAX_LEN))
+  assert not os.path.exists(tmp_path / "m")

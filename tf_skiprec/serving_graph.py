@@ -1,0 +1,208 @@
+"""The exported model: raw item ids in, raw item ids out, and skipped blocks that are not run.
+
+SPEC §4: the release computed every block and masked, which saves nothing. Here a block runs only
+for the users whose policy keeps it:
+  B = 1: each block runs under `tf.cond(keep)`;
+  B > 1: each block gathers the rows that keep it, runs on those rows alone and scatters the
+    results back (all rows: run directly; no row: not run at all).
+Every op is left unplaced (no `tf.device`), so TF Serving's GPU build places the model on the GPU.
+
+Signatures (`ServingModule.signatures()`), all with histories of raw item ids, "" = padding:
+  serving_default(history [B, L] string, k [1] or [B] int32 = top_k,
+                  threshold [1] or [B] float32 = the trained keep threshold)
+    -> item_ids [B, K] string, scores [B, K] float32, blocks_executed [B] int32,
+       unknown_items [B] int32, history_length [B] int32   (K = max k; entries beyond a row's
+       own k are "" with score 0)
+  full(history, k) -> the same with every block executed
+  decisions(history, threshold) -> keep [B, N] int32, keep_probability [B, N] float32,
+       blocks_executed [B] int32, used_history [B, max_len] string (what the model saw)
+`k` and `threshold` are vectors, not scalars, so that TF Serving's server-side batching (which
+concatenates every input along dimension 0) can batch requests: a [1] value applies to every row.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tf_skiprec import policy as policy_lib
+
+PADDING = ""  # the raw id of padding in a history
+
+
+class ServingModule(tf.Module):
+  """Wraps a trained model (NextItNetModel or SkipRecModel) for export.
+
+  Args:
+    model: the trained model; its backbone (and policy, for SkipRec) are tracked, not copied.
+    vocab_file: a text file, line i = the raw id of dense id i + 1 (tf_skiprec.export writes it).
+    max_len: the history window the model was trained on.
+    top_k: the default k.
+    threshold: the default keep threshold (SPEC §2).
+  """
+
+  def __init__(self, model, vocab_file: str, max_len: int, top_k: int = 10,
+               threshold: float = 0.5):
+    super().__init__(name="skiprec_serving")
+    self.backbone = model.backbone
+    self.policy = getattr(model, "policy", None)
+    self.max_len = int(max_len)
+    self.num_items = int(self.backbone.vocab_size) - 1
+    self.default_k = int(top_k)
+    self.default_threshold = float(threshold)
+    self.vocab = tf.saved_model.Asset(vocab_file)
+    line = tf.lookup.TextFileIndex.LINE_NUMBER
+    whole = tf.lookup.TextFileIndex.WHOLE_LINE
+    self.raw_to_line = tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(self.vocab, tf.string, whole, tf.int64, line), -1)
+    self.line_to_raw = tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(self.vocab, tf.int64, line, tf.string, whole), PADDING)
+
+  # --------------------------------------------------------------------------------------------
+  # Signatures.
+
+  def signatures(self) -> dict:
+    """{name: concrete function} for tf.saved_model.save, with fixed input signatures."""
+    history = tf.TensorSpec([None, None], tf.string, name="history")
+    k = tf.TensorSpec([None], tf.int32, name="k")
+    threshold = tf.TensorSpec([None], tf.float32, name="threshold")
+    default_k = tf.constant([self.default_k], tf.int32)
+    default_t = tf.constant([self.default_threshold], tf.float32)
+
+    def serve(history, k=default_k, threshold=default_t):
+      return self.recommend(history, k, threshold)
+
+    def full(history, k=default_k):
+      return self.recommend(history, k, None)
+
+    def decisions(history, threshold=default_t):
+      return self.decide(history, threshold)
+
+    return {
+        "serving_default": tf.function(serve, input_signature=[history, k, threshold]),
+        "full": tf.function(full, input_signature=[history, k]),
+        "decisions": tf.function(decisions, input_signature=[history, threshold]),
+    }
+
+  def recommend(self, history: tf.Tensor, k: tf.Tensor, threshold: tf.Tensor | None) -> dict:
+    """history [B, L] raw ids, k [1|B], threshold [1|B] (None: every block) -> outputs."""
+    ids, unknown, length = self.encode(history)                            # [B, W], [B], [B]
+    batch = tf.shape(ids)[0]
+    k = self._per_row(k, batch, "k")                                       # [B]
+    with tf.control_dependencies([
+        tf.debugging.assert_greater_equal(k, 1, message="k must be at least 1"),
+        tf.debugging.assert_less_equal(
+            k, self.num_items, message=f"k must be at most the {self.num_items} items")]):
+      max_k = tf.reduce_max(tf.concat([k, [1]], axis=0))
+    if threshold is None or self.policy is None:
+      keep = tf.ones([batch, self.backbone.num_blocks], tf.bool)
+      hidden = self.run_all_blocks(ids)
+    else:
+      keep = self.keep(ids, self._per_row(threshold, batch, "threshold"))   # [B, N]
+      hidden = self.run_kept_blocks(ids, keep)
+    logits = self.backbone.logits(hidden[:, -1])[:, 1:]                    # [B, V - 1]
+    scores, index = tf.math.top_k(logits, k=max_k)                         # [B, K]
+    in_k = tf.range(max_k)[tf.newaxis, :] < k[:, tf.newaxis]               # [B, K]
+    item_ids = tf.where(in_k, self.line_to_raw.lookup(tf.cast(index, tf.int64)), PADDING)
+    return {"item_ids": item_ids, "scores": tf.where(in_k, scores, tf.zeros_like(scores)),
+            "blocks_executed": tf.reduce_sum(tf.cast(keep, tf.int32), axis=1),
+            "unknown_items": unknown, "history_length": length}
+
+  def decide(self, history: tf.Tensor, threshold: tf.Tensor) -> dict:
+    """The policy's decisions for each history: keep [B, N] and P(keep) [B, N]."""
+    ids, _, _ = self.encode(history)
+    batch = tf.shape(ids)[0]
+    if self.policy is None:
+      prob = tf.ones([batch, self.backbone.num_blocks], tf.float32)
+      keep = tf.ones_like(prob, tf.bool)
+    else:
+      prob = policy_lib.keep_probability(self.policy(ids, training=False))
+      keep = prob >= self._per_row(threshold, batch, "threshold")[:, tf.newaxis]
+    keep = tf.cast(keep, tf.int32)
+    used = tf.where(ids > 0, self.line_to_raw.lookup(tf.cast(ids, tf.int64) - 1), PADDING)
+    return {"keep": keep, "keep_probability": prob,
+            "blocks_executed": tf.reduce_sum(keep, axis=1), "used_history": used}
+
+  # --------------------------------------------------------------------------------------------
+  # The pieces.
+
+  def encode(self, history: tf.Tensor):
+    """Raw ids [B, L] -> (dense ids [B, max_len] int32, unknown [B] int32, length [B] int32).
+
+    Padding ("") and unknown ids are dropped wherever they are, the remaining items keep their
+    order, the last max_len of them are kept, and the result is left-padded with 0: exactly the
+    histories the model was trained on. `unknown` counts the non-padding ids not in the id map.
+    """
+    line = self.raw_to_line.lookup(history)                                # [B, L], -1 if absent
+    known = line >= 0
+    unknown = tf.reduce_sum(tf.cast(tf.logical_and(~known, tf.not_equal(history, PADDING)),
+                                    tf.int32), axis=1)
+    count = tf.reduce_sum(tf.cast(known, tf.int32), axis=1, keepdims=True)  # [B, 1]
+    from_end = count - tf.cumsum(tf.cast(known, tf.int32), axis=1)          # 0 = the last item
+    kept = tf.logical_and(known, from_end < self.max_len)
+    where = tf.where(kept)                                                 # [M, 2] (row, col)
+    column = self.max_len - 1 - tf.gather_nd(from_end, where)              # [M]
+    target = tf.stack([where[:, 0], tf.cast(column, tf.int64)], axis=1)
+    batch = tf.shape(history, out_type=tf.int64)[0]
+    ids = tf.scatter_nd(target, tf.cast(tf.gather_nd(line, where) + 1, tf.int32),
+                        tf.stack([batch, self.max_len]))
+    return ids, unknown, tf.minimum(count[:, 0], self.max_len)
+
+  def keep(self, ids: tf.Tensor, threshold: tf.Tensor) -> tf.Tensor:
+    """ids [B, W], threshold [B] -> keep [B, N] bool: P(keep_i) >= the row's threshold."""
+    prob = policy_lib.keep_probability(self.policy(ids, training=False))    # [B, N]
+    return prob >= threshold[:, tf.newaxis]
+
+  def run_all_blocks(self, ids: tf.Tensor) -> tf.Tensor:
+    """ids [B, W] -> hidden [B, W, C], every block executed."""
+    x, seq_mask = self.backbone.embed(ids, training=False)
+    for i, block in enumerate(self.backbone.blocks):
+      with tf.name_scope(f"block_{i}_run"):
+        x = x + block.branch(x, seq_mask, training=False)
+    return x
+
+  def run_kept_blocks(self, ids: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
+    """ids [B, W], keep [B, N] bool -> hidden [B, W, C]; block i runs only on rows keeping it."""
+    x, seq_mask = self.backbone.embed(ids, training=False)
+    single = tf.equal(tf.shape(ids)[0], 1)
+    for i, block in enumerate(self.backbone.blocks):
+      x = tf.cond(single,
+                  lambda x=x, i=i, block=block: self._one_row(block, i, x, seq_mask, keep[0, i]),
+                  lambda x=x, i=i, block=block: self._kept_rows(block, i, x, seq_mask, keep[:, i]))
+    return x
+
+  @staticmethod
+  def _one_row(block, i, x, seq_mask, keep):
+    """B = 1: the block runs under tf.cond, or not at all."""
+    def run():
+      with tf.name_scope(f"block_{i}_run"):
+        return x + block.branch(x, seq_mask, training=False)
+    return tf.cond(keep, run, lambda: x)
+
+  @staticmethod
+  def _kept_rows(block, i, x, seq_mask, keep):
+    """B > 1: gather the rows that keep the block, run it on them, scatter them back."""
+    rows = tf.where(keep)[:, 0]                                            # [R]
+    num_rows = tf.size(rows)
+
+    def all_rows():
+      with tf.name_scope(f"block_{i}_run"):
+        return x + block.branch(x, seq_mask, training=False)
+
+    def some_rows():
+      with tf.name_scope(f"block_{i}_run"):
+        xs = tf.gather(x, rows)                                            # [R, W, C]
+        out = xs + block.branch(xs, tf.gather(seq_mask, rows), training=False)
+      return tf.tensor_scatter_nd_update(x, rows[:, tf.newaxis], out)
+
+    return tf.cond(tf.equal(num_rows, tf.shape(x)[0]), all_rows,
+                   lambda: tf.cond(num_rows > 0, some_rows, lambda: x))
+
+  @staticmethod
+  def _per_row(values: tf.Tensor, batch: tf.Tensor, name: str) -> tf.Tensor:
+    """A [1] or [B] input -> [B]; any other length is an InvalidArgument error."""
+    size = tf.size(values)
+    check = tf.debugging.Assert(
+        tf.logical_or(tf.equal(size, 1), tf.equal(size, batch)),
+        [f"{name} must have 1 value or one per history row; got", size, "for", batch, "rows"])
+    with tf.control_dependencies([check]):
+      return tf.broadcast_to(values, [batch]) if values.shape.rank else values
