@@ -32,6 +32,12 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
+## Serve saved_models/skiprec (every version; requests without one get the latest) with the
+## local PredictionService server: gRPC on :8500, REST on :8501. `make train` exports there.
+serve: $(STAMP)
+	$(PY) -m serving.server --model_name=skiprec --model_base_path=saved_models/skiprec \
+	  --port=8500 --rest_api_port=8501
+
 ## Regenerate the lock from the current venv (after changing pyproject.toml pins).
 lock: $(STAMP)
 	$(PY) -m pip freeze --all --exclude-editable | grep -v -E '^(tf.skiprec|pip)==' > requirements.lock

@@ -154,3 +154,18 @@ def test_unservable_item_ids_are_refused_before_writing(tmp_path):
     export_model(model, id_map, base_dir=str(tmp_path), model_name="m", max_len=MAX_LEN,
                  sample_histories=histories(ITEMS, 2, MAX_LEN))
   assert not os.path.exists(tmp_path / "m")
+
+
+def test_one_user_conds_are_functional_and_batch_conds_lowered(exported):
+  """serving_graph._lowering sets a TensorFlow module flag; if a TensorFlow upgrade ignored it,
+  the one-user path would silently pay for dead-branch propagation again."""
+  path = os.path.join(exported[3]["path"], "saved_model.pb")
+  graph = saved_model_pb2.SavedModel.FromString(open(path, "rb").read()).meta_graphs[0].graph_def
+  lowered = {True: 0, False: 0}
+  for function in graph.library.function:
+    for node in function.node_def:
+      if node.op in ("If", "StatelessIf"):
+        lowered[node.attr["_lower_using_switch_merge"].b] += 1
+  # serving_default: the dispatch and one cond per block (B = 1) functional, two per block
+  # (B > 1) lowered; decisions and full have none.
+  assert lowered == {True: 2 * BLOCKS, False: BLOCKS + 1}, lowered

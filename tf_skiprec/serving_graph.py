@@ -24,6 +24,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+import contextlib
+
+from tensorflow.python.ops import control_flow_util_v2
+
 from tf_skiprec import policy as policy_lib
 
 PADDING = ""  # the raw id of padding in a history
@@ -161,41 +165,59 @@ class ServingModule(tf.Module):
     return x
 
   def run_kept_blocks(self, ids: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
-    """ids [B, W], keep [B, N] bool -> hidden [B, W, C]; block i runs only on rows keeping it."""
+    """ids [B, W], keep [B, N] bool -> hidden [B, W, C]; block i runs only on rows keeping it.
+
+    One user: each block runs under tf.cond(keep). A batch: each block runs directly when every
+    row keeps it, on the gathered rows that keep it (scattered back) when some do, and not at all
+    when none does.
+
+    The one-user conds are functional `If` ops: only the taken branch is touched. Lowered to
+    Switch/Merge, as TensorFlow does by default, every op of the untaken branch would still be
+    visited to propagate "dead" tensors, which at 64 channels costs about half a block per
+    skipped block. The batch conds are lowered, so their ops join the main graph (and its
+    optimisations). Both are measured in bench/serving_latency.py.
+    """
     x, seq_mask = self.backbone.embed(ids, training=False)
-    single = tf.equal(tf.shape(ids)[0], 1)
-    for i, block in enumerate(self.backbone.blocks):
-      x = tf.cond(single,
-                  lambda x=x, i=i, block=block: self._one_row(block, i, x, seq_mask, keep[0, i]),
-                  lambda x=x, i=i, block=block: self._kept_rows(block, i, x, seq_mask, keep[:, i]))
+    blocks = list(enumerate(self.backbone.blocks))
+    with _lowering(False):
+      return tf.cond(tf.equal(tf.shape(ids)[0], 1),
+                     lambda: self._one_user(blocks, x, seq_mask, keep[0]),
+                     lambda: self._batch(blocks, x, seq_mask, keep))
+
+  @staticmethod
+  def _one_user(blocks, x, seq_mask, keep):
+    """B = 1: each block under tf.cond(keep[i]) (functional If: the untaken branch costs nothing)."""
+    with _lowering(False):
+      for i, block in blocks:
+        def run(x=x, i=i, block=block):
+          with tf.name_scope(f"block_{i}_run"):
+            return x + block.branch(x, seq_mask, training=False)
+        x = tf.cond(keep[i], run, lambda x=x: x)
     return x
 
   @staticmethod
-  def _one_row(block, i, x, seq_mask, keep):
-    """B = 1: the block runs under tf.cond, or not at all."""
-    def run():
-      with tf.name_scope(f"block_{i}_run"):
-        return x + block.branch(x, seq_mask, training=False)
-    return tf.cond(keep, run, lambda: x)
+  def _batch(blocks, x, seq_mask, keep):
+    """B > 1: per block, all rows (run directly), some rows (gather, run, scatter) or none."""
+    with _lowering(True):
+      batch = tf.shape(x)[0]
+      for i, block in blocks:
+        rows = tf.where(keep[:, i])[:, 0]                                    # [R]
+        num_rows = tf.size(rows)
 
-  @staticmethod
-  def _kept_rows(block, i, x, seq_mask, keep):
-    """B > 1: gather the rows that keep the block, run it on them, scatter them back."""
-    rows = tf.where(keep)[:, 0]                                            # [R]
-    num_rows = tf.size(rows)
+        def all_rows(x=x, i=i, block=block):
+          with tf.name_scope(f"block_{i}_run"):
+            return x + block.branch(x, seq_mask, training=False)
 
-    def all_rows():
-      with tf.name_scope(f"block_{i}_run"):
-        return x + block.branch(x, seq_mask, training=False)
+        def some_rows(x=x, i=i, block=block, rows=rows):
+          with tf.name_scope(f"block_{i}_run"):
+            xs = tf.gather(x, rows)                                          # [R, W, C]
+            out = xs + block.branch(xs, tf.gather(seq_mask, rows), training=False)
+          return tf.tensor_scatter_nd_update(x, rows[:, tf.newaxis], out)
 
-    def some_rows():
-      with tf.name_scope(f"block_{i}_run"):
-        xs = tf.gather(x, rows)                                            # [R, W, C]
-        out = xs + block.branch(xs, tf.gather(seq_mask, rows), training=False)
-      return tf.tensor_scatter_nd_update(x, rows[:, tf.newaxis], out)
-
-    return tf.cond(tf.equal(num_rows, tf.shape(x)[0]), all_rows,
-                   lambda: tf.cond(num_rows > 0, some_rows, lambda: x))
+        x = tf.cond(tf.equal(num_rows, batch), all_rows,
+                    lambda x=x, some_rows=some_rows, num_rows=num_rows:
+                    tf.cond(num_rows > 0, some_rows, lambda: x))
+    return x
 
   @staticmethod
   def _per_row(values: tf.Tensor, batch: tf.Tensor, name: str) -> tf.Tensor:
@@ -206,3 +228,16 @@ class ServingModule(tf.Module):
         [f"{name} must have 1 value or one per history row; got", size, "for", batch, "rows"])
     with tf.control_dependencies([check]):
       return tf.broadcast_to(values, [batch]) if values.shape.rank else values
+
+
+@contextlib.contextmanager
+def _lowering(enabled: bool):
+  """Whether the tf.cond ops created inside are lowered to Switch/Merge (TensorFlow's default) or
+  kept as functional If ops. TensorFlow reads this module flag when it creates each If op (there
+  is no public switch); tests/test_export.py checks the attribute in the exported graph."""
+  previous = control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE  # noqa: SLF001
+  control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = not enabled  # noqa: SLF001
+  try:
+    yield
+  finally:
+    control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = previous  # noqa: SLF001
