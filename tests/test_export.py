@@ -101,12 +101,12 @@ def test_an_export_that_differs_from_the_model_is_refused(exported, monkeypatch)
   real = ServingModule.run_all_blocks
 
   def drops_the_last_block(self, ids):
-    blocks = self.backbone.blocks
-    self.backbone.blocks = blocks[:-1]
+    blocks = self.blocks
+    self.blocks = blocks[:-1]
     try:
       return real(self, ids)
     finally:
-      self.backbone.blocks = blocks
+      self.blocks = blocks
 
   monkeypatch.setattr(ServingModule, "run_all_blocks", drops_the_last_block)
   before = sorted(os.listdir(os.path.join(base, "skiprec")))

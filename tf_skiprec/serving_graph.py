@@ -6,6 +6,9 @@ for the users whose policy keeps it:
   B > 1: each block gathers the rows that keep it, runs on those rows alone and scatters the
     results back (all rows: run directly; no row: not run at all).
 Every op is left unplaced (no `tf.device`), so TF Serving's GPU build places the model on the GPU.
+The residual blocks are exported as FrozenResidualBlocks (weights as constants inside each block's
+branch, tf_skiprec/frozen_blocks.py), so a block's conditional has the hidden state as its only
+input.
 
 Signatures (`ServingModule.signatures()`), all with histories of raw item ids, "" = padding:
   serving_default(history [B, L] string, k [1] or [B] int32 = top_k,
@@ -29,6 +32,7 @@ import contextlib
 from tensorflow.python.ops import control_flow_util_v2
 
 from tf_skiprec import policy as policy_lib
+from tf_skiprec.frozen_blocks import FrozenResidualBlock
 
 PADDING = ""  # the raw id of padding in a history
 
@@ -48,6 +52,7 @@ class ServingModule(tf.Module):
                threshold: float = 0.5):
     super().__init__(name="skiprec_serving")
     self.backbone = model.backbone
+    self.blocks = [FrozenResidualBlock(block) for block in model.backbone.blocks]
     self.policy = getattr(model, "policy", None)
     self.max_len = int(max_len)
     self.num_items = int(self.backbone.vocab_size) - 1
@@ -159,9 +164,9 @@ class ServingModule(tf.Module):
   def run_all_blocks(self, ids: tf.Tensor) -> tf.Tensor:
     """ids [B, W] -> hidden [B, W, C], every block executed."""
     x, seq_mask = self.backbone.embed(ids, training=False)
-    for i, block in enumerate(self.backbone.blocks):
+    for i, block in enumerate(self.blocks):
       with tf.name_scope(f"block_{i}_run"):
-        x = x + block.branch(x, seq_mask, training=False)
+        x = block.run(x, seq_mask)
     return x
 
   def run_kept_blocks(self, ids: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
@@ -178,41 +183,50 @@ class ServingModule(tf.Module):
     optimisations). Both are measured in bench/serving_latency.py.
     """
     x, seq_mask = self.backbone.embed(ids, training=False)
-    blocks = list(enumerate(self.backbone.blocks))
+    blocks = list(enumerate(self.blocks))
     with _lowering(False):
       return tf.cond(tf.equal(tf.shape(ids)[0], 1),
-                     lambda: self._one_user(blocks, x, seq_mask, keep[0]),
+                     lambda: self._one_user(blocks, x, seq_mask, tf.unstack(keep[0], len(blocks))),
                      lambda: self._batch(blocks, x, seq_mask, keep))
 
   @staticmethod
   def _one_user(blocks, x, seq_mask, keep):
-    """B = 1: each block under tf.cond(keep[i]) (functional If: the untaken branch costs nothing)."""
+    """B = 1, keep: N scalars: each block under tf.cond(keep[i]) (functional If: the untaken
+    branch costs nothing)."""
     with _lowering(False):
       for i, block in blocks:
         def run(x=x, i=i, block=block):
           with tf.name_scope(f"block_{i}_run"):
-            return x + block.branch(x, seq_mask, training=False)
+            return block.run(x, seq_mask)
         x = tf.cond(keep[i], run, lambda x=x: x)
     return x
 
   @staticmethod
   def _batch(blocks, x, seq_mask, keep):
-    """B > 1: per block, all rows (run directly), some rows (gather, run, scatter) or none."""
+    """B > 1: per block, all rows (run directly), some rows (gather, run, scatter) or none.
+
+    The gather is `tf.dynamic_partition` (rows that skip | rows that keep) and the scatter
+    `tf.dynamic_stitch`, which writes the new state in one pass: `tf.gather` followed by
+    `tf.tensor_scatter_nd_update` copied the whole state before updating it, and was 10-15%
+    slower at B = 64 (bench/serving_latency.py).
+    """
     with _lowering(True):
       batch = tf.shape(x)[0]
+      index = tf.range(batch)                                                # [B]
       for i, block in blocks:
-        rows = tf.where(keep[:, i])[:, 0]                                    # [R]
-        num_rows = tf.size(rows)
+        kept = tf.cast(keep[:, i], tf.int32)                                 # [B], 1 = keep
+        num_rows = tf.reduce_sum(kept)
 
         def all_rows(x=x, i=i, block=block):
           with tf.name_scope(f"block_{i}_run"):
-            return x + block.branch(x, seq_mask, training=False)
+            return block.run(x, seq_mask)
 
-        def some_rows(x=x, i=i, block=block, rows=rows):
+        def some_rows(x=x, i=i, block=block, kept=kept):
           with tf.name_scope(f"block_{i}_run"):
-            xs = tf.gather(x, rows)                                          # [R, W, C]
-            out = xs + block.branch(xs, tf.gather(seq_mask, rows), training=False)
-          return tf.tensor_scatter_nd_update(x, rows[:, tf.newaxis], out)
+            x_skip, x_keep = tf.dynamic_partition(x, kept, 2)                 # [B - R | R, W, C]
+            _, mask_keep = tf.dynamic_partition(seq_mask, kept, 2)            # [R, W, 1]
+            out = block.run(x_keep, mask_keep)                               # [R, W, C]
+          return tf.dynamic_stitch(tf.dynamic_partition(index, kept, 2), [x_skip, out])
 
         x = tf.cond(tf.equal(num_rows, batch), all_rows,
                     lambda x=x, some_rows=some_rows, num_rows=num_rows:

@@ -1,0 +1,76 @@
+"""Inference copies of the residual blocks with their weights baked in as constants, for export.
+
+Why the export does not use the trained blocks' variables directly: in the one-user path every
+block runs under a functional `If`, and an `If` passes everything its branches capture to both
+branches as inputs. With variables, each block's conditional took its nine weight variables as
+inputs, so a skipped block still paid for about twenty ops (arguments, dispatch) and the
+dispatch between the one-user and the batch path passed all N x 9 of them. With the weights as
+constants created inside the branch, a block's conditional has one input, the hidden state, and
+TensorFlow folds what depends on the weights alone (the kernels' reshapes) when it loads the
+model. bench/serving_latency.py measures the difference.
+
+The arithmetic is the same as `ResidualBlock.branch(training=False)` op for op (Keras 2's causal
+Conv1D and unfused LayerNormalization), so outputs agree to float rounding; tf_skiprec.export
+checks the reloaded export against the in-memory model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tf_skiprec.layers import ResidualBlock
+
+
+class FrozenResidualBlock:
+  """A snapshot of a trained ResidualBlock's weights; `branch` builds its ops with them inline and
+  `run(x [B, L, C], seq_mask [B, L, 1]) -> x + branch(x) [B, L, C]` is the block as a function.
+
+  Later changes to the block's variables are not seen: build it when exporting.
+  """
+
+  def __init__(self, block: ResidualBlock):
+    self.channels = block.channels
+    self.kernel_size = block.kernel_size
+    self.dilation = block.dilation
+    self.epsilon = block.epsilon
+    self.dtype = block.compute_dtype
+    self.weights = {
+        name: np.asarray(variable.numpy())
+        for name, variable in (
+            ("kernel1", block.conv1.kernel), ("bias1", block.conv1.bias),
+            ("gamma1", block.norm1.gamma), ("beta1", block.norm1.beta),
+            ("kernel2", block.conv2.kernel), ("bias2", block.conv2.bias),
+            ("gamma2", block.norm2.gamma), ("beta2", block.norm2.beta),
+            ("alpha", block.alpha))}
+    # One function per block, called from every path of every signature: the SavedModel stores
+    # its constants once (TensorFlow inlines the calls when it loads the model).
+    self.run = tf.function(self._residual, input_signature=[
+        tf.TensorSpec([None, None, self.channels], self.dtype, name="x"),
+        tf.TensorSpec([None, None, 1], self.dtype, name="seq_mask")])
+
+  def _residual(self, x: tf.Tensor, seq_mask: tf.Tensor) -> tf.Tensor:
+    """x + alpha * F(x) (padded steps of F zeroed). x: [B, L, C]; seq_mask: [B, L, 1]."""
+    return x + self.branch(x, seq_mask)
+
+  def branch(self, x: tf.Tensor, seq_mask: tf.Tensor | None = None,
+             training: bool | None = None) -> tf.Tensor:
+    """alpha * F(x) with padded steps zeroed. x: [B, L, C]; seq_mask: [B, L, 1] -> [B, L, C]."""
+    del training  # inference only: dropout is the identity
+    w = {name: tf.constant(value, dtype=self.dtype) for name, value in self.weights.items()}
+    h = tf.nn.relu(self._norm(self._conv(x, w["kernel1"], w["bias1"], self.dilation),
+                              w["gamma1"], w["beta1"]))
+    h = tf.nn.relu(self._norm(self._conv(h, w["kernel2"], w["bias2"], 2 * self.dilation),
+                              w["gamma2"], w["beta2"]))
+    h = w["alpha"] * h
+    return h if seq_mask is None else h * seq_mask
+
+  def _conv(self, x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor, dilation: int) -> tf.Tensor:
+    """Causal dilated convolution: [B, L, C] -> [B, L, C'] (left padding (k - 1) * dilation)."""
+    x = tf.pad(x, [[0, 0], [(self.kernel_size - 1) * dilation, 0], [0, 0]])
+    return tf.nn.bias_add(tf.nn.convolution(x, kernel, padding="VALID", dilations=dilation), bias)
+
+  def _norm(self, x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) -> tf.Tensor:
+    """Layer normalisation over channels: [B, L, C] -> [B, L, C]."""
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    return tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
