@@ -3,6 +3,8 @@
   python train.py --experiment=default --workdir=runs/default
   python train.py --experiment=ml100k_10 --dataset=recbole:../shared/data/ml-100k --workdir=runs/m10
   python train.py --experiment=smoke --workdir=/tmp/smoke --override model.num_blocks=2
+  python train.py --mode=tune --experiment=smoke --workdir=runs/tune --max_trials=8 \
+      --limit_blocks=3 --tune=model.num_blocks=4,8 --override=train.pretrain_epochs=2
 
 absl flags -> config -> run(). Nothing else.
 """
@@ -24,7 +26,23 @@ DATASET = flags.DEFINE_string("dataset", None, "'synthetic' or FORMAT:PATH, e.g.
                               "recbole:../shared/data/ml-100k (FORMAT: recbole|movielens|csv).")
 CONFIG = flags.DEFINE_string("config", None, "A JSON config file (as written to workdir/config.json);"
                              " replaces --experiment.")
-OVERRIDES = flags.DEFINE_multi_string("override", [], "key=value, e.g. model.num_blocks=32.")
+OVERRIDES = flags.DEFINE_multi_string("override", [], "key=value, e.g. model.num_blocks=32. In "
+                                      "--mode=tune it also removes the key from the search.")
+MODE = flags.DEFINE_enum("mode", "train", ["train", "tune"], "train: one run; tune: a Keras Tuner "
+                         "search (tf_skiprec/tuning.py).")
+TUNER = flags.DEFINE_enum("tuner", "random", ["random", "bayesian", "hyperband"], "tune: search "
+                          "algorithm.")
+MAX_TRIALS = flags.DEFINE_integer("max_trials", 10, "tune: trials (random, bayesian).")
+MAX_EPOCHS = flags.DEFINE_integer("max_epochs", 9, "tune: hyperband's largest epoch budget.")
+TUNE = flags.DEFINE_multi_string("tune", [], "tune: narrow or add a dimension, key=a,b,c or "
+                                 "key=low:high[:log], e.g. --tune=model.num_blocks=8,16.")
+LIMIT_BLOCKS = flags.DEFINE_float("limit_blocks", 0.0, "tune: limit on validation mean executed "
+                                  "blocks (0 = none).")
+LIMIT_MFLOPS = flags.DEFINE_float("limit_mflops", 0.0, "tune: limit on estimated MFLOPs per "
+                                  "request (0 = none).")
+TUNE_SEED = flags.DEFINE_integer("tune_seed", 0, "tune: the search algorithm's seed.")
+RETRAIN_BEST = flags.DEFINE_bool("retrain_best", False, "tune: retrain the best config in "
+                                 "workdir/best (exporting if its config says so).")
 
 
 def build_config() -> Config:
@@ -44,6 +62,8 @@ def main(argv):
       lambda r: r.levelno >= std_logging.WARNING or "site-packages" not in r.pathname)
   try:
     config = build_config()
+    if MODE.value == "tune":
+      return tune(config)
     result = run(config, WORKDIR.value)
   except (ConfigError, DataError) as e:
     print(f"error: {e}", file=sys.stderr)
@@ -52,6 +72,30 @@ def main(argv):
   print(result_table(result))
   print(f"\nbest epoch {result['best_epoch']}, {result['steps']} steps, "
         f"{result['train_seconds']:.1f} s training; work directory: {WORKDIR.value}")
+  return 0
+
+
+def tune(config: Config) -> int:
+  """--mode=tune: the search, then its table and where its outputs are."""
+  from tf_skiprec import tuning  # noqa: PLC0415  (keras_tuner only when tuning)
+  from tf_skiprec.search_space import build_space  # noqa: PLC0415
+  fixed = [a.split("=", 1)[0].strip() for a in OVERRIDES.value]
+  space = build_space(config, TUNE.value, fixed)
+  print("searching: " + "; ".join(d.describe() for d in space))
+  out = tuning.search(config, WORKDIR.value, space, tuner=TUNER.value,
+                      max_trials=MAX_TRIALS.value, max_epochs=MAX_EPOCHS.value,
+                      limit_blocks=LIMIT_BLOCKS.value, limit_mflops=LIMIT_MFLOPS.value,
+                      seed=TUNE_SEED.value, retrain_best=RETRAIN_BEST.value)
+  if out is None:
+    print("worker done: the chief writes the report.")
+    return 0
+  with open(out["table"]) as f:
+    print(f.read())
+  best = out["best_trial"]
+  print(f"best trial {best['trial']}: validation NDCG@10 {best['valid_ndcg10']:.4f} at "
+        f"{best['mean_blocks']:.2f} blocks, {best['mflops']:.1f} MFLOPs\n"
+        f"best config: {out['best_config']} (python train.py --config={out['best_config']})\n"
+        f"Pareto plot: {out['pareto']}")
   return 0
 
 

@@ -37,6 +37,20 @@ def test_smoke_run_leaves_a_complete_workdir_and_rerun_does_not_retrain(tmp_path
   assert again["test"] == result["test"]
 
 
+def test_a_finished_run_resumed_with_more_epochs_trains_on(tmp_path):
+  """What a Hyperband round does with the previous round's work directory."""
+  config = get_config("smoke")
+  config.train.epochs = 1
+  first = run(config, str(tmp_path / "w"))
+  config.train.epochs = 2
+  config.train.patience = 0  # counts as stopped early: not reopened
+  assert run(config, str(tmp_path / "w"))["epochs_run"] == 1
+  config.train.patience = 5
+  more = run(config, str(tmp_path / "w"))
+  assert first["epochs_run"] == 1 and more["epochs_run"] == 2
+  assert more["steps"] == 2 * first["steps"] and more["resumed_from_step"] == first["steps"]
+
+
 def test_killed_run_resumes_from_its_checkpoint_with_the_step_counter_continuing(tmp_path):
   workdir = str(tmp_path / "w")
   overrides = ["train.epochs=40", "train.patience=100", "train.checkpoint_every_steps=3"]

@@ -92,6 +92,12 @@ def run(config: Config, workdir: str) -> dict:
   resumed_from = ckpts.restore_latest()
   if not resumed_from and state.epoch.numpy() == 0 and mode != "pretrain" and init_from:
     builders.load_pretrained_backbone(model, init_from)
+  if (state.finished.numpy() and state.epoch.numpy() < train.epochs
+      and state.bad_epochs.numpy() < train.patience):
+    # Stopped at its epoch budget, resumed with a larger one (e.g. a Hyperband round): go on.
+    logging.info("Continuing a finished run from epoch %d to %d.", int(state.epoch.numpy()),
+                 train.epochs)
+    state.finished.assign(0)
 
   eval_step = make_eval_step(model, strategy)
   evaluate_split = lambda w: evaluate(  # noqa: E731

@@ -1,0 +1,192 @@
+"""Keras Tuner search of SkipRec's accuracy-versus-compute trade-off: `train.py --mode=tune`.
+
+  python train.py --mode=tune --experiment=smoke --workdir=runs/tune --tuner=random \\
+      --max_trials=8 --limit_blocks=3 --tune=model.num_blocks=4,8 --override=train.epochs=3 \
+      --override=train.pretrain_epochs=2
+
+`SkipRecTuner` is a Keras Tuner `BaseTuner` whose `run_trial` maps the trial's hyper-parameters
+onto the config (tf_skiprec/search_space.py) and calls `run(config, workdir)`, the same entry
+point as `train.py`: there is no second training loop. (Keras Tuner's HyperModel path
+type-checks models against Keras 3 and fails with tf_keras; see README.md, "Keras 2".) Early
+stopping within a trial is run()'s own (`train.patience`).
+
+Objective, maximised: validation NDCG@10 for a trial within the user's limit on mean executed
+blocks (`--limit_blocks`) and/or on the estimated MFLOPs per request (`--limit_mflops`); a trial
+over a limit scores -1 - its relative excess, below every trial within it. Every trial records
+NDCG@10, mean executed blocks and MFLOPs.
+
+A search's work directory:
+  keras_tuner/                       Keras Tuner's project (oracle.json, trial_<id>/trial.json)
+  keras_tuner/trial_<id>/run/        the trial's run() work directory, with its checkpoints:
+                                     a search started again resumes each unfinished trial
+  keras_tuner/trial_<id>/runs.jsonl  one line per time a tuner process started the trial
+  trials.md, trials.json             the table of trials
+  pareto.png                         NDCG@10 against mean executed blocks, Pareto front marked
+  best_config.json                   the best trial's config: `train.py --config=best_config.json`
+  best/                              with --retrain_best: that config retrained (and exported)
+
+Distributed search uses Keras Tuner's chief/worker mode: the same command in every process,
+with KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT set in all and KERASTUNER_TUNER_ID=chief in
+the one that runs the oracle (and writes the reports) and a distinct id in each worker.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import time
+
+import keras_tuner as kt
+
+from tf_skiprec.config import Config
+from tf_skiprec.errors import ConfigError
+from tf_skiprec.search_space import (Dimension, flops_per_request, trial_config,
+                                     within_limit)
+from tf_skiprec.training import run
+from tf_skiprec.training import plots
+from tf_skiprec.training.report import trials_table
+
+OBJECTIVE = "score"
+TUNERS = ("random", "bayesian", "hyperband")
+
+
+class SkipRecTuner(kt.engine.base_tuner.BaseTuner):
+  """Runs each trial as `run(trial config, <trial dir>/run)`.
+
+  Args:
+    oracle: a keras_tuner Oracle whose objective is OBJECTIVE ("max").
+    base_config: the config every trial starts from.
+    space: the searched dimensions.
+    limit_blocks, limit_mflops: the compute limits of the objective (<= 0: none).
+  """
+
+  def __init__(self, oracle, base_config: Config, space: list[Dimension], limit_blocks: float,
+               limit_mflops: float, **kwargs):
+    self.base_config = base_config
+    self.space = space
+    self.limit_blocks = limit_blocks
+    self.limit_mflops = limit_mflops
+    super().__init__(oracle, hypermodel=None, **kwargs)
+
+  def run_trial(self, trial, *args, **kwargs) -> dict:
+    del args, kwargs
+    hp = trial.hyperparameters
+    values = {d.key: hp.get(d.key) for d in self.space if d.key in hp.values}
+    config = trial_config(self.base_config, values)
+    config.name = f"{self.base_config.name}-trial{trial.trial_id}"
+    config.export.base_dir = ""                         # only --retrain_best exports
+    trial_dir = self.get_trial_dir(trial.trial_id)
+    workdir = os.path.join(trial_dir, "run")
+    if "tuner/epochs" in hp.values:                     # Hyperband: this round's epoch budget,
+      config.train.epochs = int(hp.get("tuner/epochs"))  # continuing the previous round's run
+      previous = hp.values.get("tuner/trial_id")
+      if previous and not os.path.exists(workdir):
+        shutil.copytree(os.path.join(self.get_trial_dir(previous), "run"), workdir)
+    with open(os.path.join(trial_dir, "runs.jsonl"), "a") as f:
+      f.write(json.dumps({"tuner_id": self.tuner_id, "pid": os.getpid(),
+                          "started": time.time()}) + "\n")
+    logging.info("Trial %s (%s): %s", trial.trial_id, self.tuner_id,
+                 ", ".join(f"{k}={v}" for k, v in values.items()))
+    result = run(config, workdir)
+    return trial_metrics(config, result, self.limit_blocks, self.limit_mflops)
+
+  def get_trial_dir(self, trial_id: str) -> str:
+    path = os.path.join(self.project_dir, f"trial_{trial_id}")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def trial_metrics(config: Config, result: dict, limit_blocks: float, limit_mflops: float
+                  ) -> dict:
+  """run()'s result -> the numbers a trial reports: {score, valid_ndcg10, mean_blocks, mflops}."""
+  ndcg = float(result["valid"]["NDCG@10"])
+  blocks = float(result["valid_blocks"]["mean"])
+  mflops = flops_per_request(config, blocks, int(result["num_items"])) / 1e6
+  ok, excess = within_limit(blocks, mflops, limit_blocks, limit_mflops)
+  return {OBJECTIVE: ndcg if ok else -1.0 - excess, "valid_ndcg10": ndcg,
+          "mean_blocks": blocks, "mflops": mflops}
+
+
+def make_oracle(kind: str, space: list[Dimension], max_trials: int, max_epochs: int,
+                seed: int):
+  """A keras_tuner oracle of `kind` over `space`, maximising OBJECTIVE."""
+  hp = kt.HyperParameters()
+  for dim in space:
+    dim.declare(hp)
+  objective = kt.Objective(OBJECTIVE, direction="max")
+  common = {"objective": objective, "hyperparameters": hp, "tune_new_entries": False,
+            "seed": seed, "max_retries_per_trial": 0, "max_consecutive_failed_trials": 3}
+  if kind == "random":
+    return kt.oracles.RandomSearchOracle(max_trials=max_trials, **common)
+  if kind == "bayesian":
+    return kt.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
+  if kind == "hyperband":
+    return kt.oracles.HyperbandOracle(max_epochs=max_epochs, factor=3, hyperband_iterations=1,
+                                      **common)
+  raise ConfigError(f"--tuner={kind!r}: unknown. Fix: use one of {', '.join(TUNERS)}.")
+
+
+def search(base_config: Config, workdir: str, space: list[Dimension], *, tuner: str = "random",
+           max_trials: int = 10, max_epochs: int = 9, limit_blocks: float = 0.0,
+           limit_mflops: float = 0.0, seed: int = 0, retrain_best: bool = False) -> dict | None:
+  """Runs (or resumes) the search in `workdir`; returns the report, or None in a worker process
+  of a distributed search (the chief writes it)."""
+  _check(base_config, space)
+  os.makedirs(workdir, exist_ok=True)
+  oracle = make_oracle(tuner, space, max_trials, max_epochs, seed)
+  skiprec_tuner = SkipRecTuner(oracle, base_config, space, limit_blocks, limit_mflops,
+                               directory=workdir, project_name="keras_tuner")
+  skiprec_tuner.search()
+  if kt.src.distribute.utils.has_chief_oracle() and \
+      not kt.src.distribute.utils.is_chief_oracle():
+    return None
+  return report(skiprec_tuner, workdir, retrain_best)
+
+
+def report(tuner: SkipRecTuner, workdir: str, retrain_best: bool) -> dict:
+  """The table of trials, the Pareto plot, the best config file and, optionally, its retraining."""
+  rows = []
+  for trial in tuner.oracle.trials.values():
+    row = {"trial": trial.trial_id, "status": trial.status,
+           **{d.key: trial.hyperparameters.values.get(d.key) for d in tuner.space}}
+    for name in (OBJECTIVE, "valid_ndcg10", "mean_blocks", "mflops"):
+      row[name] = (trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None)
+    rows.append(row)
+  rows.sort(key=lambda r: (len(r["trial"]), r["trial"]))              # "2" before "10"
+  done = [r for r in rows if r[OBJECTIVE] is not None]
+  out = {"trials": rows, "table": os.path.join(workdir, "trials.md")}
+  with open(out["table"], "w") as f:
+    f.write(trials_table(rows, [d.key for d in tuner.space]) + "\n")
+  with open(os.path.join(workdir, "trials.json"), "w") as f:
+    json.dump(rows, f, indent=2)
+  if not done:
+    raise ConfigError(f"{workdir}: no trial finished; see keras_tuner/trial_*/trial.json for "
+                      f"each trial's error.")
+  out["pareto"] = plots.pareto([(r["mean_blocks"], r["valid_ndcg10"], r["trial"]) for r in done],
+                               os.path.join(workdir, "pareto.png"),
+                               limit=tuner.limit_blocks or None)
+  best = max(done, key=lambda r: r[OBJECTIVE])
+  best_config = trial_config(tuner.base_config, {d.key: best[d.key] for d in tuner.space
+                                                 if best[d.key] is not None})
+  best_config.name = f"{tuner.base_config.name}-best"
+  out["best_trial"], out["best_config"] = best, os.path.join(workdir, "best_config.json")
+  with open(out["best_config"], "w") as f:
+    f.write(best_config.to_json() + "\n")
+  if retrain_best:
+    out["retrained"] = run(copy.deepcopy(best_config), os.path.join(workdir, "best"))
+  return out
+
+
+def _check(config: Config, space: list[Dimension]) -> None:
+  """SkipRec trials need a backbone to start from; depth/width trials cannot share one."""
+  modes = next((d.choices for d in space if d.key == "train.mode"), (config.train.mode,))
+  if any(m != "pretrain" for m in modes) and config.train.pretrain_epochs <= 0:
+    architecture = [d.key for d in space if d.key.startswith("model.")]
+    if not config.train.init_from or architecture:
+      raise ConfigError(
+          "--mode=tune: gumbel/rl trials start from a pretrained backbone. Fix: "
+          "--override=train.pretrain_epochs=N (each trial pretrains its own), or "
+          "--override=train.init_from=DIR with no model.* dimension searched.")
