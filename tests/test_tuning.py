@@ -172,9 +172,15 @@ def test_bayesian_and_hyperband_searches_run_and_hyperband_continues_earlier_rou
   config.train.progress = False
   space = [Dimension("model.num_blocks", choices=(2, 3)),
            Dimension("train.learning_rate", low=3e-4, high=3e-3, log=True)]
-  out = search(config, str(tmp_path), space, tuner=kind, max_trials=3, max_epochs=3)
+  out = search(config, str(tmp_path), space, tuner=kind, max_trials=3, max_epochs=3,
+               retrain_best=kind == "bayesian")
   trials = [t for t in out["trials"] if t["status"] == "COMPLETED"]
   assert len(trials) >= 3 and all(t["valid_ndcg10"] > 0 for t in trials)
+  if kind == "bayesian":                                 # --retrain_best: workdir/best
+    best = out["best_trial"]
+    assert out["retrained"]["workdir"] == str(tmp_path / "best")
+    with open(tmp_path / "best" / "config.json") as f:
+      assert json.load(f)["model"]["num_blocks"] == best["model.num_blocks"]
   if kind == "hyperband":
     continued = 0
     for t in trials:
