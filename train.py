@@ -42,7 +42,7 @@ LIMIT_MFLOPS = flags.DEFINE_float("limit_mflops", 0.0, "tune: limit on estimated
                                   "request (0 = none).")
 TUNE_SEED = flags.DEFINE_integer("tune_seed", 0, "tune: the search algorithm's seed.")
 RETRAIN_BEST = flags.DEFINE_bool("retrain_best", False, "tune: retrain the best config in "
-                                 "workdir/best (exporting if its config says so).")
+                                 "workdir/best/trial_<id> (exporting if its config says so).")
 
 
 def build_config() -> Config:

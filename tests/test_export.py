@@ -169,3 +169,19 @@ def test_one_user_conds_are_functional_and_batch_conds_lowered(exported):
   # serving_default: the dispatch and one cond per block (B = 1) functional, two per block
   # (B > 1) lowered; decisions and full have none.
   assert lowered == {True: 2 * BLOCKS, False: BLOCKS + 1}, lowered
+
+
+def test_frozen_block_equals_the_trained_block_with_every_weight_random():
+  from tf_skiprec.frozen_blocks import FrozenResidualBlock
+  from tf_skiprec.layers import ResidualBlock
+  block = ResidualBlock(8, kernel_size=3, dilation=2)
+  x = tf.random.normal([3, 11, 8])
+  mask = tf.constant(np.array([[0] * 4 + [1] * 7, [1] * 11, [0] * 10 + [1]], np.float32))[..., None]
+  block(x, mask)                                               # builds the weights
+  rng = np.random.default_rng(0)
+  for weight in block.weights:                                 # kernels, biases, gammas, betas, alpha
+    weight.assign(rng.normal(0.0, 0.5, weight.shape).astype(np.float32))
+  frozen = FrozenResidualBlock(block)
+  expected = (x + block.branch(x, mask, training=False)).numpy()
+  np.testing.assert_allclose(frozen.run(x, mask).numpy(), expected, atol=1e-5)
+  assert not np.allclose(expected, x.numpy(), atol=1e-2)       # the block does something

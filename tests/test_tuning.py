@@ -66,6 +66,20 @@ def test_cli_narrows_adds_and_fixes_dimensions():
     parse_dimension("train.learning_rate=1e-2:1e-4", config)
 
 
+def test_a_search_resumed_with_other_dimensions_is_refused(tmp_path):
+  from tf_skiprec.search_space import Dimension
+  from tf_skiprec.tuning import _check_same_space
+  first = [Dimension("model.num_blocks", choices=(2, 3))]
+  _check_same_space(first, str(tmp_path))
+  _check_same_space(first, str(tmp_path))                            # same: resumes
+  with pytest.raises(ConfigError, match="other dimensions.*Fix: resume with the same"):
+    _check_same_space([Dimension("model.num_blocks", choices=(2, 4))], str(tmp_path))
+  with pytest.raises(ConfigError, match="cannot be searched"):
+    parse_dimension("model.dilations=1,2", get_config("smoke"))
+  pretrain_only = build_space(get_config("smoke"), [], ["train.mode"])
+  assert not [d for d in pretrain_only if d.key.startswith("policy.")]
+
+
 def test_objective_ranks_trials_over_the_limit_below_all_within_it():
   config = get_config("smoke")
   result = {"valid": {"NDCG@10": 0.3}, "valid_blocks": {"mean": 3.0}, "num_items": 80}
@@ -178,8 +192,8 @@ def test_bayesian_and_hyperband_searches_run_and_hyperband_continues_earlier_rou
   assert len(trials) >= 3 and all(t["valid_ndcg10"] > 0 for t in trials)
   if kind == "bayesian":                                 # --retrain_best: workdir/best
     best = out["best_trial"]
-    assert out["retrained"]["workdir"] == str(tmp_path / "best")
-    with open(tmp_path / "best" / "config.json") as f:
+    assert out["retrained"]["workdir"] == str(tmp_path / "best" / f"trial_{best['trial']}")
+    with open(tmp_path / "best" / f"trial_{best['trial']}" / "config.json") as f:
       assert json.load(f)["model"]["num_blocks"] == best["model.num_blocks"]
   if kind == "hyperband":
     continued = 0
@@ -188,10 +202,12 @@ def test_bayesian_and_hyperband_searches_run_and_hyperband_continues_earlier_rou
         values = json.load(f)["hyperparameters"]["values"]
       with open(tmp_path / "keras_tuner" / f"trial_{t['trial']}" / "run" / "metrics.json") as f:
         result = json.load(f)
-      assert result["epochs_run"] <= values["tuner/epochs"]
+      assert result["epochs_run"] == values["tuner/epochs"]  # patience 5: no early stop
       if values.get("tuner/trial_id"):                    # a later round of an earlier trial
         with open(tmp_path / "keras_tuner" / f"trial_{values['tuner/trial_id']}" / "run" /
                   "metrics.json") as f:
-          assert result["resumed_from_step"] == json.load(f)["steps"] > 0
+          previous = json.load(f)
+        assert result["resumed_from_step"] == previous["steps"] > 0
+        assert result["steps"] > previous["steps"]        # ... and trained on from there
         continued += 1
     assert continued >= 1

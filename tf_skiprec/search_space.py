@@ -66,6 +66,9 @@ def parse_dimension(spec: str, config: Config) -> Dimension:
                       f"--tune=model.num_blocks=8,16.")
   key, text = (part.strip() for part in spec.split("=", 1))
   hint = field_type(config, key, f"--tune {spec!r}")
+  if hint not in (int, float, str, bool):
+    raise ConfigError(f"--tune {spec!r}: {key} is not a number, string or flag; it cannot be "
+                      f"searched. Fix: set it with --override.")
   if ":" in text:
     parts = text.split(":")
     log = parts[-1] == "log"
@@ -92,6 +95,9 @@ def build_space(config: Config, tune_specs: list[str], fixed_keys: list[str]) ->
     space[dim.key] = dim
   for key in fixed_keys:
     space.pop(key, None)
+  if "train.mode" not in space and config.train.mode == "pretrain":  # no policy to tune
+    defaults = {d.key for d in DEFAULT_SPACE}
+    space = {k: d for k, d in space.items() if not (k.startswith("policy.") and k in defaults)}
   return list(space.values())
 
 

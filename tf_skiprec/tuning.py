@@ -23,7 +23,8 @@ A search's work directory:
   trials.md, trials.json             the table of trials
   pareto.png                         NDCG@10 against mean executed blocks, Pareto front marked
   best_config.json                   the best trial's config: `train.py --config=best_config.json`
-  best/                              with --retrain_best: that config retrained (and exported)
+  search_space.json                  the searched dimensions; a resumed search must match them
+  best/trial_<id>/                   with --retrain_best: that config retrained (and exported)
 
 Distributed search uses Keras Tuner's chief/worker mode: the same command in every process,
 with KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT set in all and KERASTUNER_TUNER_ID=chief in
@@ -33,8 +34,10 @@ the one that runs the oracle (and writes the reports) and a distinct id in each 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -83,8 +86,11 @@ class SkipRecTuner(kt.engine.base_tuner.BaseTuner):
     if "tuner/epochs" in hp.values:                     # Hyperband: this round's epoch budget,
       config.train.epochs = int(hp.get("tuner/epochs"))  # continuing the previous round's run
       previous = hp.values.get("tuner/trial_id")
-      if previous and not os.path.exists(workdir):
-        shutil.copytree(os.path.join(self.get_trial_dir(previous), "run"), workdir)
+      if previous and not os.path.exists(workdir):     # copied whole or not at all
+        staging = workdir + ".copying"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(os.path.join(self.get_trial_dir(previous), "run"), staging)
+        os.rename(staging, workdir)
     with open(os.path.join(trial_dir, "runs.jsonl"), "a") as f:
       f.write(json.dumps({"tuner_id": self.tuner_id, "pid": os.getpid(),
                           "started": time.time()}) + "\n")
@@ -121,8 +127,10 @@ def make_oracle(kind: str, space: list[Dimension], max_trials: int, max_epochs: 
             "seed": seed, "max_retries_per_trial": 0, "max_consecutive_failed_trials": 3}
   if kind == "random":
     return kt.oracles.RandomSearchOracle(max_trials=max_trials, **common)
-  if kind == "bayesian":
-    return kt.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
+  if kind == "bayesian":  # Keras Tuner's default of 3 random trials per dimension would leave
+    initial = min(3 * len(space), max(2, max_trials // 3))  # a 10-trial search all random
+    return kt.oracles.BayesianOptimizationOracle(max_trials=max_trials,
+                                                 num_initial_points=initial, **common)
   if kind == "hyperband":
     return kt.oracles.HyperbandOracle(max_epochs=max_epochs, factor=3, hyperband_iterations=1,
                                       **common)
@@ -136,6 +144,7 @@ def search(base_config: Config, workdir: str, space: list[Dimension], *, tuner: 
   of a distributed search (the chief writes it)."""
   _check(base_config, space)
   os.makedirs(workdir, exist_ok=True)
+  _check_same_space(space, workdir)
   oracle = make_oracle(tuner, space, max_trials, max_epochs, seed)
   skiprec_tuner = SkipRecTuner(oracle, base_config, space, limit_blocks, limit_mflops,
                                directory=workdir, project_name="keras_tuner")
@@ -151,12 +160,14 @@ def report(tuner: SkipRecTuner, workdir: str, retrain_best: bool) -> dict:
   rows = []
   for trial in tuner.oracle.trials.values():
     row = {"trial": trial.trial_id, "status": trial.status,
-           **{d.key: trial.hyperparameters.values.get(d.key) for d in tuner.space}}
+           **{d.key: trial.hyperparameters.values.get(d.key) for d in tuner.space},
+           "tuner/epochs": trial.hyperparameters.values.get("tuner/epochs")}
     for name in (OBJECTIVE, "valid_ndcg10", "mean_blocks", "mflops"):
       row[name] = (trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None)
     rows.append(row)
   rows.sort(key=lambda r: (len(r["trial"]), r["trial"]))              # "2" before "10"
-  done = [r for r in rows if r[OBJECTIVE] is not None]
+  done = [r for r in rows if r["status"] == "COMPLETED" and r[OBJECTIVE] is not None
+          and math.isfinite(r[OBJECTIVE])]
   out = {"trials": rows, "table": os.path.join(workdir, "trials.md")}
   with open(out["table"], "w") as f:
     f.write(trials_table(rows, [d.key for d in tuner.space]) + "\n")
@@ -171,13 +182,38 @@ def report(tuner: SkipRecTuner, workdir: str, retrain_best: bool) -> dict:
   best = max(done, key=lambda r: r[OBJECTIVE])
   best_config = trial_config(tuner.base_config, {d.key: best[d.key] for d in tuner.space
                                                  if best[d.key] is not None})
+  if best.get("tuner/epochs"):                      # Hyperband: the winner's epoch budget
+    best_config.train.epochs = int(best["tuner/epochs"])
   best_config.name = f"{tuner.base_config.name}-best"
   out["best_trial"], out["best_config"] = best, os.path.join(workdir, "best_config.json")
   with open(out["best_config"], "w") as f:
     f.write(best_config.to_json() + "\n")
   if retrain_best:
-    out["retrained"] = run(copy.deepcopy(best_config), os.path.join(workdir, "best"))
+    out["retrained"] = run(copy.deepcopy(best_config),
+                           os.path.join(workdir, "best", f"trial_{best['trial']}"))
   return out
+
+
+def _check_same_space(space: list[Dimension], workdir: str) -> None:
+  """Writes the searched dimensions on the first start; a resumed search must search the same
+  (Keras Tuner would carry on with the saved space while the reports used the new one)."""
+  path = os.path.join(workdir, "search_space.json")
+  mine = [dataclasses.asdict(d) for d in space]
+  if not os.path.exists(path):
+    with open(path, "w") as f:
+      json.dump(mine, f, indent=2)
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  if json.loads(json.dumps(mine)) != saved:
+    raise ConfigError(
+        f"{path}: this search was started with other dimensions ({_describe(saved)}), not "
+        f"({'; '.join(d.describe() for d in space)}). Fix: resume with the same --tune and "
+        f"--override flags, or start a new search in another --workdir.")
+
+
+def _describe(saved: list[dict]) -> str:
+  return "; ".join(Dimension(**{**d, "choices": tuple(d["choices"])}).describe() for d in saved)
 
 
 def _check(config: Config, space: list[Dimension]) -> None:
