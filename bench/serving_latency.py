@@ -14,8 +14,8 @@ every block, and a gRPC load test against the local server.
    to the matching quantile of P(keep) over the benchmark users.
 3. Median latency of serving_default against full at B = 1 (one user per call, cycling through
    256 users) and at B = 64, calls interleaved, in `--timing_processes` fresh processes that only
-   load and time the export; the table has the median over processes. Speed-up = full / skip,
-   as a fraction of the ideal N / (mean executed blocks).
+   load and time the export. Speed-up = full / skip in each process, the table has the median
+   over processes, as a fraction of the ideal N / (mean executed blocks).
 4. Load test: the local gRPC server in its own process, `--clients` concurrent clients (threads,
    one user per request, histories padded to the full window as the client library sends them)
    for `--seconds` each against serving_default (50% policy) and against full: queries per
@@ -268,15 +268,16 @@ def main(argv):
 
 
 def combine_processes(runs: list[list[dict]]) -> list[dict]:
-  """Per configuration, the median over timing processes of each process's median latency (a
-  process's speed drifts by up to ~20% from one process to the next here, not always alike for
-  both signatures); each process's fraction of ideal is kept too."""
+  """Per configuration, the median over timing processes of each process's speed-up (full and
+  skip are interleaved within a process; a process's speed drifts by up to ~30% from one
+  process to the next here, not always alike for both signatures), with the median latencies
+  for scale and each process's fraction of ideal."""
   rows = []
   for i, row in enumerate(runs[0]):
-    full_ms = statistics.median(run[i]["full_ms"] for run in runs)
-    skip_ms = statistics.median(run[i]["skip_ms"] for run in runs)
-    rows.append({**row, "full_ms": full_ms, "skip_ms": skip_ms, "speedup": full_ms / skip_ms,
-                 "fraction_of_ideal": full_ms / skip_ms / row["ideal"],
+    speedup = statistics.median(run[i]["speedup"] for run in runs)
+    rows.append({**row, "full_ms": statistics.median(run[i]["full_ms"] for run in runs),
+                 "skip_ms": statistics.median(run[i]["skip_ms"] for run in runs),
+                 "speedup": speedup, "fraction_of_ideal": speedup / row["ideal"],
                  "fraction_per_process": [run[i]["fraction_of_ideal"] for run in runs]})
   return rows
 

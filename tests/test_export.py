@@ -185,3 +185,18 @@ def test_frozen_block_equals_the_trained_block_with_every_weight_random():
   expected = (x + block.branch(x, mask, training=False)).numpy()
   np.testing.assert_allclose(frozen.run(x, mask).numpy(), expected, atol=1e-5)
   assert not np.allclose(expected, x.numpy(), atol=1e-2)       # the block does something
+
+
+def test_frozen_policy_equals_the_trained_policy_with_every_weight_random():
+  from tf_skiprec.frozen_blocks import FrozenPolicy
+  model, _ = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN)
+  ids = tf.constant(histories(ITEMS, 5, MAX_LEN, seed=2))
+  rng = np.random.default_rng(1)
+  for weight in model.policy.weights:   # embedding, blocks, batch-norm statistics, head
+    scale = 0.5 if "variance" not in weight.name else 1.0
+    value = rng.normal(0.0, scale, weight.shape)
+    weight.assign((np.abs(value) + 0.1 if "variance" in weight.name else value).astype(np.float32))
+  expected = model.policy(ids, training=False).numpy()
+  got = tf.function(FrozenPolicy(model.policy).__call__)(ids).numpy()
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+  assert expected.std() > 0.1                                   # the weights matter

@@ -74,3 +74,40 @@ class FrozenResidualBlock:
     """Layer normalisation over channels: [B, L, C] -> [B, L, C]."""
     mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
     return tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
+
+
+class FrozenPolicy:
+  """An inference copy of a CNN-body PolicyNetwork: its residual blocks as FrozenResidualBlocks
+  and its batch normalisation (moving statistics) and head as constants; the item embedding
+  stays a variable (`embedding`, a Keras layer the caller tracks). Same arithmetic as
+  `PolicyNetwork.call(training=False)`: item ids [B, L] -> logits [B, N, 2].
+  """
+
+  def __init__(self, policy):
+    if policy.body != "cnn":
+      raise ValueError(f"FrozenPolicy copies the cnn body, not {policy.body!r}")
+    self.embedding = policy.embedding
+    self.blocks = [FrozenResidualBlock(block) for block in policy.blocks]
+    self.num_decisions = policy.num_decisions
+    self.dtype = policy.compute_dtype
+    norm = policy.norm
+    self.norm = None if norm is None else {
+        "mean": norm.moving_mean.numpy(), "variance": norm.moving_variance.numpy(),
+        "gamma": norm.gamma.numpy(), "beta": norm.beta.numpy(), "epsilon": norm.epsilon}
+    self.kernel, self.bias = policy.head.kernel.numpy(), policy.head.bias.numpy()
+
+  def __call__(self, item_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+    del training
+    seq_mask = tf.cast(tf.not_equal(item_ids, 0), self.dtype)[..., tf.newaxis]      # [B, L, 1]
+    x = self.embedding(item_ids) * seq_mask                                         # [B, L, C]
+    for block in self.blocks:
+      x = block.run(x, seq_mask)
+    pooled = tf.math.divide_no_nan(tf.reduce_sum(x * seq_mask, axis=1),
+                                   tf.reduce_sum(seq_mask, axis=1))                 # [B, C]
+    if self.norm is not None:
+      n = self.norm
+      pooled = tf.nn.batch_normalization(pooled, tf.constant(n["mean"]),
+                                         tf.constant(n["variance"]), tf.constant(n["beta"]),
+                                         tf.constant(n["gamma"]), n["epsilon"])
+    logits = tf.nn.bias_add(tf.matmul(pooled, tf.constant(self.kernel)), tf.constant(self.bias))
+    return tf.reshape(logits, [-1, self.num_decisions, 2])
