@@ -158,25 +158,29 @@ class Config:
     if "=" not in assignment:
       raise ConfigError(f"--override {assignment!r}: expected key=value, e.g. model.num_blocks=32.")
     key, value = assignment.split("=", 1)
-    parts = key.strip().split(".")
-    target: Any = self
-    for i, part in enumerate(parts):
-      fields = {f.name: f for f in dataclasses.fields(target)}
-      if part not in fields:
-        path = ".".join(parts[:i]) or "config"
-        raise ConfigError(
-            f"--override {assignment!r}: {path} has no field {part!r}. "
-            f"Fix: use one of {sorted(fields)}.")
-      if i == len(parts) - 1:
-        hint = typing.get_type_hints(type(target))[part]
-        setattr(target, part, _parse(value.strip(), hint, key))
-      else:
-        target = getattr(target, part)
+    owner, name, hint = self.field(key.strip(), f"--override {assignment!r}")
+    setattr(owner, name, parse_value(value, hint, key))
     return self
 
+  def field(self, key: str, where: str) -> tuple[Any, str, Any]:
+    """`dotted.key` -> (the dataclass holding it, its field name, its type); a ConfigError that
+    names the valid fields if there is no such field (`where` starts the message)."""
+    parts = key.split(".")
+    target: Any = self
+    for i, part in enumerate(parts):
+      fields = {f.name for f in dataclasses.fields(target)}
+      if part not in fields:
+        path = ".".join(parts[:i]) or "config"
+        raise ConfigError(f"{where}: {path} has no field {part!r}. Fix: use one of "
+                          f"{sorted(fields)}.")
+      if i < len(parts) - 1:
+        target = getattr(target, part)
+    return target, parts[-1], typing.get_type_hints(type(target))[parts[-1]]
 
-def _parse(text: str, hint: Any, key: str) -> Any:
-  """Parses an override value for a field of type `hint`."""
+
+def parse_value(text: str, hint: Any, key: str) -> Any:
+  """Parses an override value (text) for the field `key` of type `hint`."""
+  text = text.strip()
   try:
     if hint is bool:
       if text.lower() in ("1", "true", "yes"):

@@ -15,7 +15,7 @@ import dataclasses
 import math
 import typing
 
-from tf_skiprec.config import Config
+from tf_skiprec.config import Config, parse_value
 from tf_skiprec.errors import ConfigError
 
 
@@ -65,7 +65,7 @@ def parse_dimension(spec: str, config: Config) -> Dimension:
     raise ConfigError(f"--tune {spec!r}: expected key=a,b,c or key=low:high[:log], e.g. "
                       f"--tune=model.num_blocks=8,16.")
   key, text = (part.strip() for part in spec.split("=", 1))
-  hint = field_type(config, key, f"--tune {spec!r}")
+  hint = config.field(key, f"--tune {spec!r}")[2]
   if hint not in (int, float, str, bool):
     raise ConfigError(f"--tune {spec!r}: {key} is not a number, string or flag; it cannot be "
                       f"searched. Fix: set it with --override.")
@@ -109,29 +109,9 @@ def trial_config(base: Config, values: dict[str, typing.Any]) -> Config:
   return config
 
 
-def field_type(config: Config, key: str, where: str):
-  """The type of the config field `key` (dotted), or a ConfigError naming the fields."""
-  target: typing.Any = config
-  parts = key.split(".")
-  for i, part in enumerate(parts):
-    fields = {f.name for f in dataclasses.fields(target)}
-    if part not in fields:
-      raise ConfigError(f"{where}: {'.'.join(parts[:i]) or 'config'} has no field {part!r}. "
-                        f"Fix: use one of {sorted(fields)}.")
-    if i == len(parts) - 1:
-      return typing.get_type_hints(type(target))[part]
-    target = getattr(target, part)
-  raise AssertionError(key)
-
-
 def _value(config: Config, key: str, text: str):
   """Parses one value for `key` as --override would (raises ConfigError if it does not fit)."""
-  probe = copy.deepcopy(config)
-  probe.override(f"{key}={text.strip()}")
-  target: typing.Any = probe
-  for part in key.split("."):
-    target = getattr(target, part)
-  return target
+  return parse_value(text, config.field(key, f"--tune {key}")[2], key)
 
 
 def flops_per_request(config: Config, mean_blocks: float, num_items: int) -> float:

@@ -119,7 +119,8 @@ class ServingModule(tf.Module):
       keep = tf.ones([batch, self.backbone.num_blocks], tf.bool)
       hidden = self.run_all_blocks(ids)
     else:
-      keep = self.keep(ids, self._per_row(threshold, batch, "threshold"))   # [B, N]
+      threshold = self._per_row(threshold, batch, "threshold")             # [B]
+      keep = self.keep_probability(ids) >= threshold[:, tf.newaxis]          # [B, N]
       hidden = self.run_kept_blocks(ids, keep)
     logits = self.backbone.logits(hidden[:, -1])[:, 1:]                    # [B, V - 1]
     scores, index = tf.math.top_k(logits, k=max_k)                         # [B, K]
@@ -137,7 +138,7 @@ class ServingModule(tf.Module):
       prob = tf.ones([batch, self.backbone.num_blocks], tf.float32)
       keep = tf.ones_like(prob, tf.bool)
     else:
-      prob = policy_lib.keep_probability(self.policy(ids, training=False))
+      prob = self.keep_probability(ids)
       keep = prob >= self._per_row(threshold, batch, "threshold")[:, tf.newaxis]
     keep = tf.cast(keep, tf.int32)
     used = tf.where(ids > 0, self.line_to_raw.lookup(tf.cast(ids, tf.int64) - 1), PADDING)
@@ -169,10 +170,9 @@ class ServingModule(tf.Module):
                         tf.stack([batch, self.max_len]))
     return ids, unknown, tf.minimum(count[:, 0], self.max_len)
 
-  def keep(self, ids: tf.Tensor, threshold: tf.Tensor) -> tf.Tensor:
-    """ids [B, W], threshold [B] -> keep [B, N] bool: P(keep_i) >= the row's threshold."""
-    prob = policy_lib.keep_probability(self.policy(ids, training=False))    # [B, N]
-    return prob >= threshold[:, tf.newaxis]
+  def keep_probability(self, ids: tf.Tensor) -> tf.Tensor:
+    """ids [B, W] -> P(keep) [B, N]; a block is kept where it is >= the row's threshold."""
+    return policy_lib.keep_probability(self.policy(ids, training=False))
 
   def run_all_blocks(self, ids: tf.Tensor) -> tf.Tensor:
     """ids [B, W] -> hidden [B, W, C], every block executed."""

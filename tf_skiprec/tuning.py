@@ -99,11 +99,6 @@ class SkipRecTuner(kt.engine.base_tuner.BaseTuner):
     result = run(config, workdir)
     return trial_metrics(config, result, self.limit_blocks, self.limit_mflops)
 
-  def get_trial_dir(self, trial_id: str) -> str:
-    path = os.path.join(self.project_dir, f"trial_{trial_id}")
-    os.makedirs(path, exist_ok=True)
-    return path
-
 
 def trial_metrics(config: Config, result: dict, limit_blocks: float, limit_mflops: float
                   ) -> dict:
