@@ -25,7 +25,6 @@ Prints a table and writes JSON to bench/out/.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import statistics
@@ -38,7 +37,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from ml100k_common import REPO, write_results  # noqa: E402  (bench/)
+from ml100k_common import REPO, in_fresh_process, write_results  # noqa: E402  (bench/)
 
 BLOCKS = flags.DEFINE_integer("blocks", 64, "Residual blocks.")
 CHANNELS = flags.DEFINE_integer("channels", 64, "Channels.")
@@ -59,10 +58,6 @@ ONEDNN = flags.DEFINE_bool("onednn", False, "Use TensorFlow's oneDNN kernels (TF
                            " TF Serving's standard CPU build uses Eigen's.")
 PROCESSES = flags.DEFINE_integer("timing_processes", 3, "Processes that each time every "
                                  "configuration; the table reports the median.")
-TIME_EXPORT = flags.DEFINE_string("time_export", None, "Internal: only time this export and write "
-                                  "the latency rows to --rows_json (the benchmark's timing "
-                                  "process).")
-ROWS_JSON = flags.DEFINE_string("rows_json", None, "Internal: see --time_export.")
 OUT = flags.DEFINE_string("out", os.path.join(REPO, "bench", "out"), "Directory of the JSON.")
 TARGETS = (0.75, 0.5, 0.25)
 
@@ -201,9 +196,6 @@ def main(argv):
   tf.config.threading.set_intra_op_parallelism_threads(INTRA.value)
   tf.config.threading.set_inter_op_parallelism_threads(INTER.value)
   from tf_skiprec.export import export_model, raw_histories  # noqa: PLC0415
-  if TIME_EXPORT.value:
-    time_export(TIME_EXPORT.value, ROWS_JSON.value, reps_1, reps_64)
-    return
 
   started = time.perf_counter()
   model, id_map = build_model(blocks, CHANNELS.value, ITEMS.value, MAX_LEN.value)
@@ -216,17 +208,9 @@ def main(argv):
   print(f"exported {blocks} blocks x {CHANNELS.value} channels, {ITEMS.value} items to "
         f"{export['path']} ({size_mb:.1f} MB)", flush=True)
   raw = raw_histories(dense, id_map)
-  runs = []
-  for process in range(PROCESSES.value):
-    rows_json = os.path.join(base, f"latency_rows_{process}.json")
-    subprocess.run([sys.executable, os.path.abspath(__file__), f"--time_export={export['path']}",
-                    f"--rows_json={rows_json}", f"--reps_b1={reps_1}", f"--reps_b64={reps_64}",
-                    f"--users={USERS.value}", f"--num_items={ITEMS.value}",
-                    f"--max_len={MAX_LEN.value}", f"--intra_op_threads={INTRA.value}",
-                    f"--inter_op_threads={INTER.value}", f"--onednn={ONEDNN.value}"],
-                   cwd=REPO, check=True)
-    with open(rows_json) as f:
-      runs.append(json.load(f))
+  runs = [in_fresh_process(time_rows, export["path"], USERS.value, ITEMS.value, MAX_LEN.value,
+                           INTRA.value, INTER.value, ONEDNN.value, reps_1, reps_64)
+          for _ in range(PROCESSES.value)]
   rows = combine_processes(runs)
 
   port = _free_port()
@@ -282,21 +266,24 @@ def combine_processes(runs: list[list[dict]]) -> list[dict]:
   return rows
 
 
-def time_export(export_dir: str, rows_json: str, reps_1: int, reps_64: int) -> None:
-  """The latency table of one export, timed in a process that only serves it (as TF Serving's
-  is): timed in the process that had just built, traced and checked the model, the same calls
-  were up to 15% slower, and unevenly so."""
+def time_rows(export_dir: str, users: int, num_items: int, max_len: int, intra: int, inter: int,
+              onednn: bool, reps_1: int, reps_64: int) -> list[dict]:
+  """Child process only: the latency table of one export, timed in a process that only serves
+  it (as TF Serving's is): timed in the process that had just built, traced and checked the
+  model, the same calls were up to 15% slower, and unevenly so."""
+  os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if onednn else "0"  # read when TF loads
+  import tf_skiprec  # noqa: F401, PLC0415
+  import tensorflow as tf  # noqa: PLC0415
+  tf.config.threading.set_intra_op_parallelism_threads(intra)
+  tf.config.threading.set_inter_op_parallelism_threads(inter)
   from tf_skiprec.export import raw_histories  # noqa: PLC0415
   from tf_skiprec.savedmodel_runner import SavedModelRunner  # noqa: PLC0415
-  raw = raw_histories(user_histories(USERS.value, ITEMS.value, MAX_LEN.value),
-                      bench_id_map(ITEMS.value))
-  runner = SavedModelRunner(export_dir, intra_op_threads=INTRA.value,
-                            inter_op_threads=INTER.value)
+  raw = raw_histories(user_histories(users, num_items, max_len), bench_id_map(num_items))
+  runner = SavedModelRunner(export_dir, intra_op_threads=intra, inter_op_threads=inter)
   prob = runner.run({"history": raw}, "decisions")["keep_probability"]   # [U, N]
   rows = latency_table(runner, raw, prob, reps_1, reps_64)
   runner.close()
-  with open(rows_json, "w") as f:
-    json.dump(rows, f)
+  return rows
 
 
 def _free_port() -> int:

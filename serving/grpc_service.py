@@ -94,8 +94,12 @@ def metadata(models: Models, request) -> get_model_metadata_pb2.GetModelMetadata
 def model_status(models: Models, request) -> get_model_status_pb2.GetModelStatusResponse:
   store = models.store(request.model_spec.name)
   wanted = models.version_of(request.model_spec)
+  versions = store.status(wanted)
+  if not versions:
+    which = f"version {wanted}" if wanted is not None else "any versions"
+    raise SignatureError("NOT_FOUND", f"Could not find {which} of model {store.name}")
   response = get_model_status_pb2.GetModelStatusResponse()
-  for v in store.status(wanted):
+  for v in versions:
     entry = response.model_version_status.add()
     entry.version = v.number
     entry.state = _STATES[v.state]

@@ -89,15 +89,10 @@ class ModelStore:
     return version, ready[version].runner
 
   def status(self, version: int | None = None) -> list[Version]:
-    """Every known version (or one), newest first; NOT_FOUND when there is none."""
+    """Every known version (or one), newest first; possibly none."""
     with self._lock:
       versions = sorted(self._versions.values(), key=lambda v: -v.number)
-    if version is not None:
-      versions = [v for v in versions if v.number == version]
-    if not versions:
-      which = f" version {version}" if version is not None else "any versions"
-      raise SignatureError("NOT_FOUND", f"Could not find {which.strip()} of model {self.name}")
-    return versions
+    return versions if version is None else [v for v in versions if v.number == version]
 
   # ---- loading ---------------------------------------------------------------------------------
 

@@ -23,8 +23,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
-                                     predict_pb2)
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving import grpc_service
 from tf_skiprec.savedmodel_runner import SignatureError
@@ -77,15 +76,9 @@ def predict_json(models: grpc_service.Models, name: str, version: str | None, bo
   if unknown:
     raise SignatureError("INVALID_ARGUMENT", f"inputs {unknown} are not in signature "
                          f"{signature_name} (its inputs: {sorted(dtypes)})")
-  request = predict_pb2.PredictRequest()
-  request.model_spec.name = name
-  if version:
-    request.model_spec.version.value = int(version)
-  request.model_spec.signature_name = signature_name
-  for alias, value in named.items():
-    request.inputs[alias].CopyFrom(tf.make_tensor_proto(to_array(alias, value, dtypes[alias])))
-  response = grpc_service.predict(models, request)
-  outputs = {alias: _to_json(tf.make_ndarray(proto)) for alias, proto in response.outputs.items()}
+  arrays = {alias: to_array(alias, value, dtypes[alias]) for alias, value in named.items()}
+  outputs = {alias: _to_json(value)                # the runner the dtypes came from
+             for alias, value in runner.run(arrays, signature_name).items()}
   if not rows:
     return {"outputs": outputs if len(outputs) > 1 else next(iter(outputs.values()))}
   count = len(next(iter(outputs.values()))) if outputs else 0

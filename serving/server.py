@@ -84,12 +84,14 @@ def stores_from_config_file(path: str, poll_seconds: float) -> dict[str, ModelSt
   stores = {}
   base = os.path.dirname(os.path.abspath(path))
   for model in config.model_config_list.config:
-    choice = model.model_version_policy.WhichOneof("policy_choice")
-    policy = (VersionPolicy("latest", num_versions=model.model_version_policy.latest.num_versions
-                            or 1) if choice == "latest" else
-              VersionPolicy("specific", versions=tuple(model.model_version_policy.specific.versions))
-              if choice == "specific" else VersionPolicy("all") if choice == "all" else
-              VersionPolicy("latest"))  # TF Serving's default: the latest version
+    chosen = model.model_version_policy
+    choice = chosen.WhichOneof("policy_choice")
+    if choice == "specific":
+      policy = VersionPolicy("specific", versions=tuple(chosen.specific.versions))
+    elif choice == "all":
+      policy = VersionPolicy("all")
+    else:  # "latest", or none given: TF Serving's default, the latest version
+      policy = VersionPolicy("latest", num_versions=chosen.latest.num_versions or 1)
     base_path = model.base_path if os.path.isabs(model.base_path) else os.path.join(
         base, model.base_path)
     stores[model.name] = ModelStore(model.name, base_path, policy, poll_seconds)
@@ -131,7 +133,7 @@ def main(argv):
   server = LocalServer(stores, host=FLAGS.host, port=FLAGS.port,
                        rest_api_port=FLAGS.rest_api_port or None).start()
   for name, store in stores.items():
-    versions = [v.number for v in store.status()] if _has_versions(store) else []
+    versions = [v.number for v in store.status()]
     logging.info("Model %s from %s: versions %s.", name, store.base_path, versions or "none yet")
   logging.info("Serving gRPC on %s%s.", server.address,
                f", REST on port {server.rest_api_port}" if server.rest_api_port else "")
@@ -140,14 +142,6 @@ def main(argv):
   signal.signal(signal.SIGINT, lambda *_: stop.set())
   stop.wait()
   server.stop()
-
-
-def _has_versions(store: ModelStore) -> bool:
-  try:
-    store.status()
-    return True
-  except Exception:  # noqa: BLE001
-    return False
 
 
 if __name__ == "__main__":
