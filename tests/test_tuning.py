@@ -211,3 +211,14 @@ def test_bayesian_and_hyperband_searches_run_and_hyperband_continues_earlier_rou
         assert result["steps"] > previous["steps"]        # ... and trained on from there
         continued += 1
     assert continued >= 1
+
+
+def test_skiprec_trials_without_a_backbone_to_start_from_are_refused_before_searching(tmp_path):
+  from tf_skiprec.tuning import search
+  config = get_config("smoke")                         # pretrain_epochs 0, no init_from
+  with pytest.raises(ConfigError, match="--override=train.pretrain_epochs=N"):
+    search(config, str(tmp_path), build_space(config, [], []))
+  config.train.init_from = str(tmp_path / "pretrained")  # shared backbone, but depth searched
+  with pytest.raises(ConfigError, match="no model.\\* dimension searched"):
+    search(config, str(tmp_path), build_space(config, [], []))
+  assert not (tmp_path / "keras_tuner").exists()       # nothing started
