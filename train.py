@@ -16,7 +16,7 @@ import tf_skiprec  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from absl import app, flags, logging
 
 from tf_skiprec.config import Config, get_config
-from tf_skiprec.errors import ConfigError, DataError
+from tf_skiprec.errors import ConfigError, DataError, TrainingError
 from tf_skiprec.training import run
 from tf_skiprec.training.report import result_table
 
@@ -41,6 +41,9 @@ LIMIT_BLOCKS = flags.DEFINE_float("limit_blocks", 0.0, "tune: limit on validatio
 LIMIT_MFLOPS = flags.DEFINE_float("limit_mflops", 0.0, "tune: limit on estimated MFLOPs per "
                                   "request (0 = none).")
 TUNE_SEED = flags.DEFINE_integer("tune_seed", 0, "tune: the search algorithm's seed.")
+STRATEGY = flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multiworker"],
+                             "Distribution (train.strategy): one device; MirroredStrategy over this "
+                             "machine's GPUs; MultiWorkerMirroredStrategy over TF_CONFIG's cluster.")
 RETRAIN_BEST = flags.DEFINE_bool("retrain_best", False, "tune: retrain the best config in "
                                  "workdir/best/trial_<id> (exporting if its config says so).")
 
@@ -49,6 +52,8 @@ def build_config() -> Config:
   config = Config.from_json_file(CONFIG.value) if CONFIG.value else get_config(FLAGS.value)
   if DATASET.value:
     config.data.dataset = DATASET.value
+  if STRATEGY.value:
+    config.train.strategy = STRATEGY.value
   for assignment in OVERRIDES.value:
     config.override(assignment)
   return config
@@ -65,7 +70,7 @@ def main(argv):
     if MODE.value == "tune":
       return tune(config)
     result = run(config, WORKDIR.value)
-  except (ConfigError, DataError) as e:
+  except (ConfigError, DataError, TrainingError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print()

@@ -30,6 +30,7 @@ class SyntheticConfig:
   follow_prob: float = 0.8    # shallow users: P(next item is the successor of the last two)
   theme_prob: float = 0.85    # deep users: P(next item follows the rule from `lag` steps back)
   seed: int = 0
+  every_item: bool = False    # every catalogue item occurs (at free positions; large catalogues)
 
 
 @dataclasses.dataclass
@@ -110,7 +111,8 @@ class TrainConfig:
   checkpoint_every_steps: int = 0    # 0 = at the end of every epoch only
   max_checkpoints: int = 3
   seed: int = 0
-  strategy: str = "default"          # "default" (one device) or "mirrored"
+  strategy: str = "default"          # "default" (one device), "mirrored" (this machine's
+                                     # devices) or "multiworker" (TF_CONFIG's cluster)
   progress: bool = True
 
 

@@ -34,3 +34,8 @@ class ConfigError(ValueError):
 
 class ExportError(RuntimeError):
   """An export that cannot be published (it was not written, or it failed its check)."""
+
+
+class TrainingError(RuntimeError):
+  """A run that cannot go on (a non-finite loss, unreadable checkpoints); the message names the
+  step or the file and the fix."""

@@ -1,4 +1,6 @@
-"""Builds what a run needs from its config: strategy, model, optimisers, pretrained weights."""
+"""Builds what a run needs from its config: model, optimisers, pretrained weights, schedules.
+
+The strategy is tf_skiprec/training/cluster.py's."""
 
 from __future__ import annotations
 
@@ -13,14 +15,6 @@ from tf_skiprec.config import Config, TrainConfig
 from tf_skiprec.errors import ConfigError
 from tf_skiprec.model import COSTS, MODES, NextItNetModel, SkipRecModel
 from tf_skiprec.policy import PolicyNetwork
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-  if name == "default":
-    return tf.distribute.get_strategy()
-  if name == "mirrored":
-    return tf.distribute.MirroredStrategy()
-  raise ConfigError(f"train.strategy={name!r}: unknown. Fix: use 'default' or 'mirrored'.")
 
 
 def make_optimizer(learning_rate: float, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:

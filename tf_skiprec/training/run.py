@@ -39,9 +39,9 @@ from tf_skiprec.config import Config
 from tf_skiprec.data.pipeline import Pipelines
 from tf_skiprec.data.sources import load_interactions
 from tf_skiprec.data.splits import build_sequences, eval_windows, train_windows
-from tf_skiprec.errors import ConfigError
+from tf_skiprec.errors import ConfigError, TrainingError
 from tf_skiprec.export import export_model
-from tf_skiprec.training import builders, plots
+from tf_skiprec.training import builders, cluster, plots
 from tf_skiprec.training.evaluate import evaluate
 from tf_skiprec.training.state import Checkpoints, RunState
 from tf_skiprec.training.steps import make_eval_step, make_train_step
@@ -53,9 +53,11 @@ _MUST_MATCH = ("data", "model", "policy")  # config sections a resumed work dire
 
 def run(config: Config, workdir: str) -> dict:
   """Trains (or resumes) and evaluates; returns the result, also written to metrics.json."""
-  os.makedirs(workdir, exist_ok=True)
-  _check_or_write_config(config, workdir)
   mode, train = config.train.mode, config.train
+  strategy = cluster.make_strategy(train.strategy)  # first: multi-worker collectives need it so
+  chief = cluster.is_chief(strategy)
+  os.makedirs(workdir, exist_ok=True)
+  _check_or_write_config(config, workdir, write=chief)
   pretrain_result, init_from = None, train.init_from
   if mode != "pretrain" and not init_from and train.pretrain_epochs > 0:
     stage = copy.deepcopy(config)
@@ -69,7 +71,6 @@ def run(config: Config, workdir: str) -> dict:
     pretrain_result = run(stage, init_from)
 
   keras.utils.set_random_seed(train.seed)
-  strategy = builders.make_strategy(train.strategy)
   max_len = config.data.max_len
   data = build_sequences(load_interactions(config.data), config.data.min_interactions)
   windows = train_windows(data, max_len)
@@ -79,7 +80,7 @@ def run(config: Config, workdir: str) -> dict:
                "%d training windows.", data.num_users, data.dropped_users,
                config.data.min_interactions, data.id_map.num_items, int(data.items.shape[0]),
                len(windows))
-  for directory in ("", "checkpoints", "best"):
+  for directory in ("", "checkpoints", "best") if chief else ():
     os.makedirs(os.path.join(workdir, directory), exist_ok=True)
     data.id_map.save(os.path.join(workdir, directory, "id_map.json"))
 
@@ -88,7 +89,8 @@ def run(config: Config, workdir: str) -> dict:
     optimizers = builders.make_optimizers(model, train, config.policy.learning_rate)
     state = RunState()
   ckpts = Checkpoints(workdir, model=model, optimizers=optimizers, state=state,
-                      max_to_keep=train.max_checkpoints)
+                      max_to_keep=train.max_checkpoints,
+                      scratch=cluster.scratch_dir(workdir, strategy))
   resumed_from = ckpts.restore_latest()
   if not resumed_from and state.epoch.numpy() == 0 and mode != "pretrain" and init_from:
     builders.load_pretrained_backbone(model, init_from)
@@ -99,11 +101,13 @@ def run(config: Config, workdir: str) -> dict:
                  train.epochs)
     state.finished.assign(0)
 
-  eval_step = make_eval_step(model, strategy)
+  eval_strategy = cluster.evaluation_strategy(strategy)
+  eval_step = make_eval_step(model, eval_strategy)
   evaluate_split = lambda w: evaluate(  # noqa: E731
-      eval_step, pipelines.evaluation(w, train.eval_batch_size), strategy, data.user_kinds)
+      eval_step, pipelines.evaluation(w, train.eval_batch_size), eval_strategy, data.user_kinds)
   steps = {}  # one traced step per training mode used (rl may warm up with gumbel)
-  writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+  writer = (tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if chief
+            else tf.summary.create_noop_writer())
   steps_per_epoch = math.ceil(len(windows) / train.batch_size)
   seen_sequences, train_seconds = 0, 0.0
 
@@ -132,6 +136,7 @@ def run(config: Config, workdir: str) -> dict:
         model.entropy_weight.assign(builders.entropy_weight(step, config.policy))
         shown.append(("tau", tau))
       out = {k: float(v.numpy()) for k, v in steps[epoch_mode, frozen](batch).items()}
+      _check_finite(out, state, ckpts)
       if epoch_mode == "gumbel" and config.policy.cost == "lagrangian":
         model.multiplier.assign(builders.multiplier(
             float(model.multiplier.numpy()), out["usage"], float(model.budget.numpy()),
@@ -189,6 +194,7 @@ def run(config: Config, workdir: str) -> dict:
   if state.finished.numpy() == 0:  # epochs already reached when resumed with a smaller budget
     state.finished.assign(1)
     ckpts.save_latest()
+  cluster.barrier(strategy)  # the chief's best checkpoint is on disk
   ckpts.restore_best()
   results = {"mode": mode}
   for split, w in (("valid", valid_w), ("test", test_w)):
@@ -196,7 +202,8 @@ def run(config: Config, workdir: str) -> dict:
     results[split], results[f"{split}_by_kind"] = out["metrics"], out["by_kind"]
     results[f"{split}_blocks"] = out["blocks"]
   if mode != "pretrain":
-    results.update(_skiprec_reports(model, config, workdir, evaluate_split, valid_w, results))
+    results.update(_skiprec_reports(model, config, workdir, evaluate_split, valid_w, results,
+                                    plot=chief))
   results.update({
       "best_epoch": int(state.best_epoch.numpy()) + 1,
       "epochs_run": int(state.epoch.numpy()),
@@ -210,14 +217,15 @@ def run(config: Config, workdir: str) -> dict:
       "dropped_users": data.dropped_users, "workdir": workdir, "init_from": init_from or None,
       "pretrain": _summary(pretrain_result),
   })
-  if config.export.base_dir:
+  if config.export.base_dir and chief:
     histories = next(iter(pipelines.evaluation(valid_w, config.export.num_check_histories)))
     results["export"] = export_model(
         model, data.id_map, base_dir=config.export.base_dir,
         model_name=config.export.model_name, max_len=max_len,
         sample_histories=histories["history"].numpy(), top_k=config.export.top_k)
-  with open(os.path.join(workdir, "metrics.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  if chief:
+    _write_json(results, os.path.join(workdir, "metrics.json"))
+  cluster.barrier(strategy)  # the other workers may read what the chief wrote (a pretrain stage)
   return results
 
 
@@ -232,8 +240,9 @@ def selection_score(valid: dict, config: Config) -> float:
   return ndcg if usage <= config.policy.budget + config.policy.budget_slack else -1.0 - usage
 
 
-def _skiprec_reports(model, config, workdir, evaluate_split, valid_w, results) -> dict:
-  """Threshold sweep on validation, and the two plots."""
+def _skiprec_reports(model, config, workdir, evaluate_split, valid_w, results, *,
+                     plot: bool = True) -> dict:
+  """Threshold sweep on validation, and (with `plot`) the two plots."""
   sweep = []
   for t in SWEEP_THRESHOLDS:
     model.threshold.assign(t)
@@ -241,6 +250,8 @@ def _skiprec_reports(model, config, workdir, evaluate_split, valid_w, results) -
     sweep.append({"threshold": t, "mean_blocks": out["blocks"]["mean"], **out["metrics"]})
   model.threshold.assign(config.policy.threshold)
   full = next(p for p in sweep if p["threshold"] == 0.0)  # P(keep) >= 0: every block
+  if not plot:
+    return {"threshold_sweep": sweep}
   png = {
       "usage_by_block": plots.usage_by_block(results["valid_blocks"]["block_usage"],
                                              os.path.join(workdir, "usage_by_block.png")),
@@ -264,8 +275,37 @@ def _account(state: RunState, tick: float) -> float:
   return now
 
 
-def _check_or_write_config(config: Config, workdir: str) -> None:
-  """Writes config.json, or checks that a resumed work directory was trained on the same setup."""
+def _check_finite(out: dict, state: RunState, ckpts: Checkpoints) -> None:
+  """Stops the run at a non-finite loss or gradient, before anything is saved.
+
+  The step's update has been applied to the weights in memory, which are therefore discarded:
+  the checkpoints on disk all predate it.
+  """
+  bad = {k: v for k, v in out.items() if k in ("loss", "grad_norm") and not math.isfinite(v)}
+  if not bad:
+    return
+  step = int(state.step.numpy()) + 1
+  last = ckpts.latest_manager.latest_checkpoint
+  raise TrainingError(
+      f"step {step} (epoch {int(state.epoch.numpy()) + 1}, batch "
+      f"{int(state.epoch_step.numpy()) + 1}): the training "
+      + " and ".join(f"{k} is {v}" for k, v in bad.items())
+      + f"; the run stopped without saving it (latest checkpoint: {last or 'none'}). Fix: lower "
+      "train.learning_rate or set train.clipnorm (e.g. --override train.clipnorm=1.0), check the "
+      "data, then run the same command to resume from that checkpoint (or use a new --workdir).")
+
+
+def _write_json(value: dict, path: str) -> None:
+  """Writes JSON atomically (a temporary file renamed over `path`)."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _check_or_write_config(config: Config, workdir: str, *, write: bool = True) -> None:
+  """Writes config.json (if `write`), or checks that a resumed work directory was trained on the
+  same setup."""
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
     with open(path) as f:
@@ -281,10 +321,8 @@ def _check_or_write_config(config: Config, workdir: str) -> None:
         raise ConfigError(
             f"{path}: this work directory holds a run with a different {section} config "
             f"(fields {diff}). Fix: use a new --workdir, or the same config to resume.")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(config.to_json())
-  os.replace(tmp, path)
+  if write:
+    _write_json(json.loads(config.to_json()), path)
 
 
 def _with_defaults(values: dict, defaults: dict) -> dict:

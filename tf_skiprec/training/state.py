@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import re
+import shutil
 
 import tensorflow as tf
+
+from tf_skiprec.errors import TrainingError
 
 
 class RunState(tf.Module):
@@ -33,40 +38,92 @@ class RunState(tf.Module):
 
 
 class Checkpoints:
-  """`workdir/checkpoints` (latest, for resuming) and `workdir/best` (best validation model)."""
+  """`workdir/checkpoints` (latest, for resuming) and `workdir/best` (best validation model).
+
+  Saving is atomic: TensorFlow writes a checkpoint's files under temporary names, renames them,
+  and only then rewrites the `checkpoint` state file that names the latest one (by rename), so a
+  run killed mid-save resumes from the previous checkpoint. Restoring falls back: a latest
+  checkpoint that cannot be read (truncated, corrupted) is skipped with a warning for the one
+  before it.
+
+  `scratch`: a non-chief worker of a multi-worker run saves into this directory instead (saving
+  is collective, so every worker saves), which is emptied after each save; it restores from
+  `workdir` like the chief (tf_skiprec/training/cluster.py).
+  """
 
   def __init__(self, workdir: str, *, model, optimizers: dict, state: RunState,
-               max_to_keep: int = 3):
+               max_to_keep: int = 3, scratch: str | None = None):
     self.state = state
+    self.scratch = scratch
     self.latest = tf.train.Checkpoint(model=model, state=state, **optimizers)
     self.best = tf.train.Checkpoint(model=model)
+    self.latest_dir = os.path.join(workdir, "checkpoints")
+    self.best_dir = os.path.join(workdir, "best")
+    root = scratch or workdir
     self.latest_manager = tf.train.CheckpointManager(
-        self.latest, os.path.join(workdir, "checkpoints"), max_to_keep=max_to_keep,
+        self.latest, os.path.join(root, "checkpoints"), max_to_keep=max_to_keep,
         step_counter=state.step)
     self.best_manager = tf.train.CheckpointManager(
-        self.best, os.path.join(workdir, "best"), max_to_keep=1, step_counter=state.step)
+        self.best, os.path.join(root, "best"), max_to_keep=1, step_counter=state.step)
 
   def restore_latest(self) -> int:
-    """Restores the latest checkpoint if there is one; returns the restored step (0 if none)."""
-    path = self.latest_manager.latest_checkpoint
-    if path is None:
-      return 0
-    self.latest.restore(path).assert_existing_objects_matched()
-    logging.info("Resumed from %s at step %d.", path, int(self.state.step.numpy()))
-    return int(self.state.step.numpy())
+    """Restores the newest readable checkpoint, if any; returns its step (0 if none)."""
+    candidates = checkpoint_paths(self.latest_dir)
+    for i, path in enumerate(candidates):
+      try:
+        self.latest.restore(path).assert_existing_objects_matched()
+      except (tf.errors.OpError, ValueError, AssertionError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        logging.warning("Checkpoint %s cannot be read (%s: %s); %s.", path, type(e).__name__,
+                        first, "falling back to the one before it" if i + 1 < len(candidates)
+                        else "there is no earlier one")
+        continue
+      logging.info("Resumed from %s at step %d.", path, int(self.state.step.numpy()))
+      return int(self.state.step.numpy())
+    if candidates:
+      raise TrainingError(
+          f"{self.latest_dir}: none of the checkpoints {candidates} can be read, so the run "
+          "cannot resume. Fix: restore the directory from a backup, or start again in a new "
+          "--workdir.")
+    return 0
 
   def save_latest(self) -> str:
-    return self.latest_manager.save(checkpoint_number=self.state.step)
+    return self._saved(self.latest_manager.save(checkpoint_number=self.state.step))
 
   def save_best(self) -> str:
-    return self.best_manager.save(checkpoint_number=self.state.step)
+    return self._saved(self.best_manager.save(checkpoint_number=self.state.step))
 
   def restore_best(self) -> None:
-    path = self.best_manager.latest_checkpoint
+    path = tf.train.latest_checkpoint(self.best_dir)
     if path is None:
-      raise FileNotFoundError(f"no best checkpoint in {self.best_manager.directory}")
+      raise FileNotFoundError(f"no best checkpoint in {self.best_dir}")
     self.best.restore(path).expect_partial()
 
-  @property
-  def directories(self) -> list[str]:
-    return [self.latest_manager.directory, self.best_manager.directory]
+  def _saved(self, path: str) -> str:
+    if self.scratch:  # a non-chief worker's copy: only the chief's is kept
+      shutil.rmtree(self.scratch, ignore_errors=True)
+    return path
+
+
+def checkpoint_paths(directory: str) -> list[str]:
+  """The checkpoints in `directory`, newest first.
+
+  From the `checkpoint` state file; when that file is unreadable (TensorFlow would then see no
+  checkpoint at all and start again), from the `ckpt-<step>.index` files, with a warning.
+  """
+  state_file = os.path.join(directory, "checkpoint")
+  state = tf.train.get_checkpoint_state(directory)
+  if state is not None:
+    paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    paths = [p if os.path.isabs(p) else os.path.join(directory, p) for p in paths]
+  else:
+    paths = [p[: -len(".index")] for p in glob.glob(os.path.join(directory, "ckpt-*.index"))]
+    if paths and os.path.exists(state_file):
+      logging.warning("%s cannot be read; using the checkpoint files beside it (%d found).",
+                      state_file, len(paths))
+  return sorted(paths, key=_step_of, reverse=True)
+
+
+def _step_of(path: str) -> int:
+  match = re.search(r"-(\d+)$", path)
+  return int(match.group(1)) if match else -1

@@ -14,7 +14,8 @@ from tf_skiprec.metrics import target_ranks
 
 def make_train_step(model, optimizers: dict, strategy: tf.distribute.Strategy,
                     clipnorm: float = 0.0, mode: str | None = None) -> Callable:
-  """Returns step(distributed_batch) -> {"loss": scalar, **stats}, averaged over replicas.
+  """Returns step(distributed_batch) -> {"loss": scalar, "grad_norm": scalar, **stats}, averaged
+  over replicas (grad_norm: the global norm of this replica's gradients, before clipping).
 
   The model supplies `compute_loss_and_stats(batch, training=True, mode=mode)` and
   `variable_groups()` ({optimiser name: variables}); each group is updated by its own optimiser.
@@ -29,6 +30,7 @@ def make_train_step(model, optimizers: dict, strategy: tf.distribute.Strategy,
       scaled = loss / strategy.num_replicas_in_sync
     grads = tape.gradient(scaled, variables)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+    grad_norm = tf.linalg.global_norm(grads) * strategy.num_replicas_in_sync
     if clipnorm:
       grads, _ = tf.clip_by_global_norm(grads, clipnorm)
     start = 0
@@ -36,7 +38,7 @@ def make_train_step(model, optimizers: dict, strategy: tf.distribute.Strategy,
       n = len(groups[name])
       optimizer.apply_gradients(zip(grads[start:start + n], groups[name]))
       start += n
-    return {"loss": loss, **stats}
+    return {"loss": loss, "grad_norm": grad_norm, **stats}
 
   @tf.function
   def step(dist_batch):
