@@ -1,0 +1,171 @@
+"""Crash safety: SIGKILL at random points resumes to the uninterrupted run's exact result, an
+unreadable latest checkpoint falls back to the one before it, non-chief workers never write the
+work directory, and a non-finite loss stops the run without a poisoned checkpoint."""
+
+import glob
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_skiprec.config import get_config
+from tf_skiprec.errors import TrainingError
+from tf_skiprec.training import run
+from tf_skiprec.training.state import Checkpoints, RunState, checkpoint_paths
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OVERRIDES = ["train.epochs=3", "train.checkpoint_every_steps=2", "train.progress=false"]
+
+
+def _config(*overrides: str):
+  config = get_config("smoke")
+  for o in OVERRIDES + list(overrides):
+    config.override(o)
+  return config
+
+
+def _metrics(result: dict) -> dict:
+  """What must not depend on interruptions: the metrics and the step count (not timings)."""
+  return {k: result[k] for k in ("valid", "test", "valid_by_kind", "test_by_kind", "steps",
+                                 "best_epoch", "epochs_run")}
+
+
+def _checkpoint_files(workdir: str) -> list[str]:
+  return glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  return _metrics(run(_config(), str(tmp_path_factory.mktemp("whole") / "w")))
+
+
+def test_sigkill_at_random_points_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted):
+  """Killed three times at random moments (saves included: a checkpoint every 2 steps), then
+  run to the end: the same metrics, to the last digit, as a run never interrupted. Exact
+  because the pretrain step has no randomness of its own (no dropout, full softmax), the
+  shuffle order is a function of (seed, epoch), and the checkpoint holds the optimiser state and
+  the position in the epoch."""
+  workdir = str(tmp_path / "w")
+  cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--experiment=smoke",
+         f"--workdir={workdir}"] + [f"--override={o}" for o in OVERRIDES]
+  rng = random.Random(int(time.time()))
+  kills = []
+  while len(kills) < 3:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    before = len(_checkpoint_files(workdir))
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and (
+        len(_checkpoint_files(workdir)) == before):
+      time.sleep(0.05)  # training has started (TensorFlow's start-up is not what we test)
+    time.sleep(rng.uniform(0.0, 1.5))
+    if proc.poll() is not None:  # finished before the kill: start again from scratch
+      assert proc.returncode == 0, proc.stderr.read()[-3000:]
+      kills.clear()
+      workdir = str(tmp_path / f"w{rng.randrange(10**9)}")
+      cmd[3] = f"--workdir={workdir}"
+      continue
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kills.append(len(_checkpoint_files(workdir)))
+  result = run(_config(), workdir)
+  assert result["resumed_from_step"] > 0, kills
+  assert _metrics(result) == uninterrupted
+
+
+def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog,
+                                                                        uninterrupted):
+  workdir = str(tmp_path / "w")
+  run(_config("train.epochs=1"), workdir)  # checkpoints at steps 2, 4, 6 and 7 (kept: 4, 6, 7)
+  paths = checkpoint_paths(os.path.join(workdir, "checkpoints"))
+  assert [p.rsplit("-", 1)[1] for p in paths] == ["7", "6", "4"]
+  data = glob.glob(paths[0] + ".data-*")[0]
+  with open(data, "r+b") as f:  # a torn write: the second half of the data file is garbage
+    f.seek(os.path.getsize(data) // 2)
+    f.write(os.urandom(os.path.getsize(data) - os.path.getsize(data) // 2))
+  with caplog.at_level(logging.WARNING):
+    result = run(_config(), workdir)
+  assert result["resumed_from_step"] == 6
+  assert any("ckpt-7 cannot be read" in r.getMessage() and "falling back" in r.getMessage()
+             for r in caplog.records), [r.getMessage() for r in caplog.records]
+  assert _metrics(result) == uninterrupted  # step 7 is simply recomputed
+
+
+def test_an_unreadable_checkpoint_state_file_still_resumes_from_the_newest_files(tmp_path, caplog):
+  workdir = str(tmp_path / "w")
+  run(_config("train.epochs=1"), workdir)
+  with open(os.path.join(workdir, "checkpoints", "checkpoint"), "w") as f:
+    f.write("model_checkpoint_path: \x00garbage{")  # TensorFlow alone would start again from 0
+  with caplog.at_level(logging.WARNING):
+    result = run(_config("train.epochs=2"), workdir)
+  assert result["resumed_from_step"] == 7 and result["steps"] == 14
+  assert any("cannot be read; using the checkpoint files" in r.getMessage()
+             for r in caplog.records)
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_silent_restart(tmp_path):
+  workdir = str(tmp_path / "w")
+  run(_config("train.epochs=1", "train.checkpoint_every_steps=0", "train.max_checkpoints=1"),
+      workdir)
+  for index in glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index")):
+    with open(index, "wb") as f:
+      f.write(b"not a checkpoint index")
+  with pytest.raises(TrainingError, match="none of the checkpoints .* can be read.*Fix"):
+    run(_config("train.epochs=2"), workdir)
+
+
+def test_a_non_chief_worker_saves_only_to_its_scratch_directory_and_restores_from_the_chiefs(
+    tmp_path):
+  def make(scratch=None):
+    model = tf.Module()
+    model.w = tf.Variable(np.arange(4, dtype=np.float32))
+    state = RunState()
+    return model, state, Checkpoints(str(tmp_path / "w"), model=model, optimizers={},
+                                     state=state, scratch=scratch)
+
+  model, state, chief = make()
+  state.step.assign(5)
+  chief.save_latest()
+  chief.save_best()
+  before = sorted(os.listdir(tmp_path / "w" / "checkpoints"))
+  scratch = str(tmp_path / "w" / ".worker_worker_1")
+  other_model, other_state, other = make(scratch)
+  assert other.restore_latest() == 5  # from the chief's checkpoints
+  np.testing.assert_array_equal(other_model.w.numpy(), np.arange(4))
+  other_state.step.assign(9)
+  other_model.w.assign(np.full(4, -1.0, np.float32))
+  other.save_latest()
+  other.save_best()
+  assert not os.path.exists(scratch)
+  assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == before
+  assert checkpoint_paths(str(tmp_path / "w" / "best"))[0].endswith("ckpt-5")
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step_and_saves_nothing_after_it(tmp_path):
+  """Adam at a learning rate of 1e30 sends the weights to ~1e30 in one step; the next forward
+  pass overflows. A checkpoint is due after every step, so a poisoned one would be written if
+  the check came after the save."""
+  workdir = str(tmp_path / "w")
+  config = _config("train.learning_rate=1e30", "train.checkpoint_every_steps=1")
+  with pytest.raises(TrainingError) as info:
+    run(config, workdir)
+  message = str(info.value)
+  step = int(message.split("step ")[1].split()[0])
+  assert "loss is nan" in message or "loss is inf" in message, message
+  assert "Fix:" in message and "learning_rate" in message
+  paths = checkpoint_paths(os.path.join(workdir, "checkpoints"))
+  assert paths and paths[0].endswith(f"ckpt-{step - 1}"), (paths, step)
+  for path in paths:
+    reader = tf.train.load_checkpoint(path)
+    for name, dtype in reader.get_variable_to_dtype_map().items():
+      if dtype.is_floating:
+        assert np.all(np.isfinite(reader.get_tensor(name))), (path, name)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["train"]["learning_rate"] == 1e30
