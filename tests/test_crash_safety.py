@@ -44,7 +44,9 @@ def _checkpoint_files(workdir: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-  return _metrics(run(_config(), str(tmp_path_factory.mktemp("whole") / "w")))
+  """(metrics, final weights) of the run never interrupted."""
+  workdir = str(tmp_path_factory.mktemp("whole") / "w")
+  return _metrics(run(_config(), workdir)), _model_weights(workdir)
 
 
 def test_sigkill_at_random_points_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted):
@@ -77,7 +79,7 @@ def test_sigkill_at_random_points_resumes_to_the_uninterrupted_result(tmp_path, 
     kills.append(len(_checkpoint_files(workdir)))
   result = run(_config(), workdir)
   assert result["resumed_from_step"] > 0, kills
-  assert _metrics(result) == uninterrupted
+  assert (_metrics(result), _model_weights(workdir)) == uninterrupted
 
 
 def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog,
@@ -95,7 +97,7 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path
   assert result["resumed_from_step"] == 6
   assert any("ckpt-7 cannot be read" in r.getMessage() and "falling back" in r.getMessage()
              for r in caplog.records), [r.getMessage() for r in caplog.records]
-  assert _metrics(result) == uninterrupted  # step 7 is simply recomputed
+  assert (_metrics(result), _model_weights(workdir)) == uninterrupted  # step 7 recomputed
 
 
 def test_an_unreadable_checkpoint_state_file_still_resumes_from_the_newest_files(tmp_path, caplog):
@@ -169,3 +171,31 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_saves_nothing_after
         assert np.all(np.isfinite(reader.get_tensor(name))), (path, name)
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["train"]["learning_rate"] == 1e30
+
+
+def test_a_gumbel_run_resumed_mid_epoch_draws_the_same_decisions_as_an_uninterrupted_one(
+    tmp_path):
+  """SkipRec's straight-through Gumbel samples come from a stateless seed (train.seed, step), so
+  a run resumed at step 6 draws what the uninterrupted run drew there. (TensorFlow's stateful
+  generator would start its stream again at the restart.)"""
+  gumbel = ("train.mode=gumbel", "train.pretrain_epochs=1", "policy.tau_anneal_steps=20")
+  whole = run(_config("train.epochs=2", *gumbel), str(tmp_path / "whole"))
+  workdir = str(tmp_path / "resumed")
+  run(_config("train.epochs=1", *gumbel), workdir)
+  latest = checkpoint_paths(os.path.join(workdir, "checkpoints"))[0]
+  assert latest.endswith("ckpt-7")
+  for path in glob.glob(latest + ".*"):  # as if killed after step 6's checkpoint
+    os.remove(path)
+  resumed = run(_config("train.epochs=2", *gumbel), workdir)
+  assert resumed["resumed_from_step"] == 6
+  assert _metrics(resumed) == _metrics(whole)
+  assert resumed["valid_blocks"] == whole["valid_blocks"]
+  # Ranking metrics could hide small differences; the weights cannot.
+  assert _model_weights(str(tmp_path / "whole")) == _model_weights(workdir)
+
+
+def _model_weights(workdir: str) -> dict:
+  """{name: bytes} of every model variable in the latest checkpoint of `workdir`."""
+  reader = tf.train.load_checkpoint(checkpoint_paths(os.path.join(workdir, "checkpoints"))[0])
+  return {name: reader.get_tensor(name).tobytes() for name in reader.get_variable_to_shape_map()
+          if name.startswith("model/") and "OPTIMIZER_SLOT" not in name}

@@ -49,16 +49,22 @@ class NextItNetModel(tfrs.models.Model):
     """TFRS's contract: {"inputs": [B, L], "labels": [B, L]} -> scalar loss."""
     return self.compute_loss_and_stats(inputs, training)[0]
 
-  def compute_loss_and_stats(self, inputs, training: bool = False, mode: str | None = None):
+  def compute_loss_and_stats(self, inputs, training: bool = False, mode: str | None = None,
+                             seed=None):
     """(loss, {name: scalar}) — the training step logs the stats. Mean next-item cross-entropy.
 
     With `block_drop` > 0, training skips each block of each sequence with that probability
     (stochastic depth), so that blocks become individually skippable for the policy.
+    `seed`: a [2] int stateless seed for the step's random draws (block drop here; the policy's
+    samples in SkipRec), so that a resumed run draws what the uninterrupted one drew; None uses
+    TensorFlow's stateful generator. (Dropout and the sampled softmax's negatives stay stateful.)
     """
     mask = None
     if training and self.block_drop > 0:
       shape = [tf.shape(inputs["inputs"])[0], self.backbone.num_blocks]
-      mask = tf.cast(tf.random.uniform(shape) >= self.block_drop, tf.float32)  # [B, N]
+      draw = (tf.random.uniform(shape) if seed is None
+              else tf.random.stateless_uniform(shape, seed))
+      mask = tf.cast(draw >= self.block_drop, tf.float32)               # [B, N]
     hidden = self.backbone(inputs["inputs"], block_mask=mask, training=training)
     return self.position_loss(hidden, inputs, training=training), {}
 
@@ -143,13 +149,14 @@ class SkipRecModel(NextItNetModel):
     """history [B, L] -> deterministic keep decisions [B, N] at the current threshold."""
     return policy_lib.greedy_decisions(self.policy(history, training=False), self.threshold)
 
-  def compute_loss_and_stats(self, inputs, training: bool = False, mode: str | None = None):
+  def compute_loss_and_stats(self, inputs, training: bool = False, mode: str | None = None,
+                             seed=None):
     mode = mode or self.mode
     if mode == "pretrain":
-      return super().compute_loss_and_stats(inputs, training)
+      return super().compute_loss_and_stats(inputs, training, seed=seed)
     logits = self.policy(inputs["inputs"], training=training)           # [B, N, 2]
     if mode == "gumbel":
-      keep = (policy_lib.straight_through_decisions(logits, self.temperature) if training
+      keep = (policy_lib.straight_through_decisions(logits, self.temperature, seed) if training
               else policy_lib.greedy_decisions(logits, self.threshold))  # [B, N]
       hidden = self.backbone(inputs["inputs"], block_mask=keep, training=training)
       rec = self.position_loss(hidden, inputs, training=training)
@@ -164,7 +171,7 @@ class SkipRecModel(NextItNetModel):
       stats["entropy"] = entropy
       return loss, stats
     # REINFORCE with the greedy decisions as the baseline.
-    keep, log_prob = policy_lib.sampled_decisions(logits)                # [B, N], [B]
+    keep, log_prob = policy_lib.sampled_decisions(logits, seed)          # [B, N], [B]
     greedy = policy_lib.greedy_decisions(logits, 0.5)
     hidden = self.backbone(inputs["inputs"], block_mask=keep, training=training)
     rec = self.position_loss(hidden, inputs, training=training)

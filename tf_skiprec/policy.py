@@ -101,20 +101,23 @@ def greedy_decisions(logits: tf.Tensor, threshold) -> tf.Tensor:
   return tf.cast(keep_probability(logits) >= tf.cast(threshold, logits.dtype), tf.float32)
 
 
-def straight_through_decisions(logits: tf.Tensor, temperature) -> tf.Tensor:
+def straight_through_decisions(logits: tf.Tensor, temperature, seed=None) -> tf.Tensor:
   """Hard Gumbel-softmax sample with a straight-through gradient. logits [B, N, 2] -> [B, N].
 
   Forward: exactly 0 or 1 (the arg-max of a RelaxedOneHotCategorical sample). Backward: the
-  gradient of the relaxed sample at `temperature`.
+  gradient of the relaxed sample at `temperature`. `seed`: a [2] int stateless seed (the same
+  seed, the same sample), or None for TensorFlow's stateful generator.
   """
-  soft = tfp.distributions.RelaxedOneHotCategorical(temperature, logits=logits).sample()  # [B, N, 2]
+  dist = tfp.distributions.RelaxedOneHotCategorical(temperature, logits=logits)
+  soft = dist.sample(seed=seed)                                         # [B, N, 2]
   hard = tf.one_hot(tf.argmax(soft, axis=-1), 2, dtype=soft.dtype)
   return (soft + tf.stop_gradient(hard - soft))[..., KEEP]
 
 
-def sampled_decisions(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def sampled_decisions(logits: tf.Tensor, seed=None) -> tuple[tf.Tensor, tf.Tensor]:
   """Decisions drawn from the policy, for REINFORCE. logits [B, N, 2] ->
-  (keep [B, N] float32 in {0, 1}, log-probability of the whole decision vector [B])."""
+  (keep [B, N] float32 in {0, 1}, log-probability of the whole decision vector [B]).
+  `seed` as for straight_through_decisions."""
   dist = tfp.distributions.Categorical(logits=logits)
-  actions = dist.sample()                                               # [B, N]
+  actions = dist.sample(seed=seed)                                      # [B, N]
   return tf.cast(actions, tf.float32), tf.reduce_sum(dist.log_prob(actions), axis=1)

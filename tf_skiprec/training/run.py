@@ -135,7 +135,8 @@ def run(config: Config, workdir: str) -> dict:
         model.budget.assign(builders.budget(step, config.policy))
         model.entropy_weight.assign(builders.entropy_weight(step, config.policy))
         shown.append(("tau", tau))
-      out = {k: float(v.numpy()) for k, v in steps[epoch_mode, frozen](batch).items()}
+      seed = tf.constant([train.seed, step], tf.int64)
+      out = {k: float(v.numpy()) for k, v in steps[epoch_mode, frozen](batch, seed).items()}
       _check_finite(out, state, ckpts)
       if epoch_mode == "gumbel" and config.policy.cost == "lagrangian":
         model.multiplier.assign(builders.multiplier(

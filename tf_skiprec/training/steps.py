@@ -14,8 +14,10 @@ from tf_skiprec.metrics import target_ranks
 
 def make_train_step(model, optimizers: dict, strategy: tf.distribute.Strategy,
                     clipnorm: float = 0.0, mode: str | None = None) -> Callable:
-  """Returns step(distributed_batch) -> {"loss": scalar, "grad_norm": scalar, **stats}, averaged
-  over replicas (grad_norm: the global norm of this replica's gradients, before clipping).
+  """Returns step(distributed_batch, seed) -> {"loss": scalar, "grad_norm": scalar, **stats},
+  averaged over replicas (grad_norm: the global norm of this replica's gradients, before
+  clipping). `seed`: [2] int64, the step's stateless seed (run.py: (train.seed, step)); each
+  replica folds in its id, so replicas draw differently and a resumed run draws as before.
 
   The model supplies `compute_loss_and_stats(batch, training=True, mode=mode)` and
   `variable_groups()` ({optimiser name: variables}); each group is updated by its own optimiser.
@@ -23,10 +25,12 @@ def make_train_step(model, optimizers: dict, strategy: tf.distribute.Strategy,
   """
   groups = model.variable_groups()
 
-  def replica_step(batch):
+  def replica_step(batch, seed):
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    seed = tf.random.experimental.stateless_fold_in(seed, replica)
     variables = [v for name in optimizers for v in groups[name]]
     with tf.GradientTape() as tape:
-      loss, stats = model.compute_loss_and_stats(batch, training=True, mode=mode)
+      loss, stats = model.compute_loss_and_stats(batch, training=True, mode=mode, seed=seed)
       scaled = loss / strategy.num_replicas_in_sync
     grads = tape.gradient(scaled, variables)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
@@ -41,8 +45,8 @@ def make_train_step(model, optimizers: dict, strategy: tf.distribute.Strategy,
     return {"loss": loss, "grad_norm": grad_norm, **stats}
 
   @tf.function
-  def step(dist_batch):
-    per_replica = strategy.run(replica_step, args=(dist_batch,))
+  def step(dist_batch, seed):
+    per_replica = strategy.run(replica_step, args=(dist_batch, seed))
     return {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
             for name, value in per_replica.items()}
 
