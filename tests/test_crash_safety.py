@@ -199,3 +199,48 @@ def _model_weights(workdir: str) -> dict:
   reader = tf.train.load_checkpoint(checkpoint_paths(os.path.join(workdir, "checkpoints"))[0])
   return {name: reader.get_tensor(name).tobytes() for name in reader.get_variable_to_shape_map()
           if name.startswith("model/") and "OPTIMIZER_SLOT" not in name}
+
+
+EXPORT_LOOP = """
+import sys
+sys.path.insert(0, sys.argv[2])
+import conftest
+import tensorflow as tf
+from tf_skiprec.export import export_model
+tf.keras.utils.set_random_seed(0)  # the same model in every process
+model, id_map = conftest.tiny_skiprec(40, 4, 12)
+while True:  # export after export until killed
+  export_model(model, id_map, base_dir=sys.argv[1], model_name="m", max_len=12,
+               sample_histories=conftest.histories(40, 4, 12), top_k=5)
+  print("exported", flush=True)
+"""
+
+
+def test_exports_killed_at_random_points_leave_only_complete_versions(tmp_path):
+  """An export is staged in a hidden folder and renamed to its version number when complete and
+  checked: whatever the moment of a SIGKILL, every version folder loads and answers."""
+  from tf_skiprec.savedmodel_runner import SavedModelRunner
+  rng = random.Random(int(time.time()))
+  base = str(tmp_path / "models")
+  for _ in range(3):
+    proc = subprocess.Popen([sys.executable, "-c", EXPORT_LOOP, base, os.path.dirname(__file__)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "exported", proc.stderr.read()[-3000:]
+    time.sleep(rng.uniform(0.0, 3.0))  # somewhere in a later export
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  names = os.listdir(os.path.join(base, "m"))
+  versions = sorted(int(n) for n in names if n.isdigit())
+  assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 3, names
+  assert all(n.isdigit() or n.startswith(".") for n in names), names  # leftovers are hidden
+  history = np.array([[""] * 9 + ["item1", "item2", "item3"]], dtype=object).astype(bytes)
+  answers = []
+  for version in versions:  # the same model each time: the same answer from each
+    runner = SavedModelRunner(os.path.join(base, "m", str(version)))
+    try:
+      out = runner.run({"history": history}, "serving_default")
+    finally:
+      runner.close()
+    assert out["item_ids"].shape == (1, 5), version
+    answers.append((out["item_ids"].tolist(), out["scores"].round(5).tolist()))
+  assert all(answer == answers[0] for answer in answers), answers
