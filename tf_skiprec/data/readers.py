@@ -5,8 +5,19 @@ as strings exactly as written in the file (numpy unicode arrays) and float64 tim
 Columns other than user, item and timestamp (ratings, ...) are ignored.
 
 Bad input raises `DataError` naming the file, the 1-based line (when the problem is on one
-line), the problem and a fix. Blank (whitespace-only) lines are skipped; nothing else is
-dropped. A trailing '\\r' (Windows line ends) and a leading UTF-8 byte-order mark are removed.
+line; always the FIRST bad line), the problem and a fix. Blank lines (empty or whitespace only,
+and holding no separator) are skipped; nothing else is dropped. A trailing '\\r' (Windows line
+ends) and a leading UTF-8 byte-order mark are removed. The rules for a data row:
+- exactly as many fields as the header (or the format) has columns (header names are compared
+  with surrounding spaces stripped; RecBole's `:type` suffix is ignored);
+- user and item ids are kept exactly as written (surrounding spaces included) but may not be
+  blank or hold control characters (U+0000-U+001F, U+007F-U+009F: signs of a binary file or a
+  wrong encoding; numpy would also drop a trailing NUL and merge "a\\0" into "a");
+- the timestamp is a finite number in ASCII decimal notation (`881250949`, `-1.5`, `2e9`,
+  surrounding spaces allowed); Python-only spellings such as `1_000` or non-ASCII digits,
+  `nan` and `inf` are refused;
+- with a multi-character separator ('::'), a field may not start or end so as to make the split
+  ambiguous (`a:::b`).
 
 `read_source("FORMAT:PATH")` dispatches on FORMAT in `FORMATS`.
 """
@@ -17,6 +28,7 @@ import codecs
 import csv
 import math
 import os
+import re
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -32,6 +44,10 @@ MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
 _Line = Tuple[int, str]  # (1-based line number, text without the line end)
 _Splitter = Callable[[int, str], List[str]]
 
+_BAD_BYTE = re.compile("[\udc80-\udcff]")     # an undecodable byte (surrogateescape)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
 
 def _require_exists(path: str) -> None:
   if not os.path.exists(path):
@@ -43,8 +59,11 @@ def _require_exists(path: str) -> None:
 def _read_lines(path: str) -> List[_Line]:
   """Reads a UTF-8 text file.
 
+  Undecodable bytes are kept as lone surrogates (surrogateescape) and refused by `_check_text`
+  when their line is reached, so that the first bad line is the one reported.
+
   Returns:
-    [(line number, text)] for the non-blank lines, in file order; '\\r' stripped.
+    [(line number, text)] for every line, blank ones included, in file order; '\\r' stripped.
   """
   _require_exists(path)
   if os.path.isdir(path):
@@ -58,33 +77,57 @@ def _read_lines(path: str) -> List[_Line]:
                     fix="check that the file exists and is readable.") from None
   if data.startswith(codecs.BOM_UTF8):
     data = data[len(codecs.BOM_UTF8):]
-  try:
-    text = data.decode("utf-8")
-  except UnicodeDecodeError as e:
-    line = data.count(b"\n", 0, e.start) + 1
-    raise DataError(
-        f"the file is not valid UTF-8 text (byte {data[e.start:e.start + 1]!r}: {e.reason}).",
-        path=path, line=line,
-        fix="save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).") from None
-  lines = []
-  for number, line in enumerate(text.split("\n"), start=1):
-    line = line.rstrip("\r")
-    if line.strip():
-      lines.append((number, line))
-  if not lines:
-    raise DataError("the file is empty (no data rows).", path=path,
-                    fix="point to a file that holds the interaction log.")
-  return lines
+  text = data.decode("utf-8", errors="surrogateescape")
+  return [(number, line.rstrip("\r")) for number, line in enumerate(text.split("\n"), start=1)]
 
 
-def _plain_splitter(sep: str) -> _Splitter:
-  return lambda number, line: line.split(sep)
+def _empty_file(path: str) -> DataError:
+  return DataError("the file is empty (no data rows).", path=path,
+                   fix="point to a file that holds the interaction log.")
+
+
+def _row_lines(lines: Sequence[_Line], sep: str) -> List[_Line]:
+  """The lines that hold a row: not whitespace only, or holding `sep` (a row of empty fields)."""
+  return [(number, line) for number, line in lines if line.strip() or sep in line]
+
+
+def _check_text(path: str, number: int, line: str) -> None:
+  """Refuses a line that held bytes that are not UTF-8 (see `_read_lines`)."""
+  bad = _BAD_BYTE.search(line)
+  if bad:
+    byte = bytes([ord(bad.group()) - 0xDC00])
+    raise DataError(f"the file is not valid UTF-8 text (byte {byte!r} on this line).",
+                    path=path, line=number,
+                    fix="save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).")
+
+
+def _plain_splitter(path: str, sep: str) -> _Splitter:
+  """Splits on `sep`. A multi-character `sep` that can overlap itself ('::') may not overlap a
+  field's edge: 'a:::b' has two readings ('a:' + 'b', 'a' + ':b') and is refused; 'a::::b' is
+  'a', '', 'b'."""
+  runs = [sep[:k] + sep for k in range(1, len(sep)) if sep[k:] == sep[:-k]]  # [':::'] for '::'
+  k = len(sep) - 1
+
+  def split(number: int, line: str) -> List[str]:
+    fields = line.split(sep)
+    if any(run in line for run in runs):  # rare: look at the edges of the fields
+      last = len(fields) - 1
+      for i, field in enumerate(fields):
+        starts = i > 0 and sep in (sep + field[:k])[1:]
+        if starts or (i < last and sep in (field[-k:] + sep)[:-1]):
+          raise DataError(
+              f"field {i + 1} ({field!r}) overlaps the separator {sep!r}, so the line has more "
+              f"than one reading.", path=path, line=number,
+              fix=f"ids may not start or end with {sep[0]!r} next to {sep!r}; or use a CSV "
+                  "with quoted fields.")
+    return fields
+  return split
 
 
 def _csv_splitter(path: str, sep: str) -> _Splitter:
   """Splits on `sep`; lines with a double quote go through the csv module (quoted fields)."""
   if len(sep) != 1:
-    return _plain_splitter(sep)
+    return _plain_splitter(path, sep)
 
   def split(number: int, line: str) -> List[str]:
     if '"' not in line:
@@ -146,6 +189,7 @@ def _parse_rows(path: str, lines: Sequence[_Line], split: _Splitter, n_columns: 
   user_col, item_col, time_col = columns
   users, items, times = [], [], []
   for number, line in lines:
+    _check_text(path, number, line)
     fields = split(number, line)
     if len(fields) != n_columns:
       raise DataError(
@@ -157,13 +201,19 @@ def _parse_rows(path: str, lines: Sequence[_Line], split: _Splitter, n_columns: 
       if not fields[column].strip():
         raise DataError(f"empty {role} field (column {column + 1}).",
                         path=path, line=number, fix=f"fill in the {role} or remove the line.")
-    try:
-      seconds = float(stamp)
-    except ValueError:
-      seconds = None
-    if seconds is None or not math.isfinite(seconds):
+    for role, value, column in (("user", user, user_col), ("item", item, item_col)):
+      bad = _CONTROL.search(value)
+      if bad:
+        raise DataError(
+            f"the {role} id {value!r} (column {column + 1}) holds the control character "
+            f"U+{ord(bad.group()):04X}.", path=path, line=number,
+            fix="remove control characters from ids (is this a binary file, or one in another "
+                "encoding?).")
+    text = stamp.strip(" \t")
+    seconds = float(text) if _NUMBER.fullmatch(text) else math.nan
+    if not math.isfinite(seconds):
       raise DataError(
-          f"timestamp {stamp!r} is not a finite number.", path=path, line=number,
+          f"timestamp {stamp!r} is not a finite decimal number.", path=path, line=number,
           fix="write timestamps as numbers (e.g. Unix seconds 881250949).")
     users.append(user)
     items.append(item)
@@ -182,14 +232,19 @@ def _read_headed(path: str, sep: str | None, wanted: Sequence[Tuple[str, str]], 
     quoted: whether fields may be double-quoted (csv module rules).
   """
   lines = _read_lines(path)
-  header_line, header = lines[0]
+  start = next((i for i, (_, line) in enumerate(lines) if line.strip()), None)
+  if start is None:  # whitespace-only lines before the header are skipped
+    raise _empty_file(path)
+  header_line, header = lines[start]
+  _check_text(path, header_line, header)
   if sep is None:
     sep = "\t" if "\t" in header else ","
-  split = _csv_splitter(path, sep) if quoted else _plain_splitter(sep)
+  split = _csv_splitter(path, sep) if quoted else _plain_splitter(path, sep)
   names = [field_name(n) for n in split(header_line, header)]
   columns = _find_columns(path, header_line, names, wanted, fix)
   sep_name = "tab" if sep == "\t" else repr(sep)
-  return _parse_rows(path, lines[1:], split, len(names), columns, sep_name)
+  return _parse_rows(path, _row_lines(lines[start + 1:], sep), split, len(names), columns,
+                     sep_name)
 
 
 def _listing(directory: str) -> str:
@@ -266,10 +321,13 @@ def read_movielens(path: str | os.PathLike) -> Interactions:
         several="directory has several MovieLens ratings files",
         fix_none="point to the unpacked MovieLens directory or to the ratings file.")
   name = os.path.basename(path)
-  if name == "u.data":
-    return _parse_rows(path, _read_lines(path), _plain_splitter("\t"), 4, (0, 1, 3), "tab")
-  if name == "ratings.dat":
-    return _parse_rows(path, _read_lines(path), _plain_splitter("::"), 4, (0, 1, 3), "'::'")
+  if name in ("u.data", "ratings.dat"):
+    sep = "\t" if name == "u.data" else "::"
+    rows = _row_lines(_read_lines(path), sep)
+    if not rows:
+      raise _empty_file(path)
+    return _parse_rows(path, rows, _plain_splitter(path, sep), 4, (0, 1, 3),
+                       "tab" if sep == "\t" else repr(sep))
   if name == "ratings.csv":
     return _read_headed(
         path, ",",
