@@ -83,8 +83,10 @@ def test_sigkill_at_random_points_resumes_to_the_uninterrupted_result(tmp_path, 
 
 
 def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog,
-                                                                        uninterrupted):
-  workdir = str(tmp_path / "w")
+                                                                        uninterrupted,
+                                                                        monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  workdir = "w"  # relative, as in the README's commands
   run(_config("train.epochs=1"), workdir)  # checkpoints at steps 2, 4, 6 and 7 (kept: 4, 6, 7)
   paths = checkpoint_paths(os.path.join(workdir, "checkpoints"))
   assert [p.rsplit("-", 1)[1] for p in paths] == ["7", "6", "4"]

@@ -113,9 +113,8 @@ def checkpoint_paths(directory: str) -> list[str]:
   """
   state_file = os.path.join(directory, "checkpoint")
   state = tf.train.get_checkpoint_state(directory)
-  if state is not None:
+  if state is not None:  # TensorFlow has already joined relative paths to `directory`
     paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
-    paths = [p if os.path.isabs(p) else os.path.join(directory, p) for p in paths]
   else:
     paths = [p[: -len(".index")] for p in glob.glob(os.path.join(directory, "ckpt-*.index"))]
     if paths and os.path.exists(state_file):
