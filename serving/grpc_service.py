@@ -3,6 +3,16 @@ GetModelMetadata) and ModelService (GetModelStatus), with TF Serving's status co
 
 Classify, Regress, MultiInference and HandleReloadConfigRequest answer UNIMPLEMENTED (the
 generated base classes do that).
+
+Predict checks in TF Serving's order (predict_util.cc): the model and version (NOT_FOUND), the
+signature (FAILED_PRECONDITION), the input aliases, then each TensorProto (INVALID_ARGUMENT,
+"tensor parsing error"), then the runner's checks and the graph. TensorProtos are parsed more
+strictly than TensorFlow's Tensor::FromProto, which repeats the last value when there are too
+few and ignores the extra ones: a request must carry one value per element (or one value for
+all of them, the compact form tf.make_tensor_proto writes), non-negative dimensions, and at most
+MAX_ELEMENTS elements per input, so a tensor_shape cannot make the server allocate what the
+request does not carry. Error messages are cut to MAX_MESSAGE characters (a longer grpc-message
+trailer would reach the client as a transport error, not as the status).
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ from __future__ import annotations
 import logging
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from google.protobuf import any_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
@@ -17,7 +28,10 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      prediction_service_pb2_grpc)
 
 from serving.model_store import AVAILABLE, END, LOADING, UNLOADING, ModelStore
-from tf_skiprec.savedmodel_runner import SignatureError
+from tf_skiprec.savedmodel_runner import SignatureError, short
+
+MAX_ELEMENTS = 1 << 22  # per input: what a 4 MiB message (gRPC's default limit) holds at 1 B each
+MAX_MESSAGE = 2000      # characters of an error message
 
 _STATES = {LOADING: get_model_status_pb2.ModelVersionStatus.LOADING,
            AVAILABLE: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
@@ -33,7 +47,9 @@ class Models:
 
   def store(self, name: str) -> ModelStore:
     if name not in self.stores:
-      raise SignatureError("NOT_FOUND", f"Servable not found for request: Latest({name})")
+      raise SignatureError("NOT_FOUND", f"Servable not found for request: Latest({short(name)}). "
+                           f"Fix: set model_spec.name to a served model "
+                           f"({', '.join(sorted(self.stores))}).")
     return self.stores[name]
 
   def version_of(self, spec) -> int | None:
@@ -42,8 +58,9 @@ class Models:
       return spec.version.value
     if spec.version_label:
       raise SignatureError("INVALID_ARGUMENT",
-                           f"version label {spec.version_label!r}: labels are not configured "
-                           "on this server. Fix: ask for a version number or the latest.")
+                           f"version label {short(spec.version_label, quote=True)}: labels are "
+                           "not configured on this server. Fix: ask for a version number or the "
+                           "latest (no version).")
     return None
 
 
@@ -51,13 +68,10 @@ def predict(models: Models, request: predict_pb2.PredictRequest) -> predict_pb2.
   """One Predict call; raises SignatureError with TF Serving's status code."""
   store = models.store(request.model_spec.name)
   version, runner = store.runner(models.version_of(request.model_spec))
-  inputs = {}
-  for alias, proto in request.inputs.items():
-    try:
-      inputs[alias] = tf.make_ndarray(proto)
-    except Exception:  # noqa: BLE001  (any malformed TensorProto)
-      raise SignatureError("INVALID_ARGUMENT", f"tensor parsing error: {alias}")
   signature = request.model_spec.signature_name or "serving_default"
+  runner.check_aliases(signature, list(request.inputs))
+  inputs = {alias: parse_tensor(alias, proto, runner.signature(signature).inputs[alias])
+            for alias, proto in request.inputs.items()}
   outputs = runner.run(inputs, signature, list(request.output_filter) or None)
   response = predict_pb2.PredictResponse()
   response.model_spec.name = store.name
@@ -68,11 +82,68 @@ def predict(models: Models, request: predict_pb2.PredictRequest) -> predict_pb2.
   return response
 
 
+def parse_tensor(alias: str, proto, info) -> np.ndarray:
+  """A request's TensorProto -> an array, checked before anything is allocated: the signature's
+  dtype (`info`: its TensorInfo), a known rank, dimensions >= 0, at most MAX_ELEMENTS elements,
+  and one value per element (or one for all). INVALID_ARGUMENT naming the input otherwise."""
+  expected = tf.dtypes.as_dtype(info.dtype)
+  if proto.dtype != expected.as_datatype_enum:
+    try:
+      name = tf.dtypes.as_dtype(proto.dtype).name
+    except TypeError:
+      name = f"DataType {proto.dtype}"
+    raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': expects {expected.name} but "
+                         f"{name} is provided. Fix: send '{alias}' as {expected.name}.")
+  shape = [d.size for d in proto.tensor_shape.dim]
+  fix = (f"Fix: send '{alias}' as tf.make_tensor_proto(array) does: its shape, and its values "
+         "in row-major order")
+
+  def refuse(problem: str):
+    raise SignatureError("INVALID_ARGUMENT", f"tensor parsing error: input '{alias}': "
+                         f"{problem}. {fix}.")
+
+  if proto.tensor_shape.unknown_rank:
+    refuse("tensor_shape has unknown_rank set; a tensor needs its dimensions")
+  if any(size < 0 for size in shape):
+    refuse(f"tensor_shape {shape[:8]} has a negative dimension")
+  elements = 1
+  for size in shape:
+    elements *= size                    # Python ints: no overflow
+  if elements > MAX_ELEMENTS:
+    refuse(f"tensor_shape {shape[:8]} declares {elements} elements, more than the "
+           f"{MAX_ELEMENTS} one input may have; split the request")
+  field, per_value = _VALUE_FIELDS.get(expected, (None, 1))
+  if proto.tensor_content:
+    if expected == tf.string or len(proto.tensor_content) != elements * expected.size:
+      refuse(f"tensor_content has {len(proto.tensor_content)} bytes, tensor_shape {shape[:8]} "
+             f"needs {elements} {expected.name} values" + (
+                 " (a string tensor uses string_val)" if expected == tf.string else ""))
+  elif field is not None:
+    count = len(getattr(proto, field)) // per_value
+    if count != elements and not (count == 1 and elements > 1):
+      refuse(f"tensor_shape {shape[:8]} declares {elements} elements but {field} holds {count} "
+             "values (one per element, or one for all)")
+  try:
+    return tf.make_ndarray(proto)
+  except Exception as e:  # noqa: BLE001  (any other malformed TensorProto)
+    refuse(f"{type(e).__name__}: {short(str(e), limit=200)}")
+
+
+_VALUE_FIELDS = {tf.string: ("string_val", 1), tf.float16: ("half_val", 1),
+                 tf.bfloat16: ("half_val", 1), tf.float32: ("float_val", 1),
+                 tf.float64: ("double_val", 1), tf.int64: ("int64_val", 1),
+                 tf.uint32: ("uint32_val", 1), tf.uint64: ("uint64_val", 1),
+                 tf.complex64: ("scomplex_val", 2), tf.complex128: ("dcomplex_val", 2),
+                 tf.bool: ("bool_val", 1),
+                 **{t: ("int_val", 1) for t in (tf.int32, tf.int16, tf.int8, tf.uint8, tf.uint16)}}
+
+
 def metadata(models: Models, request) -> get_model_metadata_pb2.GetModelMetadataResponse:
   """GetModelMetadata: the "signature_def" field, as TF Serving serves it."""
   for field in request.metadata_field:
     if field != "signature_def":
-      raise SignatureError("INVALID_ARGUMENT", f"Metadata field {field} is not supported")
+      raise SignatureError("INVALID_ARGUMENT", f"Metadata field {short(field)} is not supported. "
+                           "Fix: ask for metadata_field \"signature_def\".")
   if not request.metadata_field:
     raise SignatureError("INVALID_ARGUMENT", "GetModelMetadataRequest must specify at least one "
                          "metadata_field")
@@ -104,7 +175,8 @@ def model_status(models: Models, request) -> get_model_status_pb2.GetModelStatus
     entry.version = v.number
     entry.state = _STATES[v.state]
     if v.error:
-      entry.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
+      entry.status.error_code = getattr(grpc.StatusCode, v.error_code or "UNKNOWN",
+                                        grpc.StatusCode.UNKNOWN).value[0]
       entry.status.error_message = v.error
   return response
 
@@ -135,7 +207,8 @@ def _answer(context, handler, models: Models, request):
   try:
     return handler(models, request)
   except SignatureError as e:
-    context.abort(getattr(grpc.StatusCode, e.code, grpc.StatusCode.UNKNOWN), e.message)
+    context.abort(getattr(grpc.StatusCode, e.code, grpc.StatusCode.UNKNOWN),
+                  short(e.message, limit=MAX_MESSAGE))
   except Exception as e:  # noqa: BLE001  (the server answers and keeps serving)
     logging.exception("%s failed", handler.__name__)
-    context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+    context.abort(grpc.StatusCode.INTERNAL, short(f"{type(e).__name__}: {e}", limit=MAX_MESSAGE))

@@ -2,9 +2,14 @@
 
 Every `poll_seconds` the base path is scanned for integer version folders: the versions the
 version policy asks for are loaded (the SavedModel, then its warm-up requests), the others
-unloaded. A version that fails to load is reported (GetModelStatus: END with the error) and not
-tried again until its folder changes; the versions already loaded keep serving. Exports are
-renamed into place whole (tf_skiprec/export.py), so a half-written version is never seen.
+unloaded. A version that fails to load (a corrupt saved_model.pb, missing or truncated variables,
+a folder with no saved_model.pb yet) is reported (GetModelStatus: END with the error) and not
+tried again until a file in its folder changes (a fingerprint of every file's path, size, mtime
+and ctime). The versions already loaded keep serving: as TF Serving's availability-preserving
+policy, a version the policy no longer asks for is unloaded only once one it asks for is
+AVAILABLE (or when it asks for none), so a broken newest version under "latest" does not take the
+model down. Exports are renamed into place whole (tf_skiprec/export.py), so a half-written
+version is normally never seen.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ import logging
 import os
 import threading
 
-from tf_skiprec.savedmodel_runner import SavedModelRunner, SignatureError
+import tensorflow as tf
+
+from tf_skiprec.savedmodel_runner import (SavedModelRunner, SignatureError, code_name,
+                                          first_line)
 
 LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"
+MAX_BATCH = 4096  # rows of one request (TF Serving with batching: max_batch_size, 64 here)
 
 
 @dataclasses.dataclass
@@ -43,6 +52,7 @@ class VersionPolicy:
     raise ValueError(f"version policy {text!r}: expected all, latest, latest:N or specific:1,2")
 
   def select(self, available: list[int]) -> set[int]:
+    """The versions on disk this policy asks for."""
     if self.kind == "latest":
       return set(sorted(available)[-self.num_versions:])
     if self.kind == "specific":
@@ -55,8 +65,9 @@ class Version:
   number: int
   state: str
   error: str = ""
-  stamp: float = 0.0                    # mtime of saved_model.pb when loaded or tried
+  stamp: tuple = ()                     # the folder's fingerprint when loaded or tried
   runner: SavedModelRunner | None = None
+  error_code: str = ""                  # a gRPC status name, with `error`
 
 
 class ModelStore:
@@ -81,11 +92,15 @@ class ModelStore:
       ready = {n: v for n, v in self._versions.items() if v.state == AVAILABLE}
     if version is None:
       if not ready:
-        raise SignatureError("NOT_FOUND", f"Servable not found for request: Latest({self.name})")
+        raise SignatureError("NOT_FOUND", f"Servable not found for request: Latest({self.name}). "
+                             "Fix: wait for a version to load (GetModelStatus shows why none "
+                             "has).")
       version = max(ready)
     if version not in ready:
       raise SignatureError("NOT_FOUND",
-                           f"Servable not found for request: Specific({self.name}, {version})")
+                           f"Servable not found for request: Specific({self.name}, {version}). "
+                           f"Fix: ask for an available version ({sorted(ready) or 'none'}) or "
+                           "leave the version out for the newest.")
     return version, ready[version].runner
 
   def status(self, version: int | None = None) -> list[Version]:
@@ -97,17 +112,25 @@ class ModelStore:
   # ---- loading ---------------------------------------------------------------------------------
 
   def poll(self) -> None:
-    """Loads the versions the policy wants that are not loaded, unloads the others."""
+    """Loads the versions the policy wants that are not loaded (or that failed on other files),
+    then unloads the others, but keeps the newest of those while no wanted version is AVAILABLE."""
     on_disk = self._scan()
     wanted = self.policy.select(list(on_disk))
     for number in sorted(wanted):
       with self._lock:
         known = self._versions.get(number)
-      if known and (known.state == AVAILABLE or known.stamp == on_disk[number]):
-        continue  # loaded, or failed on these very files
-      self._load(number, on_disk[number])
+      if known and known.state == AVAILABLE:
+        continue
+      stamp = self._fingerprint(on_disk[number])
+      if known and known.error and known.stamp == stamp:
+        continue  # failed on these very files
+      self._load(number, on_disk[number], stamp)
     with self._lock:
-      gone = [v for n, v in self._versions.items() if n not in wanted and v.state == AVAILABLE]
+      ready = {n for n, v in self._versions.items() if v.state == AVAILABLE}
+      gone = sorted(ready - wanted)
+      if wanted and not ready & wanted:
+        gone = gone[:-1]  # the newest keeps serving until a wanted version is available
+      gone = [self._versions[n] for n in gone]
       for v in gone:
         v.state = UNLOADING
     for v in gone:
@@ -140,39 +163,55 @@ class ModelStore:
       except Exception:  # noqa: BLE001  (a bad scan must not stop the server)
         logging.exception("Polling %s failed.", self.base_path)
 
-  def _scan(self) -> dict[int, float]:
-    """{version: mtime of its saved_model.pb} for the integer folders under base_path."""
-    found = {}
+  def _scan(self) -> dict[int, str]:
+    """{version: its folder} for the integer folders under base_path ("007" is version 7)."""
     try:
-      names = os.listdir(self.base_path)
+      names = sorted(os.listdir(self.base_path))  # "7" (after "007") wins
     except FileNotFoundError:
-      return found
-    for name in names:
-      if name.isdigit():
-        pb = os.path.join(self.base_path, name, "saved_model.pb")
-        try:
-          found[int(name)] = os.stat(pb).st_mtime
-        except FileNotFoundError:
-          found[int(name)] = -1.0  # a folder without a model: reported when tried
-    return found
+      return {}
+    return {int(name): os.path.join(self.base_path, name) for name in names
+            if name.isascii() and name.isdigit() and int(name) < 2**63
+            and os.path.isdir(os.path.join(self.base_path, name))}
 
-  def _load(self, number: int, stamp: float) -> None:
-    path = os.path.join(self.base_path, str(number))
+  @staticmethod
+  def _fingerprint(root: str) -> tuple:
+    """(path, size, mtime, ctime) of every file and folder in a version folder: a failed
+    version is tried again when any of them changes (a saved_model.pb or variables/ written
+    later; ctime too, as a copy may keep the old mtime)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+      for name in sorted(dirs) + sorted(files):
+        path = os.path.join(folder, name)
+        try:
+          stat = os.stat(path)
+        except OSError:
+          continue  # removed while we looked: the next poll sees the change
+        found.append((os.path.relpath(path, root), stat.st_size, stat.st_mtime_ns,
+                      stat.st_ctime_ns))
+    return tuple(sorted(found))
+
+  def _load(self, number: int, path: str, stamp: tuple) -> None:
     with self._lock:
       self._versions[number] = Version(number, LOADING, stamp=stamp)
     try:
-      runner = SavedModelRunner(path)
+      runner = SavedModelRunner(path, max_batch=MAX_BATCH)
       try:
         warmed = runner.warm_up()
       except BaseException:
         runner.close()
         raise
     except Exception as e:  # noqa: BLE001  (any failure: refuse this version, keep the others)
-      first = (str(e).splitlines() or [""])[0][:300]
-      message = f"{path}: could not load ({type(e).__name__}: {first})"
+      text = first_line(e.message) if isinstance(e, tf.errors.OpError) else str(e)
+      first = (text.strip().splitlines() or [""])[0][:300]
+      message = (f"{path}: could not load ({type(e).__name__}: {first}). Fix: export the "
+                 "version again (tf_skiprec.export writes it whole); the folder is tried again "
+                 "when its files change.")
       logging.error("%s", message)
+      code = (e.code if isinstance(e, SignatureError) else
+              code_name(e) if isinstance(e, tf.errors.OpError) else "UNKNOWN")
       with self._lock:
-        self._versions[number] = Version(number, END, error=message, stamp=stamp)
+        self._versions[number] = Version(number, END, error=message, stamp=stamp,
+                                         error_code=code)
       return
     with self._lock:
       self._versions[number] = Version(number, AVAILABLE, stamp=stamp, runner=runner)

@@ -8,6 +8,15 @@ default is INVALID_ARGUMENT; a tensor of the wrong dtype is rejected by the Sess
 (INVALID_ARGUMENT); so is one the graph cannot take (a wrong rank). Python's Session.run would
 quietly convert dtypes, so the dtype and rank checks are made here, before running.
 
+Also refused, before running: a duplicate output_filter alias (as predict_util.cc does), and,
+stricter than TF Serving so that no request gets an error from deep inside the graph or makes it
+build what it cannot: signatures whose key starts with "__" (`__saved_model_init_op`), an empty
+batch (a zero-sized first dimension where the signature's is unknown), and with `max_batch` a
+batch of more rows (as TF Serving with batching refuses one over max_batch_size; a
+[2**31 - 1, 0] history holds no values but would make the graph build 2**31 rows). Every message
+names the input (quoted, as 'k') and the fix. All of a signature's outputs are always fetched and
+the output_filter applied afterwards, so one executor serves every filter.
+
 Used by tf_skiprec.export (to check an export before it is published) and by the local
 PredictionService server (serving/).
 """
@@ -37,8 +46,10 @@ class SignatureError(Exception):
 class SavedModelRunner:
   """One loaded SavedModel version. Thread-safe: Session.run may be called concurrently."""
 
-  def __init__(self, export_dir: str, *, intra_op_threads: int = 0, inter_op_threads: int = 0):
+  def __init__(self, export_dir: str, *, intra_op_threads: int = 0, inter_op_threads: int = 0,
+               max_batch: int | None = None):
     self.export_dir = export_dir
+    self.max_batch = max_batch            # rows of one request; None: any
     self.graph = tf.Graph()
     config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra_op_threads,
                                       inter_op_parallelism_threads=inter_op_threads)
@@ -46,42 +57,73 @@ class SavedModelRunner:
     with self.graph.as_default():
       self.meta_graph: meta_graph_pb2.MetaGraphDef = tf.compat.v1.saved_model.loader.load(
           self.session, [tf.saved_model.SERVING], export_dir)
-    self.signatures = dict(self.meta_graph.signature_def)
+    self.signatures = dict(self.meta_graph.signature_def)     # every key, "__" ones included
     self._defaults = {name: {alias: tf.make_ndarray(proto) for alias, proto in sig.defaults.items()}
                       for name, sig in self.signatures.items()}
     self._closed = False
     self._active = 0                      # runs in flight; close() waits for them
     self._idle = threading.Condition()
 
+  def servable(self) -> list[str]:
+    """The signature keys a request may name (not "__saved_model_init_op" and the like)."""
+    return sorted(name for name in self.signatures if not name.startswith("__"))
+
+  def signature(self, signature_name: str = ""):
+    """The SignatureDef a request names ("" = serving_default); FAILED_PRECONDITION otherwise."""
+    name = signature_name or DEFAULT_SIGNATURE
+    if name.startswith("__") or name not in self.signatures:
+      raise SignatureError("FAILED_PRECONDITION", f'Serving signature key "{short(name)}" not '
+                           f"found. Fix: name one of {', '.join(self.servable())} in "
+                           "model_spec.signature_name (empty: serving_default).")
+    return self.signatures[name]
+
+  def check_aliases(self, signature_name: str, aliases) -> None:
+    """Every alias must be an input of the signature (TF Serving checks this before parsing)."""
+    signature = self.signature(signature_name)
+    unknown = sorted(set(aliases) - set(signature.inputs))
+    if unknown:
+      raise SignatureError(
+          "INVALID_ARGUMENT", f"input size does not match signature: {len(aliases)}!="
+          f"{len(signature.inputs)} len({{{_names(aliases)}}}) != "
+          f"len({{{_names(signature.inputs)}}}). Sent extra: {{{_names(unknown)}}}. Fix: send "
+          f"only the signature's inputs ({_names(signature.inputs, quote=True)}), not "
+          f"{_names(unknown, quote=True)}.")
+
   def run(self, inputs: dict[str, np.ndarray], signature_name: str = "",
           output_filter: list[str] | None = None, run_options=None, run_metadata=None
           ) -> dict[str, np.ndarray]:
     """inputs {alias: array} -> outputs {alias: array}. Raises SignatureError."""
-    name = signature_name or DEFAULT_SIGNATURE
-    if name not in self.signatures:
-      raise SignatureError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
-    signature = self.signatures[name]
-    feeds = self._feeds(name, signature, inputs)
+    signature = self.signature(signature_name)
+    self.check_aliases(signature_name, list(inputs))
+    feeds = self._feeds(signature_name or DEFAULT_SIGNATURE, signature, inputs)
     aliases = list(output_filter or signature.outputs.keys())
-    for alias in aliases:
+    for i, alias in enumerate(aliases):
       if alias not in signature.outputs:
         raise SignatureError("INVALID_ARGUMENT", f"output tensor alias not found in signature: "
-                             f"{alias} Outputs expected to be in the set "
-                             f"{{{','.join(sorted(signature.outputs))}}}.")
-    fetches = [signature.outputs[alias].name for alias in aliases]
+                             f"{short(alias, quote=True)} Outputs expected to be in the set "
+                             f"{{{_names(signature.outputs)}}}. Fix: filter on those, or send no "
+                             "output_filter for all of them.")
+      if alias in aliases[:i]:
+        raise SignatureError("INVALID_ARGUMENT", f"duplicate output tensor alias: "
+                             f"{short(alias, quote=True)}. Fix: name each output once in "
+                             "output_filter.")
+    every = sorted(signature.outputs)  # always all: one executor for every output_filter
     with self._idle:
       if self._closed:
-        raise SignatureError("UNAVAILABLE", f"{self.export_dir} has been unloaded.")
+        raise SignatureError("UNAVAILABLE", f"{self.export_dir} has been unloaded. Fix: retry; "
+                             "requests without a version go to the newest loaded one.")
       self._active += 1
     try:
-      values = self.session.run(fetches, feeds, options=run_options, run_metadata=run_metadata)
+      values = self.session.run([signature.outputs[a].name for a in every], feeds,
+                                options=run_options, run_metadata=run_metadata)
     except tf.errors.OpError as e:
-      raise SignatureError(_code_name(e), _first_line(e.message))
+      raise SignatureError(code_name(e), first_line(e.message))
     finally:
       with self._idle:
         self._active -= 1
         self._idle.notify_all()
-    return dict(zip(aliases, values))
+    fetched = dict(zip(every, values))
+    return {alias: fetched[alias] for alias in aliases}
 
   def warm_up(self) -> int:
     """Replays assets.extra/tf_serving_warmup_requests (Predict requests) as TF Serving does on
@@ -91,7 +133,7 @@ class SavedModelRunner:
     if not os.path.exists(path):
       return 0
     count = 0
-    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():  # DataLossError if cut
       log = prediction_log_pb2.PredictionLog.FromString(record)
       if not log.HasField("predict_log"):
         raise SignatureError("INVALID_ARGUMENT", f"{path}: unsupported warm-up log type.")
@@ -99,6 +141,9 @@ class SavedModelRunner:
       inputs = {alias: tf.make_ndarray(proto) for alias, proto in request.inputs.items()}
       self.run(inputs, request.model_spec.signature_name, list(request.output_filter) or None)
       count += 1
+    if count == 0 and os.path.getsize(path):  # cut inside the first record's header
+      raise SignatureError("DATA_LOSS", f"{path}: no complete record in {os.path.getsize(path)} "
+                           "bytes (a truncated warm-up file).")
     return count
 
   def close(self, timeout: float = 60.0) -> None:
@@ -111,12 +156,6 @@ class SavedModelRunner:
     self.session.close()
 
   def _feeds(self, name: str, signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    unknown = sorted(set(inputs) - set(signature.inputs))
-    if len(inputs) > len(signature.inputs) or unknown:
-      raise SignatureError(
-          "INVALID_ARGUMENT", f"input size does not match signature: {len(inputs)}!="
-          f"{len(signature.inputs)} len({{{','.join(sorted(inputs))}}}) != "
-          f"len({{{','.join(sorted(signature.inputs))}}}). Sent extra: {{{','.join(unknown)}}}.")
     feeds = {}
     for alias, info in signature.inputs.items():
       if alias in inputs:
@@ -127,25 +166,49 @@ class SavedModelRunner:
         raise SignatureError(
             "INVALID_ARGUMENT", f"Signature input alias: {alias}(feed name: {info.name}) not "
             f"found in request and no default value provided. Inputs expected to be in the "
-            f"request {{{','.join(sorted(inputs))}}}, or default input alias set: "
-            f"{','.join(sorted(self._defaults[name]))}")
-      _check_tensor(alias, info, value)
+            f"request {{{_names(inputs)}}}, or default input alias set: "
+            f"{_names(self._defaults[name])}. Fix: send input '{alias}'.")
+      _check_tensor(alias, info, value, self.max_batch)
       feeds[info.name] = value
     return feeds
 
 
-def _check_tensor(alias: str, info, value: np.ndarray) -> None:
-  """The dtype must be the signature's exactly; the rank must match when the signature has one."""
+def _check_tensor(alias: str, info, value: np.ndarray, max_batch: int | None) -> None:
+  """The dtype must be the signature's exactly; the rank must match when the signature has one;
+  a first dimension the signature leaves open (the batch) must be 1..max_batch."""
   expected = tf.dtypes.as_dtype(info.dtype)
   got = _dtype_of(value)
   if got != expected:
     got_name = got.name if got is not None else str(value.dtype)
     raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': expects {expected.name} but "
-                         f"{got_name} is provided.")
-  if not info.tensor_shape.unknown_rank and value.ndim != len(info.tensor_shape.dim):
-    raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': expects rank "
-                         f"{len(info.tensor_shape.dim)} but a tensor of shape "
-                         f"{list(value.shape)} is provided.")
+                         f"{got_name} is provided. Fix: send '{alias}' as {expected.name}.")
+  dims = [d.size for d in info.tensor_shape.dim]
+  if not info.tensor_shape.unknown_rank and value.ndim != len(dims):
+    raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': expects rank {len(dims)} but a "
+                         f"tensor of shape {list(value.shape)} is provided. Fix: send '{alias}' "
+                         f"with shape {[d if d >= 0 else None for d in dims]}.")
+  if dims and dims[0] < 0 and value.ndim and value.shape[0] == 0:
+    raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': shape {list(value.shape)} is an "
+                         "empty batch (dimension 0 is 0), which the model cannot run. Fix: send "
+                         "at least one row, or no request.")
+  if dims and dims[0] < 0 and value.ndim and max_batch and value.shape[0] > max_batch:
+    raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': shape {list(value.shape)} has "
+                         f"{value.shape[0]} rows, more than the {max_batch} this server runs in "
+                         "one request. Fix: split the batch over several requests.")
+
+
+def short(name: str, quote: bool = False, limit: int = 64) -> str:
+  """A name from a request, cut to `limit` characters for an error message ('quoted')."""
+  text = name if len(name) <= limit else name[:limit] + "..."
+  return f"'{text}'" if quote else text
+
+
+def _names(names, quote: bool = False) -> str:
+  """Sorted names for a message, each cut short; at most 10."""
+  names = sorted(names)
+  shown = [short(n, quote) for n in names[:10]] + ([f"... {len(names) - 10} more"]
+                                                   if len(names) > 10 else [])
+  return ",".join(shown) if not quote else ", ".join(shown)
 
 
 def _dtype_of(value: np.ndarray):
@@ -163,12 +226,12 @@ _CODE_NAMES = {getattr(tf.errors, name): name for name in (
     "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")}
 
 
-def _code_name(error: tf.errors.OpError) -> str:
+def code_name(error: tf.errors.OpError) -> str:
   """The status name of a TensorFlow error, e.g. "INVALID_ARGUMENT"."""
   return _CODE_NAMES.get(error.error_code, "UNKNOWN")
 
 
-def _first_line(message: str) -> str:
+def first_line(message: str) -> str:
   """The error itself, without Python's "Graph execution error:" heading, the "Detected at node"
   stack and the "[[{{node ...}}]]" suffix that TF appends."""
   for paragraph in message.strip().split("\n\n"):
