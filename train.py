@@ -17,7 +17,7 @@ from absl import app, flags, logging
 
 from tf_skiprec.config import Config, get_config
 from tf_skiprec.errors import ConfigError, DataError, TrainingError
-from tf_skiprec.training import run
+from tf_skiprec.training import cluster, run
 from tf_skiprec.training.report import result_table
 
 FLAGS = flags.DEFINE_string("experiment", "default", "Named experiment (tf_skiprec/config.py).")
@@ -41,7 +41,7 @@ LIMIT_BLOCKS = flags.DEFINE_float("limit_blocks", 0.0, "tune: limit on validatio
 LIMIT_MFLOPS = flags.DEFINE_float("limit_mflops", 0.0, "tune: limit on estimated MFLOPs per "
                                   "request (0 = none).")
 TUNE_SEED = flags.DEFINE_integer("tune_seed", 0, "tune: the search algorithm's seed.")
-STRATEGY = flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multiworker"],
+STRATEGY = flags.DEFINE_enum("strategy", None, list(cluster.STRATEGIES),
                              "Distribution (train.strategy): one device; MirroredStrategy over this "
                              "machine's GPUs; MultiWorkerMirroredStrategy over TF_CONFIG's cluster.")
 RETRAIN_BEST = flags.DEFINE_bool("retrain_best", False, "tune: retrain the best config in "

@@ -43,11 +43,17 @@ def _command(workdir: str) -> list[str]:
   return cmd + ["--override=export.base_dir="]
 
 
-def _checkpoints(workdir: str) -> int:
-  found = 0
+def _checkpoints(workdir: str) -> str:
+  """What the state files name as the latest checkpoints (changes with every save)."""
+  named = []
   for root, _, files in os.walk(workdir):
-    found += sum(f.endswith(".index") for f in files)
-  return found
+    if "checkpoint" in files:
+      try:
+        with open(os.path.join(root, "checkpoint")) as f:
+          named.append(root + f.readline())
+      except FileNotFoundError:
+        pass
+  return "".join(sorted(named))
 
 
 def _weights(workdir: str) -> dict[str, np.ndarray]:
@@ -76,12 +82,13 @@ def main(argv):
     if len(kill_times) >= KILLS.value:
       assert proc.wait() == 0, "the resumed run failed"
       break
-    before, t0 = _checkpoints(killed), time.perf_counter()
+    before, t0 = _checkpoints(killed), time.perf_counter()  # t0: the attempt's start
     while proc.poll() is None and _checkpoints(killed) == before:
       time.sleep(0.05)
     wait = rng.uniform(0.0, MAX_WAIT.value)
     try:
-      proc.wait(timeout=wait)
+      if proc.wait(timeout=wait) != 0:
+        raise RuntimeError(f"train.py failed (exit {proc.returncode}) before its kill")
       break  # finished before its kill
     except subprocess.TimeoutExpired:
       proc.send_signal(signal.SIGKILL)
@@ -98,7 +105,7 @@ def main(argv):
   keys = ("valid", "test", "steps", "best_epoch", "epochs_run")
   result = {
       "experiment": EXPERIMENT.value, "overrides": OVERRIDES.value, "kills": len(kill_times),
-      "kill_seconds_after_a_checkpoint": kill_times, "attempts": attempts,
+      "kill_seconds_after_start": kill_times, "attempts": attempts,
       "whole_seconds": round(whole_seconds, 1),
       "metrics_equal": all(a[k] == b[k] for k in keys),
       "weights_equal": set(wa) == set(wb) and max_diff == 0.0,
@@ -108,7 +115,7 @@ def main(argv):
   os.makedirs(os.path.dirname(OUT.value) or ".", exist_ok=True)
   with open(OUT.value, "w") as f:
     json.dump(result, f, indent=2)
-  print(f"{EXPERIMENT.value}: {len(kill_times)} kills at {kill_times} s after a checkpoint; "
+  print(f"{EXPERIMENT.value}: {len(kill_times)} kills at {kill_times} s after each attempt's start; "
         f"steps {a['steps']} vs {b['steps']}; test NDCG@10 {a['test']['NDCG@10']:.6f} vs "
         f"{b['test']['NDCG@10']:.6f}; metrics equal: {result['metrics_equal']}; weights equal: "
         f"{result['weights_equal']} (largest difference {max_diff:.3g}). -> {OUT.value}")

@@ -38,8 +38,13 @@ def _metrics(result: dict) -> dict:
                                  "best_epoch", "epochs_run")}
 
 
-def _checkpoint_files(workdir: str) -> list[str]:
-  return glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*"))
+def _latest_named(workdir: str) -> str:
+  """The checkpoint the state file names as the latest ("" if none yet)."""
+  try:
+    with open(os.path.join(workdir, "checkpoints", "checkpoint")) as f:
+      return f.readline()
+  except FileNotFoundError:
+    return ""
 
 
 @pytest.fixture(scope="module")
@@ -58,28 +63,28 @@ def test_sigkill_at_random_points_resumes_to_the_uninterrupted_result(tmp_path, 
   workdir = str(tmp_path / "w")
   cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--experiment=smoke",
          f"--workdir={workdir}"] + [f"--override={o}" for o in OVERRIDES]
-  rng = random.Random(int(time.time()))
+  seed = int(time.time())
+  rng = random.Random(seed)
   kills = []
   while len(kills) < 3:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    before = len(_checkpoint_files(workdir))
+    before = _latest_named(workdir)
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and (
-        len(_checkpoint_files(workdir)) == before):
+    while time.time() < deadline and proc.poll() is None and _latest_named(workdir) == before:
       time.sleep(0.05)  # training has started (TensorFlow's start-up is not what we test)
     time.sleep(rng.uniform(0.0, 1.5))
     if proc.poll() is not None:  # finished before the kill: start again from scratch
-      assert proc.returncode == 0, proc.stderr.read()[-3000:]
+      assert proc.returncode == 0, (seed, proc.stderr.read()[-3000:])
       kills.clear()
       workdir = str(tmp_path / f"w{rng.randrange(10**9)}")
       cmd[3] = f"--workdir={workdir}"
       continue
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    kills.append(len(_checkpoint_files(workdir)))
+    kills.append(_latest_named(workdir).strip())
   result = run(_config(), workdir)
-  assert result["resumed_from_step"] > 0, kills
-  assert (_metrics(result), _model_weights(workdir)) == uninterrupted
+  assert result["resumed_from_step"] > 0, (seed, kills)
+  assert (_metrics(result), _model_weights(workdir)) == uninterrupted, (seed, kills)
 
 
 def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog,
@@ -166,6 +171,7 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_saves_nothing_after
   assert "Fix:" in message and "learning_rate" in message
   paths = checkpoint_paths(os.path.join(workdir, "checkpoints"))
   assert paths and paths[0].endswith(f"ckpt-{step - 1}"), (paths, step)
+  assert all(os.path.basename(p) in message for p in paths), message  # where to resume from
   for path in paths:
     reader = tf.train.load_checkpoint(path)
     for name, dtype in reader.get_variable_to_dtype_map().items():

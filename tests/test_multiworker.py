@@ -25,27 +25,30 @@ def _free_ports(n: int) -> list[int]:
   return ports
 
 
-def _launch(workdir: str, extra: list[str], workers: int = 2) -> list[tuple[int, str]]:
-  """Runs one train.py per worker, all on `workdir`; returns their (pid, stdout)."""
+def _launch(workdir: str | list[str], extra: list[str], workers: int = 2,
+            check: bool = True) -> list[tuple[int, str]]:
+  """Runs one train.py per worker, all on `workdir` (or worker i on workdir[i]); returns their
+  (pid, stdout), or with check=False their (return code, stderr)."""
   hosts = [f"127.0.0.1:{p}" for p in _free_ports(workers)]
   procs = []
   for i in range(workers):
+    workdir_i = workdir[i] if isinstance(workdir, list) else workdir
     env = dict(os.environ, TF_CONFIG=json.dumps(
         {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}))
     procs.append(subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir}", *COMMON, *extra],
+        [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir_i}", *COMMON,
+         *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-  outs = []
-  for proc in procs:
-    try:
-      out, err = proc.communicate(timeout=400)
-    except subprocess.TimeoutExpired:
-      for p in procs:
-        p.kill()
-      raise
+  try:
+    outs = [(proc.pid, *proc.communicate(timeout=400)) for proc in procs]
+  finally:
+    for proc in procs:  # a failed or stuck worker must not leave the other one waiting
+      proc.kill()
+  if not check:
+    return [(proc.returncode, err) for (_, _, err), proc in zip(outs, procs)]
+  for (pid, out, err), proc in zip(outs, procs):
     assert proc.returncode == 0, err[-3000:]
-    outs.append((proc.pid, out))
-  return outs
+  return [(pid, out) for pid, out, _ in outs]
 
 
 def _row(stdout: str, split: str) -> list[str]:
@@ -81,12 +84,33 @@ def test_two_workers_train_like_one_device_and_only_the_chief_writes(tmp_path):
     assert abs(single[split]["NDCG@10"] - chief[split]["NDCG@10"]) < 0.02, split
 
 
-def test_two_workers_resume_from_the_chiefs_checkpoint(tmp_path):
-  workdir = str(tmp_path / "run")
-  _launch(workdir, ["--override=train.epochs=1"])
-  outs = _launch(workdir, ["--override=train.epochs=2"])  # both restore step 7
+def test_two_workers_resume_skiprec_from_the_chiefs_checkpoint_and_the_chief_exports(tmp_path):
+  """SkipRec (pretrain stage, then Gumbel): the policy's batch-norm statistics are synchronised
+  on read, a collective read that evaluation and export must make on every worker at once."""
+  workdir, models = str(tmp_path / "run"), str(tmp_path / "models")
+  skiprec = ["--override=train.mode=gumbel", "--override=train.pretrain_epochs=1"]
+  _launch(workdir, skiprec + ["--override=train.epochs=1"])
+  outs = _launch(workdir, skiprec + ["--override=train.epochs=2",  # both restore step 7
+                                     f"--override=export.base_dir={models}"])
   with open(os.path.join(workdir, "metrics.json")) as f:
     result = json.load(f)
   assert result["resumed_from_step"] == 7 and result["steps"] == 14
   assert "14 steps" in outs[1][1]  # the other worker resumed from the same step
+  assert _row(outs[0][1], "valid") == _row(outs[1][1], "valid")
   assert not [n for n in os.listdir(workdir) if n.startswith(".worker")]
+  # One export, by the chief, checked against the model (export_model refuses a mismatch).
+  assert os.listdir(os.path.join(models, "skiprec")) == ["1"]
+  assert result["export"]["version"] == 1
+
+
+def test_workers_that_restore_different_checkpoints_stop_with_an_error(tmp_path):
+  """A work directory that is not shared: the chief resumes at step 7, the other worker finds
+  nothing. Both must stop at once with the reason (not train out of step, not hang)."""
+  chief_dir = str(tmp_path / "chief")
+  _launch(chief_dir, ["--override=train.epochs=1"])
+  ended = _launch([chief_dir, str(tmp_path / "elsewhere")], ["--override=train.epochs=2"],
+                  check=False)
+  for code, err in ended:
+    assert code == 2, err[-3000:]
+    assert "the workers restored different checkpoints (" in err and "from 0 to 7" in err, err[-3000:]
+    assert "same --workdir on a file system they all mount" in err

@@ -55,7 +55,7 @@ class NextItNetModel(tfrs.models.Model):
 
     With `block_drop` > 0, training skips each block of each sequence with that probability
     (stochastic depth), so that blocks become individually skippable for the policy.
-    `seed`: a [2] int stateless seed for the step's random draws (block drop here; the policy's
+    `seed`: a [2] int32 stateless seed for the step's random draws (block drop here; the policy's
     samples in SkipRec), so that a resumed run draws what the uninterrupted one drew; None uses
     TensorFlow's stateful generator. (Dropout and the sampled softmax's negatives stay stateful.)
     """

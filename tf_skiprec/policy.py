@@ -105,7 +105,7 @@ def straight_through_decisions(logits: tf.Tensor, temperature, seed=None) -> tf.
   """Hard Gumbel-softmax sample with a straight-through gradient. logits [B, N, 2] -> [B, N].
 
   Forward: exactly 0 or 1 (the arg-max of a RelaxedOneHotCategorical sample). Backward: the
-  gradient of the relaxed sample at `temperature`. `seed`: a [2] int stateless seed (the same
+  gradient of the relaxed sample at `temperature`. `seed`: a [2] int32 stateless seed (the same
   seed, the same sample), or None for TensorFlow's stateful generator.
   """
   dist = tfp.distributions.RelaxedOneHotCategorical(temperature, logits=logits)

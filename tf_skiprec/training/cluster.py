@@ -12,18 +12,23 @@ writes the work directory: config, id map, checkpoints, TensorBoard, plots, metr
 export. Saving a checkpoint is a collective operation, so the other workers save too, into a
 scratch directory of their own (`workdir/.worker_<type>_<id>`) that is deleted after each save.
 Every worker restores from the chief's checkpoints, so the work directory must be on a file
-system they all see (a shared disk, or a GCS/S3 path).
+system they all mount (NFS, say); a worker that restored another step than the chief's stops
+with an error that says so.
+
+Multi-worker evaluation and export run on a copy of the model built outside the strategy
+(`local_copy`), refreshed from the trained one on every worker at once (`copy_variables`):
+reading a variable synchronised on read (the policy's batch-norm statistics) is a collective
+operation, which one worker alone must not start.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import tensorflow as tf
 
-from tf_skiprec.errors import ConfigError
+from tf_skiprec.errors import ConfigError, TrainingError
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 _made: dict[str, tf.distribute.Strategy] = {}
@@ -64,11 +69,6 @@ def scratch_dir(workdir: str, strategy: tf.distribute.Strategy) -> str | None:
     return None
   resolver = strategy.cluster_resolver
   return os.path.join(workdir, f".worker_{resolver.task_type}_{resolver.task_id}")
-
-
-def remove_scratch(path: str | None) -> None:
-  if path:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _check_tf_config() -> None:
@@ -115,6 +115,51 @@ def evaluation_strategy(strategy: tf.distribute.Strategy) -> tf.distribute.Strat
 
 
 _barriers: dict = {}
+
+
+def agree(strategy: tf.distribute.Strategy, value: float) -> float:
+  """The mean of `value` over the workers: one number that every worker then decides on (the
+  validation score behind early stopping). `value` itself outside multi-worker runs."""
+  if not _multi_worker(strategy):
+    return value
+  tensor = tf.constant(value, tf.float64)
+  return float(strategy.reduce("MEAN", strategy.run(lambda: tf.identity(tensor)), axis=None))
+
+
+def check_same(strategy: tf.distribute.Strategy, value: int, what: str, workdir: str) -> None:
+  """Raises TrainingError on every worker unless all of them hold the same `value`."""
+  if not _multi_worker(strategy):
+    return
+  tensor = tf.constant([value], tf.int64)
+  values = strategy.gather(strategy.run(lambda: tf.identity(tensor)), axis=0).numpy()
+  low, high = int(values.min()), int(values.max())
+  if low != high:
+    raise TrainingError(
+        f"{workdir}: the workers restored different {what} ({value} here; from {low} to {high} "
+        "across the cluster), so they would not take the same steps. Fix: give every worker the "
+        "same --workdir on a file system they all mount, and the same config.")
+
+
+def local_copy(strategy: tf.distribute.Strategy, model, build):
+  """`model` itself, or in a multi-worker run a copy built by `build()` outside the strategy
+  (for evaluation and export; see the module docstring)."""
+  if not _multi_worker(strategy):
+    return model
+  copy = build()
+  mine = [(v.name, tuple(v.shape)) for v in model.variables]
+  theirs = [(v.name, tuple(v.shape)) for v in copy.variables]
+  if mine != theirs:
+    raise RuntimeError(f"the evaluation copy's variables differ from the model's: {theirs} "
+                       f"against {mine}")
+  return copy
+
+
+def copy_variables(source, target) -> None:
+  """target's variables := source's (call on every worker at once; nothing when the same)."""
+  if source is target:
+    return
+  for s, t in zip(source.variables, target.variables):
+    t.assign(s.read_value())
 
 
 def _multi_worker(strategy: tf.distribute.Strategy) -> bool:

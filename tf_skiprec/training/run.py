@@ -43,7 +43,7 @@ from tf_skiprec.errors import ConfigError, TrainingError
 from tf_skiprec.export import export_model
 from tf_skiprec.training import builders, cluster, plots
 from tf_skiprec.training.evaluate import evaluate
-from tf_skiprec.training.state import Checkpoints, RunState
+from tf_skiprec.training.state import Checkpoints, RunState, checkpoint_paths
 from tf_skiprec.training.steps import make_eval_step, make_train_step
 
 SELECT_METRIC = "NDCG@10"
@@ -92,6 +92,7 @@ def run(config: Config, workdir: str) -> dict:
                       max_to_keep=train.max_checkpoints,
                       scratch=cluster.scratch_dir(workdir, strategy))
   resumed_from = ckpts.restore_latest()
+  cluster.check_same(strategy, resumed_from, "checkpoints", workdir)
   if not resumed_from and state.epoch.numpy() == 0 and mode != "pretrain" and init_from:
     builders.load_pretrained_backbone(model, init_from)
   if (state.finished.numpy() and state.epoch.numpy() < train.epochs
@@ -102,9 +103,15 @@ def run(config: Config, workdir: str) -> dict:
     state.finished.assign(0)
 
   eval_strategy = cluster.evaluation_strategy(strategy)
-  eval_step = make_eval_step(model, eval_strategy)
-  evaluate_split = lambda w: evaluate(  # noqa: E731
-      eval_step, pipelines.evaluation(w, train.eval_batch_size), eval_strategy, data.user_kinds)
+  eval_model = cluster.local_copy(
+      strategy, model, lambda: builders.build_model(config, data.id_map.vocab_size))
+  eval_step = make_eval_step(eval_model, eval_strategy)
+
+  def evaluate_split(w):
+    cluster.copy_variables(model, eval_model)  # multi-worker: every worker, the same moment
+    return evaluate(eval_step, pipelines.evaluation(w, train.eval_batch_size), eval_strategy,
+                    data.user_kinds)
+
   steps = {}  # one traced step per training mode used (rl may warm up with gumbel)
   writer = (tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if chief
             else tf.summary.create_noop_writer())
@@ -164,7 +171,7 @@ def run(config: Config, workdir: str) -> dict:
     means = {k: v / max(int(state.epoch_step.numpy()) - done, 1) for k, v in sums.items()}
 
     valid = evaluate_split(valid_w)
-    score = selection_score(valid, config)
+    score = cluster.agree(strategy, selection_score(valid, config))  # one decision for all
     improved = score > float(state.best_score.numpy())
     if improved:
       state.best_score.assign(score)
@@ -218,10 +225,11 @@ def run(config: Config, workdir: str) -> dict:
       "dropped_users": data.dropped_users, "workdir": workdir, "init_from": init_from or None,
       "pretrain": _summary(pretrain_result),
   })
+  cluster.copy_variables(model, eval_model)  # the sweep left another threshold there
   if config.export.base_dir and chief:
     histories = next(iter(pipelines.evaluation(valid_w, config.export.num_check_histories)))
     results["export"] = export_model(
-        model, data.id_map, base_dir=config.export.base_dir,
+        eval_model, data.id_map, base_dir=config.export.base_dir,
         model_name=config.export.model_name, max_len=max_len,
         sample_histories=histories["history"].numpy(), top_k=config.export.top_k)
   if chief:
@@ -286,14 +294,17 @@ def _check_finite(out: dict, state: RunState, ckpts: Checkpoints) -> None:
   if not bad:
     return
   step = int(state.step.numpy()) + 1
-  last = ckpts.latest_manager.latest_checkpoint
+  kept = [os.path.basename(p) for p in checkpoint_paths(ckpts.latest_dir)]
   raise TrainingError(
       f"step {step} (epoch {int(state.epoch.numpy()) + 1}, batch "
       f"{int(state.epoch_step.numpy()) + 1}): the training "
       + " and ".join(f"{k} is {v}" for k, v in bad.items())
-      + f"; the run stopped without saving it (latest checkpoint: {last or 'none'}). Fix: lower "
-      "train.learning_rate or set train.clipnorm (e.g. --override train.clipnorm=1.0), check the "
-      "data, then run the same command to resume from that checkpoint (or use a new --workdir).")
+      + f"; the run stopped without saving this step (checkpoints kept in {ckpts.latest_dir}: "
+      f"{', '.join(kept) or 'none'}). Their weights are finite, but the newest may already be "
+      "diverging if it is only a step or two before this one. Fix: lower train.learning_rate or "
+      "set train.clipnorm (e.g. --override train.clipnorm=1.0), check the data, and run the "
+      "same command to resume; if it fails again right after resuming, delete the newest "
+      "ckpt-<step>.* files so that it resumes from the one before (or use a new --workdir).")
 
 
 def _write_json(value: dict, path: str) -> None:

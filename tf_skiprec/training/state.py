@@ -96,8 +96,16 @@ class Checkpoints:
   def restore_best(self) -> None:
     path = tf.train.latest_checkpoint(self.best_dir)
     if path is None:
-      raise FileNotFoundError(f"no best checkpoint in {self.best_dir}")
-    self.best.restore(path).expect_partial()
+      raise TrainingError(f"{self.best_dir}: no best checkpoint, so the run cannot be evaluated. "
+                          "Fix: run the same command again (with more epochs if it stopped "
+                          "before its first evaluation), or use a new --workdir.")
+    try:
+      self.best.restore(path).expect_partial()
+    except (tf.errors.OpError, ValueError) as e:
+      raise TrainingError(
+          f"{path}: the best checkpoint cannot be read ({type(e).__name__}). Fix: delete "
+          f"{self.best_dir} and resume with a larger train.epochs to find the best again, or use "
+          "a new --workdir.") from e
 
   def _saved(self, path: str) -> str:
     if self.scratch:  # a non-chief worker's copy: only the chief's is kept

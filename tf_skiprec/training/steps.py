@@ -16,8 +16,9 @@ def make_train_step(model, optimizers: dict, strategy: tf.distribute.Strategy,
                     clipnorm: float = 0.0, mode: str | None = None) -> Callable:
   """Returns step(distributed_batch, seed) -> {"loss": scalar, "grad_norm": scalar, **stats},
   averaged over replicas (grad_norm: the global norm of this replica's gradients, before
-  clipping). `seed`: [2] int64, the step's stateless seed (run.py: (train.seed, step)); each
-  replica folds in its id, so replicas draw differently and a resumed run draws as before.
+  clipping). `seed`: [2] int, the step's stateless seed (run.py: (train.seed, step)); each
+  replica folds in its id (which gives the [2] int32 seed the model's samplers take), so
+  replicas draw differently and a resumed run draws as before.
 
   The model supplies `compute_loss_and_stats(batch, training=True, mode=mode)` and
   `variable_groups()` ({optimiser name: variables}); each group is updated by its own optimiser.
