@@ -3,14 +3,36 @@
 The flat `items` array is converted to one tensor, which replaces the numpy array in the
 SequenceData (so the numpy copy is released) and is captured by reference by every pipeline;
 only index ranges are sliced and shuffled, so the log is held once in memory.
+
+Evaluation scores every item for every history, a [B, V] matrix per batch (and a few temporaries
+of that size while ranking): the evaluation batch is capped so that B * V stays within
+MAX_EVAL_SCORES, whatever the catalogue (B = 33 at 1M items; no cap below ~131k items at the
+default 256).
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import tensorflow as tf
 
 from tf_skiprec.data.splits import SequenceData, Windows
+
+MAX_EVAL_SCORES = 2 ** 25  # B * V per evaluation batch: 128 MB of float32 scores
+
+
+def eval_batch_size(requested: int, vocab_size: int) -> int:
+  """The evaluation batch: `requested`, lowered so that batch * vocab_size <= MAX_EVAL_SCORES."""
+  return max(1, min(requested, MAX_EVAL_SCORES // vocab_size))
+
+
+def train_windows_used(num_windows: int, batch_size: int, replicas: int = 1) -> int:
+  """How many of an epoch's windows are trained on: all of them, except a last batch smaller
+  than the number of replicas (a replica with no rows cannot run the convolutions), which is
+  left out (a different one each epoch: the shuffle changes)."""
+  last = num_windows % batch_size
+  return num_windows - last if replicas > 1 and 0 < last < replicas else num_windows
 
 
 def _gather(items: tf.Tensor, ends: tf.Tensor, lengths: tf.Tensor, width: int) -> tf.Tensor:
@@ -31,18 +53,26 @@ class Pipelines:
     if not isinstance(data.items, tf.Tensor):
       data.items = tf.convert_to_tensor(np.ascontiguousarray(data.items, dtype=np.int32))
     self._items = data.items
+    self.vocab_size = data.id_map.vocab_size
+    self._told_cap = False
 
   def train(self, windows: Windows, batch_size: int, *, seed: int, epoch: int,
-            skip_batches: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
+            skip_batches: int = 0, drop_remainder: bool = False,
+            replicas: int = 1) -> tf.data.Dataset:
     """One epoch of shuffled training batches.
 
     Yields {"inputs": [B, max_len] int32, "labels": [B, max_len] int32}: labels are the inputs
     shifted by one; a position counts in the loss where both are non-zero. The shuffle order
     depends only on (seed, epoch), so `skip_batches` resumes an epoch exactly where it stopped.
+    With `replicas` > 1 the global batch is split across them; a last batch too small to give
+    every replica a row is left out (`train_windows_used`).
     """
     width = self.max_len + 1
     ds = tf.data.Dataset.from_tensor_slices((windows.ends, windows.lengths))
     ds = ds.shuffle(len(windows), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False)
+    used = train_windows_used(len(windows), batch_size, replicas)
+    if used < len(windows):
+      ds = ds.take(used)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if skip_batches:
       ds = ds.skip(skip_batches)
@@ -55,7 +85,16 @@ class Pipelines:
     return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
   def evaluation(self, windows: Windows, batch_size: int) -> tf.data.Dataset:
-    """Yields {"history": [B, max_len] int32, "target": [B] int32, "user": [B] int32}."""
+    """Yields {"history": [B, max_len] int32, "target": [B] int32, "user": [B] int32}.
+
+    B is `batch_size`, or fewer on a large catalogue (`eval_batch_size`).
+    """
+    capped = eval_batch_size(batch_size, self.vocab_size)
+    if capped < batch_size and not self._told_cap:
+      self._told_cap = True
+      logging.info("Evaluation batch %d instead of %d: %d items (at most %d scores a batch).",
+                   capped, batch_size, self.vocab_size - 1, MAX_EVAL_SCORES)
+    batch_size = capped
     ds = tf.data.Dataset.from_tensor_slices(
         (windows.ends, windows.lengths, windows.targets, windows.users)).batch(batch_size)
     items, width = self._items, self.max_len

@@ -36,7 +36,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tf_skiprec.config import Config
-from tf_skiprec.data.pipeline import Pipelines
+from tf_skiprec.data.pipeline import Pipelines, train_windows_used
 from tf_skiprec.data.sources import load_interactions
 from tf_skiprec.data.splits import build_sequences, eval_windows, train_windows
 from tf_skiprec.errors import ConfigError, TrainingError
@@ -115,7 +115,12 @@ def run(config: Config, workdir: str) -> dict:
   steps = {}  # one traced step per training mode used (rl may warm up with gumbel)
   writer = (tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if chief
             else tf.summary.create_noop_writer())
-  steps_per_epoch = math.ceil(len(windows) / train.batch_size)
+  replicas = strategy.num_replicas_in_sync
+  trained = train_windows_used(len(windows), train.batch_size, replicas)
+  if trained < len(windows):
+    logging.info("Each epoch leaves out its last %d window(s): a batch of %d cannot be split "
+                 "across %d replicas.", len(windows) - trained, len(windows) - trained, replicas)
+  steps_per_epoch = math.ceil(trained / train.batch_size)
   seen_sequences, train_seconds = 0, 0.0
 
   while not state.finished.numpy() and state.epoch.numpy() < train.epochs:
@@ -128,6 +133,7 @@ def run(config: Config, workdir: str) -> dict:
       steps[epoch_mode, frozen] = make_train_step(model, used, strategy, train.clipnorm,
                                                   epoch_mode)
     dataset = pipelines.train(windows, train.batch_size, seed=train.seed, epoch=epoch,
+                              replicas=replicas,
                               skip_batches=done)
     bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["seq/s", "tau"],
                               verbose=1 if train.progress else 0)
