@@ -44,7 +44,15 @@ def sampled_softmax_loss(hidden: tf.Tensor, labels: tf.Tensor, weights: tf.Tenso
                          bias: tf.Tensor, num_sampled: int, sampled_values=None) -> tf.Tensor:
   """Sampled-softmax cross-entropy with log-Q correction. Returns [P].
 
-  Accidental hits (a negative equal to the label) are removed.
+  Accidental hits (a negative equal to the label) are removed. Cost O(P * S * C) and O(P * S)
+  memory, nothing of size V but the rows gathered from `weights` (so the gradient of `weights`
+  is row-sparse).
+
+  The value of `tf.nn.sampled_softmax_loss(..., remove_accidental_hits=True)` (tested), with
+  fewer passes over the [P, S] logits: loss = softplus(logsumexp(sampled) - true), where tf.nn's
+  concatenates [P, 1 + S] logits, builds a dense [P, 1 + S] label matrix and a dense
+  accidental-hit matrix (SparseToDense) and runs the softmax cross-entropy kernel on them
+  (measured at P = 51,200, S = 200: ~1.6x the time of this).
 
   Args:
     hidden: [P, C] hidden states at the counted positions.
@@ -54,10 +62,19 @@ def sampled_softmax_loss(hidden: tf.Tensor, labels: tf.Tensor, weights: tf.Tenso
     sampled_values: optional (sampled, true_expected, sampled_expected) as from
       `sample_negatives`; drawn here when None.
   """
-  vocab_size = weights.shape[0]
   if sampled_values is None:
-    sampled_values = sample_negatives(labels, num_sampled, vocab_size)
-  return tf.nn.sampled_softmax_loss(
-      weights=weights, biases=bias, labels=tf.cast(labels, tf.int64)[:, tf.newaxis],
-      inputs=hidden, num_sampled=int(sampled_values[0].shape[0]), num_classes=vocab_size,
-      sampled_values=sampled_values, remove_accidental_hits=True)
+    sampled_values = sample_negatives(labels, num_sampled, weights.shape[0])
+  sampled, true_expected, sampled_expected = sampled_values            # [S], [P, 1], [S]
+  labels = tf.cast(labels, tf.int64)
+  sampled = tf.cast(sampled, tf.int64)
+  true_logits = (tf.reduce_sum(hidden * tf.gather(weights, labels), axis=1)
+                 + tf.gather(bias, labels) - tf.math.log(true_expected[:, 0]))     # [P]
+  sampled_logits = tf.matmul(hidden, tf.gather(weights, sampled), transpose_b=True)  # [P, S]
+  sampled_logits += tf.gather(bias, sampled) - tf.math.log(sampled_expected)
+  rows, columns, hit = tf.nn.compute_accidental_hits(labels[:, tf.newaxis], sampled,
+                                                     num_true=1)         # -FLT_MAX at each hit
+  sampled_logits = tf.tensor_scatter_nd_add(
+      sampled_logits, tf.stack([rows, tf.cast(columns, tf.int32)], axis=1),
+      tf.cast(hit, sampled_logits.dtype))
+  # -log softmax of the true class among [true, sampled]: log(e^t + sum e^s) - t.
+  return tf.math.softplus(tf.reduce_logsumexp(sampled_logits, axis=1) - true_logits)  # [P]
