@@ -8,10 +8,10 @@ Predict checks in TF Serving's order (predict_util.cc): the model and version (N
 signature (FAILED_PRECONDITION), the input aliases, then each TensorProto (INVALID_ARGUMENT,
 "tensor parsing error"), then the runner's checks and the graph. TensorProtos are parsed more
 strictly than TensorFlow's Tensor::FromProto, which repeats the last value when there are too
-few and ignores the extra ones: a request must carry one value per element (or one value for
-all of them, the compact form tf.make_tensor_proto writes), non-negative dimensions, and at most
-MAX_ELEMENTS elements per input, so a tensor_shape cannot make the server allocate what the
-request does not carry. Error messages are cut to MAX_MESSAGE characters (a longer grpc-message
+few and ignores the extra ones: a request must carry one value per element (or, for a numeric
+input of at most MAX_BATCH elements, one value for all of them, the compact form
+tf.make_tensor_proto writes), non-negative dimensions, and at most MAX_ELEMENTS elements per
+input, so a tensor_shape cannot make the server allocate much more than the request carries. Error messages are cut to MAX_MESSAGE characters (a longer grpc-message
 trailer would reach the client as a transport error, not as the status).
 """
 
@@ -27,7 +27,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from serving.model_store import AVAILABLE, END, LOADING, UNLOADING, ModelStore
+from serving.model_store import AVAILABLE, END, LOADING, MAX_BATCH, UNLOADING, ModelStore
 from tf_skiprec.savedmodel_runner import SignatureError, short
 
 MAX_ELEMENTS = 1 << 22  # per input: what a 4 MiB message (gRPC's default limit) holds at 1 B each
@@ -85,7 +85,8 @@ def predict(models: Models, request: predict_pb2.PredictRequest) -> predict_pb2.
 def parse_tensor(alias: str, proto, info) -> np.ndarray:
   """A request's TensorProto -> an array, checked before anything is allocated: the signature's
   dtype (`info`: its TensorInfo), a known rank, dimensions >= 0, at most MAX_ELEMENTS elements,
-  and one value per element (or one for all). INVALID_ARGUMENT naming the input otherwise."""
+  and one value per element (or one for all: numbers only, at most MAX_BATCH of them).
+  INVALID_ARGUMENT naming the input otherwise."""
   expected = tf.dtypes.as_dtype(info.dtype)
   if proto.dtype != expected.as_datatype_enum:
     try:
@@ -120,9 +121,12 @@ def parse_tensor(alias: str, proto, info) -> np.ndarray:
                  " (a string tensor uses string_val)" if expected == tf.string else ""))
   elif field is not None:
     count = len(getattr(proto, field)) // per_value
-    if count != elements and not (count == 1 and elements > 1):
+    # One value for all: a numeric vector such as k or threshold, never more than a batch (one
+    # short message must not make the server build a large tensor, least of all of strings).
+    broadcast = count == 1 and 1 < elements <= MAX_BATCH and expected != tf.string
+    if count != elements and not broadcast:
       refuse(f"tensor_shape {shape[:8]} declares {elements} elements but {field} holds {count} "
-             "values (one per element, or one for all)")
+             f"values (one per element; one for all only for numbers, at most {MAX_BATCH})")
   try:
     return tf.make_ndarray(proto)
   except Exception as e:  # noqa: BLE001  (any other malformed TensorProto)

@@ -88,8 +88,8 @@ class ModelStore:
 
   def runner(self, version: int | None = None) -> tuple[int, SavedModelRunner]:
     """The runner of `version`, or of the newest available one. NOT_FOUND otherwise."""
-    with self._lock:
-      ready = {n: v for n, v in self._versions.items() if v.state == AVAILABLE}
+    with self._lock:  # the runner itself, not the Version: an unload may clear v.runner
+      ready = {n: v.runner for n, v in self._versions.items() if v.state == AVAILABLE}
     if version is None:
       if not ready:
         raise SignatureError("NOT_FOUND", f"Servable not found for request: Latest({self.name}). "
@@ -101,7 +101,7 @@ class ModelStore:
                            f"Servable not found for request: Specific({self.name}, {version}). "
                            f"Fix: ask for an available version ({sorted(ready) or 'none'}) or "
                            "leave the version out for the newest.")
-    return version, ready[version].runner
+    return version, ready[version]
 
   def status(self, version: int | None = None) -> list[Version]:
     """Every known version (or one), newest first; possibly none."""

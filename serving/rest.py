@@ -41,12 +41,18 @@ _HTTP = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 40
 MAX_BODY = 64 << 20   # bytes of a request body
 MAX_DEPTH = 32        # nesting of an input's lists (its rank)
 TIMEOUT = 30.0        # seconds a connection may wait for the rest of a request
+MAX_PARSING = 4       # request bodies parsed at once (each may take ~20x its size in memory)
+_parsing = threading.BoundedSemaphore(MAX_PARSING)
 
 
 def to_array(alias: str, value, dtype: tf.dtypes.DType) -> np.ndarray:
   """A JSON value (nested lists) -> an array of `dtype`; INVALID_ARGUMENT if it is not one."""
   _check_rectangular(alias, value)
   leaves = _leaves(value)
+  if len(leaves) > grpc_service.MAX_ELEMENTS:
+    raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': {len(leaves)} values, more than "
+                         f"the {grpc_service.MAX_ELEMENTS} one input may have. Fix: split the "
+                         "request.")
   if dtype == tf.string:
     ok = all(isinstance(v, str) or (isinstance(v, dict) and set(v) == {"b64"}) for v in leaves)
   elif dtype.is_integer:
@@ -160,14 +166,16 @@ def serve(models: grpc_service.Models, host: str, port: int) -> http.server.Thre
         self.close_connection = True
         return self._send(413, {"error": f"the body ({int(text)} bytes) is over the {MAX_BODY} "
                                 "this server accepts. Fix: split the request."})
-      try:
-        body = json.loads(self.rfile.read(int(text)) or b"{}")
-        if not isinstance(body, dict):
-          raise ValueError("the body must be a JSON object")
-      except (ValueError, RecursionError) as e:
-        return self._send(400, {"error": f"JSON Parse error: {short(str(e), limit=200)}. Fix: "
-                                'send a JSON object, e.g. {"instances": [{"history": [...]}]}.'})
-      self._route(body)
+      with _parsing:  # bounds the memory that many large bodies at once would take
+        try:
+          body = json.loads(self.rfile.read(int(text)) or b"{}")
+          if not isinstance(body, dict):
+            raise ValueError("the body must be a JSON object")
+        except (ValueError, RecursionError) as e:
+          return self._send(400, {"error": f"JSON Parse error: {short(str(e), limit=200)}. Fix: "
+                                  'send a JSON object, e.g. {"instances": [{"history": '
+                                  '[...]}]}.'})
+        self._route(body)
 
     def _route(self, body):
       match = _PATH.match(self.path.split("?")[0])

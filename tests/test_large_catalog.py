@@ -141,13 +141,15 @@ def test_serving_top_items_drop_padding_in_top_k_order(tmp_path):
   dense = model.backbone.output_dense
   dense.kernel.assign(tf.zeros_like(dense.kernel))
   bias = np.random.default_rng(2).integers(0, 5, 41).astype(np.float32)  # ties everywhere
-  bias[0] = 100.0                                                       # padding scores best
-  dense.bias.assign(bias)
-  for k in (1, 5, 40):
-    scores, lines = module.top_items(tf.zeros([2, model.backbone.channels]), tf.constant(k))
-    want_scores, want_lines = tf.math.top_k(tf.constant(bias[None, 1:]), k=k)
-    np.testing.assert_array_equal(lines.numpy()[0], want_lines.numpy()[0])
-    np.testing.assert_array_equal(scores.numpy()[0], want_scores.numpy()[0])
+  # Padding scores best; ties the k-th item (a 3 among 3s); is below every top k + 1.
+  for padding in (100.0, 3.0, -100.0):
+    bias[0] = padding
+    dense.bias.assign(bias)
+    for k in (1, 5, 39, 40):
+      scores, lines = module.top_items(tf.zeros([2, model.backbone.channels]), tf.constant(k))
+      want_scores, want_lines = tf.math.top_k(tf.constant(np.tile(bias[1:], (2, 1))), k=k)
+      np.testing.assert_array_equal(lines.numpy(), want_lines.numpy(), err_msg=f"{padding} {k}")
+      np.testing.assert_array_equal(scores.numpy(), want_scores.numpy())
 
 
 @pytest.mark.slow

@@ -203,6 +203,10 @@ def test_rest_predict_status_and_errors(served):
   with pytest.raises(urllib.error.HTTPError) as error:
     _post(url.replace("skiprec", "nope") + ":predict", body)
   assert error.value.code == 404
+  from serving.grpc_service import MAX_ELEMENTS
+  with pytest.raises(urllib.error.HTTPError) as error:  # 16 MB of JSON, under the body limit
+    _post(url + ":predict", {"inputs": {"history": [[""] * (MAX_ELEMENTS + 1)]}})
+  assert error.value.code == 400 and "more than the" in json.load(error.value)["error"]
 
 
 def test_client_command_line(served):
@@ -224,3 +228,28 @@ def _post(url, body):
                                    headers={"Content-Type": "application/json"})
   with urllib.request.urlopen(request, timeout=30) as response:
     return json.load(response)
+
+
+def test_one_short_value_cannot_make_the_server_build_a_large_tensor(served):
+  """The compact "one value for all" form is for numeric vectors (k, threshold) of at most a
+  batch: a 100-byte id broadcast to [4096, 1024] would be ~400 MB from a ~150-byte request."""
+  _, _, _, server, client = served
+  request = _request(k=np.array([3], np.int32))
+  history = request.inputs["history"]
+  history.dtype = tf.string.as_datatype_enum
+  history.tensor_shape.dim.add(size=4096)
+  history.tensor_shape.dim.add(size=1024)
+  history.string_val.append(b"x" * 100)
+  with pytest.raises(grpc.RpcError) as error:
+    _stub(server).Predict(request, timeout=10)
+  assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert "'history'" in error.value.details() and "one for all only for numbers" in (
+      error.value.details())
+  broadcast_k = _request(history=np.array([[b""] * 11 + [b"item1"]] * 3, dtype=object))
+  k = broadcast_k.inputs["k"]  # k [3] sent as one value: still fine
+  k.dtype = tf.int32.as_datatype_enum
+  k.tensor_shape.dim.add(size=3)
+  k.int_val.append(2)
+  out = _stub(server).Predict(broadcast_k, timeout=10)
+  assert tf.make_ndarray(out.outputs["item_ids"]).shape == (3, 2)
+  assert len(client.recommend([["item1", "item2"]]).item_ids[0]) == K

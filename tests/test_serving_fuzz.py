@@ -166,7 +166,7 @@ def _parses(alias: str, proto) -> bool:
     return elements <= MAX_ELEMENTS and alias != "history" and len(
         proto.tensor_content) == 4 * elements
   count = len(getattr(proto, INPUTS[alias][2]))
-  return count == elements or (count == 1 and elements > 1)
+  return count == elements or (count == 1 and 1 < elements <= MAX_BATCH and alias != "history")
 
 
 def grpc_oracle(request):

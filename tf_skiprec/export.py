@@ -92,9 +92,13 @@ def export_model(model, id_map: IdMap, *, base_dir: str, model_name: str, max_le
   return {"path": path, "version": version}
 
 
+WARMUP_BATCH = 64  # rows of the largest warm-up request; TF Serving refuses more than its batch
+
+
 def write_warmup(export_dir: str, model_name: str, histories: np.ndarray) -> int:
-  """Writes TF Serving's warm-up file: Predict requests of one and of all histories for each
-  signature, left-padded to the full window as the client sends them. Returns the count."""
+  """Writes TF Serving's warm-up file: Predict requests of one and of all histories (at most
+  WARMUP_BATCH: serving/batching_parameters.txt's max_batch_size) for each signature, left-padded
+  to the full window as the client sends them. Returns the count."""
   from tensorflow_serving.apis import predict_pb2, prediction_log_pb2  # noqa: PLC0415
 
   path = os.path.join(export_dir, WARMUP_FILE)
@@ -102,7 +106,7 @@ def write_warmup(export_dir: str, model_name: str, histories: np.ndarray) -> int
   count = 0
   with tf.io.TFRecordWriter(path) as writer:
     for signature in ("serving_default", "full", "decisions"):
-      for batch in (histories[:1], histories):
+      for batch in (histories[:1], histories[:WARMUP_BATCH]):
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
         request.model_spec.signature_name = signature

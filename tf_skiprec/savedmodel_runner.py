@@ -107,7 +107,7 @@ class SavedModelRunner:
         raise SignatureError("INVALID_ARGUMENT", f"duplicate output tensor alias: "
                              f"{short(alias, quote=True)}. Fix: name each output once in "
                              "output_filter.")
-    every = sorted(signature.outputs)  # always all: one executor for every output_filter
+    every = sorted(aliases)  # fetch only what is asked (as TF Serving); sorted: order-free
     with self._idle:
       if self._closed:
         raise SignatureError("UNAVAILABLE", f"{self.export_dir} has been unloaded. Fix: retry; "
