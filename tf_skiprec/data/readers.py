@@ -93,6 +93,8 @@ def _row_lines(lines: Sequence[_Line], sep: str) -> List[_Line]:
 
 def _check_text(path: str, number: int, line: str) -> None:
   """Refuses a line that held bytes that are not UTF-8 (see `_read_lines`)."""
+  if line.isascii():  # fast path: an escaped byte is a lone surrogate, never ASCII
+    return
   bad = _BAD_BYTE.search(line)
   if bad:
     byte = bytes([ord(bad.group()) - 0xDC00])
@@ -202,7 +204,7 @@ def _parse_rows(path: str, lines: Sequence[_Line], split: _Splitter, n_columns: 
         raise DataError(f"empty {role} field (column {column + 1}).",
                         path=path, line=number, fix=f"fill in the {role} or remove the line.")
     for role, value, column in (("user", user, user_col), ("item", item, item_col)):
-      bad = _CONTROL.search(value)
+      bad = None if value.isprintable() else _CONTROL.search(value)  # controls never print
       if bad:
         raise DataError(
             f"the {role} id {value!r} (column {column + 1}) holds the control character "
@@ -210,7 +212,10 @@ def _parse_rows(path: str, lines: Sequence[_Line], split: _Splitter, n_columns: 
             fix="remove control characters from ids (is this a binary file, or one in another "
                 "encoding?).")
     text = stamp.strip(" \t")
-    seconds = float(text) if _NUMBER.fullmatch(text) else math.nan
+    if text.isascii() and text.isdigit():  # fast path: plain Unix seconds
+      seconds = float(text)
+    else:
+      seconds = float(text) if _NUMBER.fullmatch(text) else math.nan
     if not math.isfinite(seconds):
       raise DataError(
           f"timestamp {stamp!r} is not a finite decimal number.", path=path, line=number,
