@@ -17,6 +17,7 @@ from tf_skiprec.data import synthetic
 from tf_skiprec.data.idmap import IdMap
 from tf_skiprec.data.pipeline import MAX_EVAL_SCORES, eval_batch_size
 from tf_skiprec.metrics import target_ranks
+from tf_skiprec.savedmodel_runner import SavedModelRunner
 from tf_skiprec.serving_graph import ServingModule
 from tf_skiprec.training import builders, run
 
@@ -179,15 +180,17 @@ def test_a_million_items_train_evaluate_export_and_serve_the_same_top_k(tmp_path
     raw = np.where(dense > 0, id_map.raw_ids[np.maximum(dense, 1) - 1], "").astype(object)
     raw = np.vectorize(lambda s: s.encode())(raw)
 
-    served = tf.saved_model.load(result["export"]["path"])
     assert result["export"]["path"].endswith(os.sep + "1")
+    # Served as the local server (and TF Serving) runs it: a Session over the SignatureDefs.
+    served = SavedModelRunner(result["export"]["path"])
     keep = model.decisions(tf.constant(dense))
-    k = tf.constant([10])
-    threshold = tf.constant([config.policy.threshold])
+    k = np.array([10], np.int32)
+    threshold = np.array([config.policy.threshold], np.float32)
     for signature, mask, extra in (("serving_default", keep, {"threshold": threshold}),
                                    ("full", tf.ones_like(keep), {})):
-      out = served.signatures[signature](history=tf.constant(raw), k=k, **extra)
-      got_ids, got = out["item_ids"].numpy().astype(str), out["scores"].numpy()  # [4, 10]
+      out = served.run({"history": raw, "k": k, **extra}, signature)
+      got_ids = np.vectorize(bytes.decode)(out["item_ids"])                  # [4, 10]
+      got = out["scores"]                                                    # [4, 10]
       scores = model.score(tf.constant(dense), block_mask=mask).numpy()[:, 1:]  # [4, 1M]
       top = np.argsort(-scores, axis=1, kind="stable")[:, :11]               # lines, best first
       best = np.take_along_axis(scores, top, 1)                              # [4, 11]
@@ -202,7 +205,8 @@ def test_a_million_items_train_evaluate_export_and_serve_the_same_top_k(tmp_path
       apart = np.minimum(gap, np.pad(gap, ((0, 0), (1, 0)), constant_values=np.inf)[:, :10]) > 1e-6
       assert apart.mean() > 0.5
       np.testing.assert_array_equal(got_ids[apart], id_map.raw_ids[top[:, :10]][apart])
-      np.testing.assert_array_equal(out["blocks_executed"].numpy(), mask.numpy().sum(axis=1))
+      np.testing.assert_array_equal(out["blocks_executed"], mask.numpy().sum(axis=1))
+    served.close()
     with open(os.path.join(workdir, "config.json")) as f:
       assert json.load(f)["train"]["loss"] == "sampled"
   finally:
