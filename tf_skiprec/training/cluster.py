@@ -97,12 +97,7 @@ def barrier(strategy: tf.distribute.Strategy) -> None:
   Used before a worker reads what the chief has written (the best checkpoint, a pretrain
   stage's work directory).
   """
-  if not _multi_worker(strategy):
-    return
-  if strategy not in _barriers:
-    _barriers[strategy] = tf.function(lambda: strategy.reduce(
-        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None))
-  _barriers[strategy]()
+  agree(strategy, 1.0)  # an all-reduce returns on no worker before every worker has joined it
 
 
 def evaluation_strategy(strategy: tf.distribute.Strategy) -> tf.distribute.Strategy:
@@ -112,9 +107,6 @@ def evaluation_strategy(strategy: tf.distribute.Strategy) -> tf.distribute.Strat
   if _multi_worker(strategy):
     return tf.distribute.get_strategy()
   return strategy
-
-
-_barriers: dict = {}
 
 
 def agree(strategy: tf.distribute.Strategy, value: float) -> float:

@@ -35,9 +35,10 @@ def make_train_step(model, optimizers: dict, strategy: tf.distribute.Strategy,
       scaled = loss / strategy.num_replicas_in_sync
     grads = tape.gradient(scaled, variables)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-    grad_norm = tf.linalg.global_norm(grads) * strategy.num_replicas_in_sync
+    norm = tf.linalg.global_norm(grads)
     if clipnorm:
-      grads, _ = tf.clip_by_global_norm(grads, clipnorm)
+      grads, _ = tf.clip_by_global_norm(grads, clipnorm, use_norm=norm)  # the norm once
+    grad_norm = norm * strategy.num_replicas_in_sync
     start = 0
     for name, optimizer in optimizers.items():
       n = len(groups[name])
