@@ -1,7 +1,7 @@
 """Train, evaluate and export tf_skiprec models.
 
   python train.py --experiment=default --workdir=runs/default
-  python train.py --experiment=ml100k_10 --dataset=recbole:../shared/data/ml-100k --workdir=runs/m10
+  python train.py --experiment=ml100k_10 --dataset=recbole:data/ml-100k --workdir=runs/m10
   python train.py --experiment=smoke --workdir=/tmp/smoke --override model.num_blocks=2
   python train.py --mode=tune --experiment=smoke --workdir=runs/tune --max_trials=8 \
       --limit_blocks=3 --tune=model.num_blocks=4,8 --override=train.pretrain_epochs=2
@@ -15,21 +15,27 @@ import sys
 import tf_skiprec  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from absl import app, flags, logging
 
-from tf_skiprec.config import Config, get_config
+from tf_skiprec.config import Config
+from tf_skiprec.config_rules import CHOICES
 from tf_skiprec.errors import ConfigError, DataError, TrainingError
-from tf_skiprec.training import cluster, run
+from tf_skiprec.experiments import get_config
+from tf_skiprec.training import run
 from tf_skiprec.training.report import result_table
 
-FLAGS = flags.DEFINE_string("experiment", "default", "Named experiment (tf_skiprec/config.py).")
+EXPERIMENT = flags.DEFINE_string("experiment", "default",
+                                 "Named experiment (tf_skiprec/experiments/).")
 WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Work directory (resumes if it exists).")
 DATASET = flags.DEFINE_string("dataset", None, "'synthetic' or FORMAT:PATH, e.g. "
-                              "recbole:../shared/data/ml-100k (FORMAT: recbole|movielens|csv).")
+                              "recbole:data/ml-100k (FORMAT: recbole|movielens|csv).")
 CONFIG = flags.DEFINE_string("config", None, "A JSON config file (as written to workdir/config.json);"
                              " replaces --experiment.")
 OVERRIDES = flags.DEFINE_multi_string("override", [], "key=value, e.g. model.num_blocks=32. In "
                                       "--mode=tune it also removes the key from the search.")
 MODE = flags.DEFINE_enum("mode", "train", ["train", "tune"], "train: one run; tune: a Keras Tuner "
-                         "search (tf_skiprec/tuning.py).")
+                         "search (tf_skiprec/tuning/).")
+CONTINUE = flags.DEFINE_bool("continue_finished", False, "train: a finished run in --workdir "
+                             "trains on to a larger train.epochs (it is only evaluated "
+                             "again otherwise).")
 TUNER = flags.DEFINE_enum("tuner", "random", ["random", "bayesian", "hyperband"], "tune: search "
                           "algorithm.")
 MAX_TRIALS = flags.DEFINE_integer("max_trials", 10, "tune: trials (random, bayesian).")
@@ -41,22 +47,24 @@ LIMIT_BLOCKS = flags.DEFINE_float("limit_blocks", 0.0, "tune: limit on validatio
 LIMIT_MFLOPS = flags.DEFINE_float("limit_mflops", 0.0, "tune: limit on estimated MFLOPs per "
                                   "request (0 = none).")
 TUNE_SEED = flags.DEFINE_integer("tune_seed", 0, "tune: the search algorithm's seed.")
-STRATEGY = flags.DEFINE_enum("strategy", None, list(cluster.STRATEGIES),
-                             "Distribution (train.strategy): one device; MirroredStrategy over this "
+STRATEGY = flags.DEFINE_enum("strategy", None, list(CHOICES["runtime.strategy"]),
+                             "Distribution (runtime.strategy): one device; MirroredStrategy over this "
                              "machine's GPUs; MultiWorkerMirroredStrategy over TF_CONFIG's cluster.")
 RETRAIN_BEST = flags.DEFINE_bool("retrain_best", False, "tune: retrain the best config in "
                                  "workdir/best/trial_<id> (exporting if its config says so).")
 
 
 def build_config() -> Config:
-  config = Config.from_json_file(CONFIG.value) if CONFIG.value else get_config(FLAGS.value)
+  """The experiment (or --config file), with --dataset, --strategy and --override applied, and
+  validated: a bad value stops here, before anything is trained or written."""
+  config = Config.from_json_file(CONFIG.value) if CONFIG.value else get_config(EXPERIMENT.value)
   if DATASET.value:
     config.data.dataset = DATASET.value
   if STRATEGY.value:
-    config.train.strategy = STRATEGY.value
+    config.runtime.strategy = STRATEGY.value
   for assignment in OVERRIDES.value:
     config.override(assignment)
-  return config
+  return config.validate()
 
 
 def main(argv):
@@ -69,7 +77,7 @@ def main(argv):
     config = build_config()
     if MODE.value == "tune":
       return tune(config)
-    result = run(config, WORKDIR.value)
+    result = run(config, WORKDIR.value, continue_finished=CONTINUE.value)
   except (ConfigError, DataError, TrainingError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -82,12 +90,12 @@ def main(argv):
 
 def tune(config: Config) -> int:
   """--mode=tune: the search, then its table and where its outputs are."""
-  from tf_skiprec import tuning  # noqa: PLC0415  (keras_tuner only when tuning)
-  from tf_skiprec.search_space import build_space  # noqa: PLC0415
+  from tf_skiprec.tuning.search import search  # noqa: PLC0415  (keras_tuner only when tuning)
+  from tf_skiprec.tuning.space import build_space  # noqa: PLC0415
   fixed = [a.split("=", 1)[0].strip() for a in OVERRIDES.value]
   space = build_space(config, TUNE.value, fixed)
   print("searching: " + "; ".join(d.describe() for d in space))
-  out = tuning.search(config, WORKDIR.value, space, tuner=TUNER.value,
+  out = search(config, WORKDIR.value, space, tuner=TUNER.value,
                       max_trials=MAX_TRIALS.value, max_epochs=MAX_EPOCHS.value,
                       limit_blocks=LIMIT_BLOCKS.value, limit_mflops=LIMIT_MFLOPS.value,
                       seed=TUNE_SEED.value, retrain_best=RETRAIN_BEST.value)

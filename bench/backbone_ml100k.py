@@ -6,10 +6,10 @@
 
 Times measured on this project's 2-core CPU machine (shared at times with other work).
 
-Protocol: SPEC §5 (chronological leave-one-out, history of at most 50 items, full ranking, no
+Protocol: docs/method.md §5 (chronological leave-one-out, history of at most 50 items, full ranking, no
 history masking, model selected on validation NDCG@10). Every (config, seed) is trained by the
 project's own `tf_skiprec.training.run(config, workdir)` with the registered experiment
-`ml100k_<blocks>` (tf_skiprec/config.py), in a fresh work directory and in its own spawned
+`ml100k_<blocks>` (tf_skiprec/experiments/ml100k.py), in a fresh work directory and in its own spawned
 process, so that the peak memory (ru_maxrss) read there after `run()` is that run's alone. The
 seed sets `train.seed` (initialisation, shuffle order, dropout); the ML-100k split has no
 randomness, so there is no data seed to vary.

@@ -3,7 +3,7 @@ the same run never interrupted: metrics, step count and final weights.
 
   .venv/bin/python bench/kill_resume.py --experiment=default --kills=3
   .venv/bin/python bench/kill_resume.py --experiment=ml100k_10 \
-      --dataset=recbole:../shared/data/ml-100k --kills=3 --override=train.checkpoint_every_steps=20
+      --dataset=recbole:PATH/ml-100k --kills=3 --override=train.checkpoint_every_steps=20
 
 Each attempt runs `train.py` in a subprocess; a kill lands at a uniform random time between the
 first checkpoint of that attempt and `--max_wait` seconds later (a run that finishes first is
@@ -24,7 +24,7 @@ import numpy as np
 from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENT = flags.DEFINE_string("experiment", "default", "Named experiment (tf_skiprec/config.py).")
+EXPERIMENT = flags.DEFINE_string("experiment", "default", "Named experiment (tf_skiprec/experiments/).")
 DATASET = flags.DEFINE_string("dataset", None, "train.py's --dataset.")
 OVERRIDES = flags.DEFINE_multi_string("override", [], "train.py's --override, for both runs.")
 KILLS = flags.DEFINE_integer("kills", 3, "SIGKILLs before the run is let finish.")
@@ -36,7 +36,7 @@ OUT = flags.DEFINE_string("out", "bench/results/kill_resume/result.json", "Where
 
 def _command(workdir: str) -> list[str]:
   cmd = [sys.executable, os.path.join(REPO, "train.py"), f"--experiment={EXPERIMENT.value}",
-         f"--workdir={workdir}", "--override=train.progress=false"]
+         f"--workdir={workdir}", "--override=runtime.progress=false"]
   cmd += [f"--dataset={DATASET.value}"] if DATASET.value else []
   cmd += [f"--override={o}" for o in OVERRIDES.value]
   # Exports would be published twice; the comparison is about training.

@@ -7,12 +7,14 @@ Every measurement runs in its own spawned process (bench/ml100k_common.in_fresh_
 memory is its own; peaks are the kernel's VmHWM, reset (/proc/self/clear_refs) before the phase
 measured, so a training peak is that of the steps alone, data and model already built.
 
-1. Data: the synthetic log with every item in it (`tf_skiprec.config.large_catalog_data`: 300
+1. Data: the synthetic log with every item in it (`tf_skiprec.experiments.large_catalog.large_catalog_data`: 300
    users, ~1.5 interactions per item); the id map is built from it.
 2. Training step: the NextItNet+ backbone (`--channels` x `--blocks`, histories of `--max_len`,
    batch `--batch_size`, Adam) with the full softmax and with the sampled softmax
    (`--num_sampled` log-uniform negatives), each in its own process; median step time after two
-   warm-up steps, and the peak. Where the full softmax's [positions, items] logits would pass
+   warm-up steps (one call of the trainer's traced loop per step, which takes its batch from a
+   prefetched iterator inside the call; results before the trainer's loop timed the step alone),
+   and the peak. Where the full softmax's [positions, items] logits would pass
    `--full_logits_budget` entries, it runs at the batch that fits and at half of it, the sampled
    softmax also at that batch (for the ratio), and the full batch's time and peak are
    extrapolated linearly in positions. At the largest catalogue, the sampled softmax also with
@@ -25,8 +27,8 @@ measured, so a training peak is that of the steps alone, data and model already 
    ms per user and the process's peak. Also the data: generating the log, building the
    sequences and the id map, writing and reading id_map.json.
 4. Export and serving: a SkipRec model (random weights, policy included) exported with
-   tf_skiprec.export (its check included) and its size; then, in a fresh process, loaded as TF
-   Serving loads it (tf_skiprec.savedmodel_runner) and timed: serving_default and full top-10 at
+   tf_skiprec.export.exporter (its check included) and its size; then, in a fresh process, loaded as TF
+   Serving loads it (tf_skiprec.export.runner) and timed: serving_default and full top-10 at
    B = 1 and B = 64, median of `--reps` calls.
 Prints the tables and writes JSON to bench/results/large_catalog/.
 """
@@ -86,7 +88,8 @@ def _build(num_items: int, loss: str, batch: int, tied: bool, channels: int, blo
   _quiet()
   import tf_keras as keras  # noqa: PLC0415
 
-  from tf_skiprec.config import Config, ModelConfig, large_catalog_data  # noqa: PLC0415
+  from tf_skiprec.config import Config, ModelConfig  # noqa: PLC0415
+  from tf_skiprec.experiments.large_catalog import large_catalog_data  # noqa: PLC0415
   from tf_skiprec.data import synthetic  # noqa: PLC0415
   from tf_skiprec.data.idmap import IdMap  # noqa: PLC0415
   from tf_skiprec.data.splits import build_sequences  # noqa: PLC0415
@@ -127,15 +130,13 @@ def train_row(num_items: int, loss: str, batch: int, optimizer: str, tied: bool,
   timed); the peak is that of the steps (tracing included)."""
   row, config, data, model = _build(num_items, loss, batch, tied, channels, blocks, max_len,
                                     num_sampled)
-  import inspect  # noqa: PLC0415
-
   import tensorflow as tf  # noqa: PLC0415
   import tf_keras as keras  # noqa: PLC0415
 
   from tf_skiprec.data.pipeline import Pipelines  # noqa: PLC0415
   from tf_skiprec.data.splits import train_windows  # noqa: PLC0415
   from tf_skiprec.training import builders  # noqa: PLC0415
-  from tf_skiprec.training.steps import make_train_step  # noqa: PLC0415
+  from tf_skiprec.training.steps import make_train_loop  # noqa: PLC0415
 
   row["optimizer"] = optimizer
   windows = train_windows(data, max_len)
@@ -145,24 +146,27 @@ def train_row(num_items: int, loss: str, batch: int, optimizer: str, tied: bool,
   else:
     optimizers = {"backbone": keras.optimizers.SGD(config.train.learning_rate)}
     optimizers["backbone"].build(model.trainable_variables)
-  step = make_train_step(model, optimizers, tf.distribute.get_strategy(), 0.0, "pretrain")
-  seeded = len(inspect.signature(step.python_function).parameters) > 1  # step(batch, seed)
-
-  def epochs():  # as many as the steps need (10k items: ~5 batches an epoch)
-    for epoch in range(1_000_000):
-      yield from pipelines.train(windows, batch, seed=0, epoch=epoch, drop_remainder=True)
-
-  batches = epochs()
+  counter = tf.Variable(0, dtype=tf.int64)
+  loop = make_train_loop(model, optimizers, tf.distribute.get_strategy(), counter, seed=0,
+                         mode="pretrain")
+  per_epoch = len(windows) // batch                     # full batches (10k items: ~5 an epoch)
+  epochs = -(-(2 + steps) // max(per_epoch, 1))
+  dataset = pipelines.train(windows, batch, seed=0, epoch=0, drop_remainder=True)
+  for epoch in range(1, epochs):
+    dataset = dataset.concatenate(pipelines.train(windows, batch, seed=0, epoch=epoch,
+                                                  drop_remainder=True))
+  batches, examples = iter(dataset), iter(dataset)      # the loop's, and the same to count
   row["setup_rss_mb"] = _memory("VmRSS")
   _reset_peak()
   times, positions = [], []
-  for i in range(2 + steps):
-    example = next(batches)
+  one = tf.constant(1, tf.int64)
+  for _ in range(2 + steps):
+    example = next(examples)
     positions.append(int(tf.reduce_sum(tf.cast(
         tf.logical_and(example["labels"] > 0, example["inputs"] > 0), tf.int32))))
     begin = time.perf_counter()
-    out = step(example, tf.constant([0, i], tf.int64)) if seeded else step(example)
-    float(out["loss"].numpy())
+    out = loop(batches, one)                            # one step per call: its own time
+    float(out["means"]["loss"].numpy())
     times.append(time.perf_counter() - begin)
   row["step_ms"] = 1000 * statistics.median(times[2:])
   row["first_step_s"] = times[0]  # tracing included
@@ -211,7 +215,7 @@ def export_row(num_items: int, channels: int, blocks: int, max_len: int, base: s
 
   from tf_skiprec.config import Config  # noqa: PLC0415
   from tf_skiprec.data.idmap import IdMap  # noqa: PLC0415
-  from tf_skiprec.export import export_model  # noqa: PLC0415
+  from tf_skiprec.export.exporter import export_model  # noqa: PLC0415
   from tf_skiprec.training import builders  # noqa: PLC0415
 
   config = Config()
@@ -227,7 +231,7 @@ def export_row(num_items: int, channels: int, blocks: int, max_len: int, base: s
   id_map = IdMap(_raw_ids(np.arange(1, num_items + 1)), np.arange(num_items, 0, -1))
   _reset_peak()
   start = time.perf_counter()
-  export = export_model(model, id_map, base_dir=base, model_name=f"items_{num_items}",
+  export = export_model(model, id_map, threshold=0.5, base_dir=base, model_name=f"items_{num_items}",
                         max_len=max_len, sample_histories=_histories(16, num_items, max_len))
   seconds = time.perf_counter() - start
   files = [os.path.join(d, f) for d, _, fs in os.walk(export["path"]) for f in fs]
@@ -243,7 +247,7 @@ def serve_row(path: str, num_items: int, max_len: int, reps: int, intra: int, in
   _quiet()
   import numpy as np  # noqa: PLC0415
 
-  from tf_skiprec.savedmodel_runner import SavedModelRunner  # noqa: PLC0415
+  from tf_skiprec.export.runner import SavedModelRunner  # noqa: PLC0415
 
   dense = _histories(256, num_items, max_len)
   raw = np.where(dense > 0, _raw_ids(np.maximum(dense, 1)), "").astype(object)

@@ -56,14 +56,14 @@ def ml100k_config(experiment: str, data_dir: str, seed: int):
   from absl import logging
   from tensorflow.python.platform import tf_logging
 
-  from tf_skiprec.config import get_config
+  from tf_skiprec.experiments import get_config
 
   logging.set_verbosity(logging.WARNING)
   tf_logging.get_logger().setLevel("ERROR")
   config = get_config(experiment)
   config.data.dataset = f"recbole:{data_dir}"
   config.train.seed = seed
-  config.train.progress = False
+  config.runtime.progress = False
   return config
 
 

@@ -9,7 +9,7 @@ every block, and a gRPC load test against the local server.
    B = 64 nearly every block is kept by some rows and skipped by others (gather/scatter on every
    block: the hard case for batching). It is exported with tf_skiprec.export (which checks the
    export against the in-memory model) and loaded as TF Serving loads it
-   (tf_skiprec/savedmodel_runner.py: a Session on the SignatureDefs).
+   (tf_skiprec/export/runner.py: a Session on the SignatureDefs).
 2. Policies running ~75%, 50% and 25% of the blocks: `threshold` (a serving_default input) set
    to the matching quantile of P(keep) over the benchmark users.
 3. Median latency of serving_default against full at B = 1 (one user per call, cycling through
@@ -195,13 +195,13 @@ def main(argv):
   import tensorflow as tf  # noqa: PLC0415
   tf.config.threading.set_intra_op_parallelism_threads(INTRA.value)
   tf.config.threading.set_inter_op_parallelism_threads(INTER.value)
-  from tf_skiprec.export import export_model, raw_histories  # noqa: PLC0415
+  from tf_skiprec.export.exporter import export_model, raw_histories  # noqa: PLC0415
 
   started = time.perf_counter()
   model, id_map = build_model(blocks, CHANNELS.value, ITEMS.value, MAX_LEN.value)
   dense = user_histories(USERS.value, ITEMS.value, MAX_LEN.value)
   base = tempfile.mkdtemp(prefix="serving_latency_")
-  export = export_model(model, id_map, base_dir=base, model_name="skiprec",
+  export = export_model(model, id_map, threshold=0.5, base_dir=base, model_name="skiprec",
                         max_len=MAX_LEN.value, sample_histories=dense[:16])
   size_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(export["path"])
                 for f in fs) / 2**20
@@ -276,8 +276,8 @@ def time_rows(export_dir: str, users: int, num_items: int, max_len: int, intra: 
   import tensorflow as tf  # noqa: PLC0415
   tf.config.threading.set_intra_op_parallelism_threads(intra)
   tf.config.threading.set_inter_op_parallelism_threads(inter)
-  from tf_skiprec.export import raw_histories  # noqa: PLC0415
-  from tf_skiprec.savedmodel_runner import SavedModelRunner  # noqa: PLC0415
+  from tf_skiprec.export.exporter import raw_histories  # noqa: PLC0415
+  from tf_skiprec.export.runner import SavedModelRunner  # noqa: PLC0415
   raw = raw_histories(user_histories(users, num_items, max_len), bench_id_map(num_items))
   runner = SavedModelRunner(export_dir, intra_op_threads=intra, inter_op_threads=inter)
   prob = runner.run({"history": raw}, "decisions")["keep_probability"]   # [U, N]

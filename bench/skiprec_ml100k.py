@@ -7,12 +7,12 @@ full backbones they start from.
       --workdir /tmp/skiprec --data /path/to/ml-100k
 
 Variants (VARIANTS below): the full backbones `full10` and `full32` (experiments `ml100k_10`,
-`ml100k_32` of tf_skiprec/config.py) and the same with stochastic depth in pretraining
+`ml100k_32` of tf_skiprec/experiments/ml100k.py) and the same with stochastic depth in pretraining
 (`model.block_drop`: `full10_sd10`, `full10_sd` (0.2), `full10_sd30`, `full32_sd`); SkipRec-Gumbel
 at budgets 0.75/0.5/0.3 and SkipRec-RL on the 32-block backbone (the issue's list), and at
 budgets 0.5/0.4/0.3 on the 10-block backbones (`gumbel40_10`, `gumbel40_10_sd`, ...). Each SkipRec
 variant fine-tunes backbone + policy from its pretrain variant's best checkpoint
-(`train.init_from`) with `tf_skiprec.config.skiprec_finetune`: the backbone at a tenth of its
+(`train.init_from`) with `tf_skiprec.experiments.ml100k.skiprec_finetune`: the backbone at a tenth of its
 pretraining learning rate, the usage target falling from 1 to the budget over ~2 epochs, the
 entropy term rising over ~5, up to 10 epochs with patience 4; rl has no budget (its reward trades
 accuracy for usage).
@@ -21,7 +21,7 @@ Cost on this project's 2-core CPU machine, per seed (measured): a 10-block pretr
 32-block one 7-16 min, a 10-block fine-tune ~1.5-2 min, a 32-block one 3-5 min (each ends with a
 validation sweep over the keep thresholds).
 
-Protocol: SPEC §5 (chronological leave-one-out, history of at most 50 items, full ranking, no
+Protocol: docs/method.md §5 (chronological leave-one-out, history of at most 50 items, full ranking, no
 history masking, model selected on validation NDCG@10; for Gumbel, epochs whose validation usage
 is within the budget + policy.budget_slack rank first). Every run calls
 `tf_skiprec.training.run(config, workdir)` in its own spawned process, so the peak memory
@@ -53,7 +53,7 @@ RESULT_FILE = "bench_result.json"  # in each run's work directory once it has fi
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-  experiment: str                  # named config (tf_skiprec/config.py)
+  experiment: str                  # named config (tf_skiprec/experiments/ml100k.py)
   mode: str                        # train.mode
   budget: float | None             # policy.budget (gumbel), None otherwise
   subdir: str                      # <workdir>/<seed>/<subdir>
@@ -119,7 +119,7 @@ def train_one(variant: str, seed: int, data_dir: str, workdir: str, init_from: s
   for assignment in v.overrides:
     config.override(assignment)
   if mode != "pretrain":
-    from tf_skiprec.config import skiprec_finetune
+    from tf_skiprec.experiments.ml100k import skiprec_finetune
     skiprec_finetune(config, budget, mode)  # lr / 10, 10 epochs, budget annealing, entropy ramp
     config.train.init_from = init_from
   if quick:

@@ -5,14 +5,18 @@ Classify, Regress, MultiInference and HandleReloadConfigRequest answer UNIMPLEME
 generated base classes do that).
 
 Predict checks in TF Serving's order (predict_util.cc): the model and version (NOT_FOUND), the
-signature (FAILED_PRECONDITION), the input aliases, then each TensorProto (INVALID_ARGUMENT,
-"tensor parsing error"), then the runner's checks and the graph. TensorProtos are parsed more
-strictly than TensorFlow's Tensor::FromProto, which repeats the last value when there are too
-few and ignores the extra ones: a request must carry one value per element (or, for a numeric
-input of at most MAX_BATCH elements, one value for all of them, the compact form
-tf.make_tensor_proto writes), non-negative dimensions, and at most MAX_ELEMENTS elements per
-input, so a tensor_shape cannot make the server allocate much more than the request carries. Error messages are cut to MAX_MESSAGE characters (a longer grpc-message
-trailer would reach the client as a transport error, not as the status).
+signature and the input aliases (the runner's `prepare`: FAILED_PRECONDITION, INVALID_ARGUMENT),
+then each TensorProto (INVALID_ARGUMENT, "tensor parsing error", as the dtype it declares), then
+the runner's checks (Request.run: every tensor's dtype against the signature's, then the inputs
+left out without a default, then every rank and batch, then the output filter) and the graph.
+A request is validated once: this module parses, the runner checks.
+TensorProtos are parsed more strictly than TensorFlow's Tensor::FromProto, which repeats the last
+value when there are too few and ignores the extra ones: a request must carry one value per
+element (or, for a numeric input of at most MAX_BATCH elements, one value for all of them, the
+compact form tf.make_tensor_proto writes), non-negative dimensions, and at most MAX_ELEMENTS
+elements per input, so a tensor_shape cannot make the server allocate much more than the request
+carries. Error messages are cut to MAX_MESSAGE characters (a longer grpc-message trailer would
+reach the client as a transport error, not as the status).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      prediction_service_pb2_grpc)
 
 from serving.model_store import AVAILABLE, END, LOADING, MAX_BATCH, UNLOADING, ModelStore
-from tf_skiprec.savedmodel_runner import SignatureError, short
+from tf_skiprec.export.runner import SignatureError, short
 
 MAX_ELEMENTS = 1 << 22  # per input: what a 4 MiB message (gRPC's default limit) holds at 1 B each
 MAX_MESSAGE = 2000      # characters of an error message
@@ -68,33 +72,29 @@ def predict(models: Models, request: predict_pb2.PredictRequest) -> predict_pb2.
   """One Predict call; raises SignatureError with TF Serving's status code."""
   store = models.store(request.model_spec.name)
   version, runner = store.runner(models.version_of(request.model_spec))
-  signature = request.model_spec.signature_name or "serving_default"
-  runner.check_aliases(signature, list(request.inputs))
-  inputs = {alias: parse_tensor(alias, proto, runner.signature(signature).inputs[alias])
-            for alias, proto in request.inputs.items()}
-  outputs = runner.run(inputs, signature, list(request.output_filter) or None)
+  call = runner.prepare(request.model_spec.signature_name, request.inputs)
+  inputs = {alias: parse_tensor(alias, proto) for alias, proto in request.inputs.items()}
+  outputs = call.run(inputs, list(request.output_filter) or None)
   response = predict_pb2.PredictResponse()
   response.model_spec.name = store.name
   response.model_spec.version.value = version
-  response.model_spec.signature_name = signature
+  response.model_spec.signature_name = call.name
   for alias, value in outputs.items():
     response.outputs[alias].CopyFrom(tf.make_tensor_proto(value))
   return response
 
 
-def parse_tensor(alias: str, proto, info) -> np.ndarray:
-  """A request's TensorProto -> an array, checked before anything is allocated: the signature's
-  dtype (`info`: its TensorInfo), a known rank, dimensions >= 0, at most MAX_ELEMENTS elements,
-  and one value per element (or one for all: numbers only, at most MAX_BATCH of them).
-  INVALID_ARGUMENT naming the input otherwise."""
-  expected = tf.dtypes.as_dtype(info.dtype)
-  if proto.dtype != expected.as_datatype_enum:
-    try:
-      name = tf.dtypes.as_dtype(proto.dtype).name
-    except TypeError:
-      name = f"DataType {proto.dtype}"
-    raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': expects {expected.name} but "
-                         f"{name} is provided. Fix: send '{alias}' as {expected.name}.")
+def parse_tensor(alias: str, proto) -> np.ndarray:
+  """A request's TensorProto -> an array of the dtype it declares, checked before anything is
+  allocated: a known dtype and rank, dimensions >= 0, at most MAX_ELEMENTS elements, and one
+  value per element (or one for all: numbers only, at most MAX_BATCH of them); a dtype with no
+  value field (quantized, float8, ...) only in tensor_content, of its exact size.
+  INVALID_ARGUMENT naming the input otherwise. Whether the dtype is the signature's is the
+  runner's check (tf_skiprec/export/runner.py, Request.run), the one place it is made."""
+  try:
+    dtype = tf.dtypes.as_dtype(proto.dtype)
+  except TypeError:
+    dtype = None
   shape = [d.size for d in proto.tensor_shape.dim]
   fix = (f"Fix: send '{alias}' as tf.make_tensor_proto(array) does: its shape, and its values "
          "in row-major order")
@@ -103,6 +103,8 @@ def parse_tensor(alias: str, proto, info) -> np.ndarray:
     raise SignatureError("INVALID_ARGUMENT", f"tensor parsing error: input '{alias}': "
                          f"{problem}. {fix}.")
 
+  if dtype is None or dtype.base_dtype != dtype or dtype in (tf.resource, tf.variant):
+    refuse(f"DataType {proto.dtype} is not a tensor's value type")
   if proto.tensor_shape.unknown_rank:
     refuse("tensor_shape has unknown_rank set; a tensor needs its dimensions")
   if any(size < 0 for size in shape):
@@ -113,17 +115,20 @@ def parse_tensor(alias: str, proto, info) -> np.ndarray:
   if elements > MAX_ELEMENTS:
     refuse(f"tensor_shape {shape[:8]} declares {elements} elements, more than the "
            f"{MAX_ELEMENTS} one input may have; split the request")
-  field, per_value = _VALUE_FIELDS.get(expected, (None, 1))
+  field, per_value = _VALUE_FIELDS.get(dtype, (None, 1))
   if proto.tensor_content:
-    if expected == tf.string or len(proto.tensor_content) != elements * expected.size:
+    if dtype == tf.string or len(proto.tensor_content) != elements * dtype.size:
       refuse(f"tensor_content has {len(proto.tensor_content)} bytes, tensor_shape {shape[:8]} "
-             f"needs {elements} {expected.name} values" + (
-                 " (a string tensor uses string_val)" if expected == tf.string else ""))
-  elif field is not None:
+             f"needs {elements} {dtype.name} values" + (
+                 " (a string tensor uses string_val)" if dtype == tf.string else ""))
+  elif field is None:
+    if elements:  # no value field to count: what it would build is unbounded by the request
+      refuse(f"{dtype.name} values can come only in tensor_content")
+  else:
     count = len(getattr(proto, field)) // per_value
     # One value for all: a numeric vector such as k or threshold, never more than a batch (one
     # short message must not make the server build a large tensor, least of all of strings).
-    broadcast = count == 1 and 1 < elements <= MAX_BATCH and expected != tf.string
+    broadcast = count == 1 and 1 < elements <= MAX_BATCH and dtype != tf.string
     if count != elements and not broadcast:
       refuse(f"tensor_shape {shape[:8]} declares {elements} elements but {field} holds {count} "
              f"values (one per element; one for all only for numbers, at most {MAX_BATCH})")

@@ -8,7 +8,7 @@ tried again until a file in its folder changes (a fingerprint of every file's pa
 and ctime). The versions already loaded keep serving: as TF Serving's availability-preserving
 policy, a version the policy no longer asks for is unloaded only once one it asks for is
 AVAILABLE (or when it asks for none), so a broken newest version under "latest" does not take the
-model down. Exports are renamed into place whole (tf_skiprec/export.py), so a half-written
+model down. Exports are renamed into place whole (tf_skiprec/export/exporter.py), so a half-written
 version is normally never seen.
 """
 
@@ -21,7 +21,7 @@ import threading
 
 import tensorflow as tf
 
-from tf_skiprec.savedmodel_runner import (SavedModelRunner, SignatureError, code_name,
+from tf_skiprec.export.runner import (SavedModelRunner, SignatureError, code_name,
                                           first_line)
 
 LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"

@@ -33,7 +33,7 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving import grpc_service
-from tf_skiprec.savedmodel_runner import SignatureError, short
+from tf_skiprec.export.runner import SignatureError, short
 
 _PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/([0-9]+))?(:predict|/metadata)?$")
 _HTTP = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400,
@@ -101,19 +101,16 @@ def predict_json(models: grpc_service.Models, name: str, version: str | None, bo
   if not isinstance(signature_name, str):
     raise SignatureError("INVALID_ARGUMENT", "\"signature_name\" must be a string. Fix: name one "
                          f"of {', '.join(runner.servable())}, or leave it out for serving_default.")
-  signature_name = signature_name or "serving_default"
   signature = runner.signature(signature_name)
-  dtypes = {alias: tf.dtypes.as_dtype(info.dtype) for alias, info in signature.inputs.items()}
   rows = "instances" in body
   if rows == ("inputs" in body):
     raise SignatureError("INVALID_ARGUMENT", "the body needs exactly one of \"instances\" (row "
                          "format) and \"inputs\" (columnar format). Fix: send "
                          '{"instances": [{"history": [...]}]} or {"inputs": {"history": [[...]]}}.')
   named = _named_inputs(body["instances"] if rows else body["inputs"], rows, signature)
-  runner.check_aliases(signature_name, list(named))
-  arrays = {alias: to_array(alias, value, dtypes[alias]) for alias, value in named.items()}
-  outputs = {alias: _to_json(value)                # the runner the dtypes came from
-             for alias, value in runner.run(arrays, signature_name).items()}
+  call = runner.prepare(signature_name, named)
+  arrays = {alias: to_array(alias, value, call.dtype(alias)) for alias, value in named.items()}
+  outputs = {alias: _to_json(value) for alias, value in call.run(arrays).items()}
   if not rows:
     return {"outputs": outputs if len(outputs) > 1 else next(iter(outputs.values()))}
   count = len(next(iter(outputs.values()))) if outputs else 0

@@ -8,7 +8,7 @@ for development and for tests on machines without the tensorflow_model_server bi
 Flags follow tensorflow_model_server's (--port 8500 for gRPC, --rest_api_port 8501 for REST,
 --file_system_poll_wait_seconds); --model_version_policy is "all" (every version under the base
 path, the default here), "latest[:N]" or "specific:1,2". Signatures run by their SignatureDef in
-a Session on the `serve` MetaGraph (tf_skiprec/savedmodel_runner.py), with TF Serving's status
+a Session on the `serve` MetaGraph (tf_skiprec/export/runner.py), with TF Serving's status
 codes; every error is answered and the server keeps serving.
 """
 

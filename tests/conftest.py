@@ -29,7 +29,7 @@ def tiny_skiprec(num_items: int = 40, num_blocks: int = 6, max_len: int = 12,
   scaled up so that P(keep) is far from the 0.9 it starts at; block `never_kept` is kept by no
   one. Raw ids are "item<i>", one of them non-ASCII ("élan").
   """
-  from tf_skiprec.config import get_config
+  from tf_skiprec.experiments import get_config
   from tf_skiprec.data.idmap import IdMap
   from tf_skiprec.training import builders
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_skiprec.config import get_config
+from tf_skiprec.experiments import get_config
 from tf_skiprec.errors import TrainingError
 from tf_skiprec.training import run
 from tf_skiprec.training.state import Checkpoints, RunState, checkpoint_paths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OVERRIDES = ["train.epochs=3", "train.checkpoint_every_steps=2", "train.progress=false"]
+OVERRIDES = ["train.epochs=3", "train.checkpoint_every_steps=2", "runtime.progress=false"]
 
 
 def _config(*overrides: str):
@@ -113,7 +113,7 @@ def test_an_unreadable_checkpoint_state_file_still_resumes_from_the_newest_files
   with open(os.path.join(workdir, "checkpoints", "checkpoint"), "w") as f:
     f.write("model_checkpoint_path: \x00garbage{")  # TensorFlow alone would start again from 0
   with caplog.at_level(logging.WARNING):
-    result = run(_config("train.epochs=2"), workdir)
+    result = run(_config("train.epochs=2"), workdir, continue_finished=True)
   assert result["resumed_from_step"] == 7 and result["steps"] == 14
   assert any("cannot be read; using the checkpoint files" in r.getMessage()
              for r in caplog.records)
@@ -214,11 +214,11 @@ import sys
 sys.path.insert(0, sys.argv[2])
 import conftest
 import tensorflow as tf
-from tf_skiprec.export import export_model
+from tf_skiprec.export.exporter import export_model
 tf.keras.utils.set_random_seed(0)  # the same model in every process
 model, id_map = conftest.tiny_skiprec(40, 4, 12)
 while True:  # export after export until killed
-  export_model(model, id_map, base_dir=sys.argv[1], model_name="m", max_len=12,
+  export_model(model, id_map, threshold=0.5, base_dir=sys.argv[1], model_name="m", max_len=12,
                sample_histories=conftest.histories(40, 4, 12), top_k=5)
   print("exported", flush=True)
 """
@@ -227,7 +227,7 @@ while True:  # export after export until killed
 def test_exports_killed_at_random_points_leave_only_complete_versions(tmp_path):
   """An export is staged in a hidden folder and renamed to its version number when complete and
   checked: whatever the moment of a SIGKILL, every version folder loads and answers."""
-  from tf_skiprec.savedmodel_runner import SavedModelRunner
+  from tf_skiprec.export.runner import SavedModelRunner
   rng = random.Random(int(time.time()))
   base = str(tmp_path / "models")
   for _ in range(3):

@@ -11,11 +11,11 @@ SCRIPT = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from tf_skiprec.config import get_config
+    from tf_skiprec.experiments import get_config
     from tf_skiprec.training import run
     for strategy in ("default", "mirrored"):
       config = get_config("smoke")
-      config.train.strategy = strategy
+      config.runtime.strategy = strategy
       config.train.epochs = 3
       r = run(config, sys.argv[1] + "/" + strategy)
       print("RESULT", strategy, r["steps"], r["valid"]["NDCG@10"], r["test"]["NDCG@10"])
@@ -41,10 +41,10 @@ LAST_BATCH = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from tf_skiprec.config import get_config
+    from tf_skiprec.experiments import get_config
     from tf_skiprec.training import run
     config = get_config("smoke")
-    config.train.strategy = "mirrored"
+    config.runtime.strategy = "mirrored"
     config.train.epochs = 1
     config.train.batch_size = 71  # 214 windows = 3 x 71 + 1: a last batch of one row
     import logging

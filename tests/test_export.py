@@ -12,9 +12,9 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from conftest import histories, tiny_skiprec
 from tf_skiprec.errors import ExportError
-from tf_skiprec.export import export_model, next_version, raw_histories
-from tf_skiprec.savedmodel_runner import WARMUP_FILE, SavedModelRunner
-from tf_skiprec.serving_graph import ServingModule
+from tf_skiprec.export.exporter import export_model, next_version, raw_histories
+from tf_skiprec.export.runner import WARMUP_FILE, SavedModelRunner
+from tf_skiprec.export.serving_module import ServingModule
 
 ITEMS, BLOCKS, MAX_LEN = 40, 6, 12
 
@@ -25,7 +25,8 @@ def exported(tmp_path_factory):
   tf.keras.utils.set_random_seed(7)
   model, id_map = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN, never_kept=2)
   base = str(tmp_path_factory.mktemp("models"))
-  info = export_model(model, id_map, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
+  info = export_model(model, id_map, threshold=0.5, base_dir=base, model_name="skiprec",
+                      max_len=MAX_LEN,
                       sample_histories=histories(ITEMS, 8, MAX_LEN), top_k=5)
   return model, id_map, base, info
 
@@ -56,7 +57,7 @@ def test_gather_scatter_equals_masking_for_mixed_decisions(tmp_path):
 def test_a_block_no_row_keeps_is_not_executed_and_kept_blocks_run_on_their_rows(exported):
   model, id_map, _, info = exported
   dense = histories(ITEMS, 8, MAX_LEN)
-  keep = model.decisions(tf.constant(dense)).numpy().astype(bool)         # [8, N]
+  keep = model.decisions(tf.constant(dense), 0.5).numpy().astype(bool)         # [8, N]
   assert not keep[:, 2].any() and keep.any(axis=0).sum() >= 3             # mixed, block 2 never
   runner = SavedModelRunner(info["path"])
   try:
@@ -85,7 +86,8 @@ def test_versions_increase_and_only_whole_versions_are_visible(exported, tmp_pat
   model, id_map, base, info = exported
   model_dir = os.path.join(base, "skiprec")
   assert info["version"] == 1 and next_version(model_dir) == 2
-  second = export_model(model, id_map, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
+  second = export_model(model, id_map, threshold=0.5, base_dir=base, model_name="skiprec",
+                        max_len=MAX_LEN,
                         sample_histories=histories(ITEMS, 4, MAX_LEN), top_k=5)
   assert second["version"] == 2
   assert sorted(os.listdir(model_dir)) == ["1", "2"]         # no temporary folder left behind
@@ -111,7 +113,8 @@ def test_an_export_that_differs_from_the_model_is_refused(exported, monkeypatch)
   monkeypatch.setattr(ServingModule, "run_all_blocks", drops_the_last_block)
   before = sorted(os.listdir(os.path.join(base, "skiprec")))
   with pytest.raises(ExportError, match="full: the exported model's top-5 differs"):
-    export_model(model, id_map, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
+    export_model(model, id_map, threshold=0.5, base_dir=base, model_name="skiprec",
+                 max_len=MAX_LEN,
                  sample_histories=histories(ITEMS, 4, MAX_LEN), top_k=5)
   assert sorted(os.listdir(os.path.join(base, "skiprec"))) == before  # nothing published
 
@@ -151,13 +154,13 @@ def test_unservable_item_ids_are_refused_before_writing(tmp_path):
   model, id_map = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN)
   id_map.raw_ids[5] = ""
   with pytest.raises(ExportError, match="empty or holds a line break"):
-    export_model(model, id_map, base_dir=str(tmp_path), model_name="m", max_len=MAX_LEN,
-                 sample_histories=histories(ITEMS, 2, MAX_LEN))
+    export_model(model, id_map, threshold=0.5, base_dir=str(tmp_path), model_name="m",
+                 max_len=MAX_LEN, sample_histories=histories(ITEMS, 2, MAX_LEN))
   assert not os.path.exists(tmp_path / "m")
 
 
 def test_one_user_conds_are_functional_and_batch_conds_lowered(exported):
-  """serving_graph._lowering sets a TensorFlow module flag; if a TensorFlow upgrade ignored it,
+  """serving_module._lowering sets a TensorFlow module flag; if a TensorFlow upgrade ignored it,
   the one-user path would silently pay for dead-branch propagation again."""
   path = os.path.join(exported[3]["path"], "saved_model.pb")
   graph = saved_model_pb2.SavedModel.FromString(open(path, "rb").read()).meta_graphs[0].graph_def
@@ -172,7 +175,7 @@ def test_one_user_conds_are_functional_and_batch_conds_lowered(exported):
 
 
 def test_frozen_block_equals_the_trained_block_with_every_weight_random():
-  from tf_skiprec.frozen_blocks import FrozenResidualBlock
+  from tf_skiprec.export.frozen import FrozenResidualBlock
   from tf_skiprec.layers import ResidualBlock
   block = ResidualBlock(8, kernel_size=3, dilation=2)
   x = tf.random.normal([3, 11, 8])
@@ -188,7 +191,7 @@ def test_frozen_block_equals_the_trained_block_with_every_weight_random():
 
 
 def test_frozen_policy_equals_the_trained_policy_with_every_weight_random():
-  from tf_skiprec.frozen_blocks import FrozenPolicy
+  from tf_skiprec.export.frozen import FrozenPolicy
   model, _ = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN)
   ids = tf.constant(histories(ITEMS, 5, MAX_LEN, seed=2))
   rng = np.random.default_rng(1)

@@ -1,4 +1,4 @@
-"""Large catalogues (issue 6): 1,000,000 items end to end, and the pieces that make it scale."""
+"""Large catalogues: 1,000,000 items end to end, and the pieces that make it scale."""
 
 import dataclasses
 import hashlib
@@ -12,13 +12,14 @@ import tensorflow as tf
 
 from conftest import tiny_skiprec
 from tf_skiprec import losses
-from tf_skiprec.config import SyntheticConfig, get_config
+from tf_skiprec.config import SyntheticConfig
+from tf_skiprec.experiments import get_config
 from tf_skiprec.data import synthetic
 from tf_skiprec.data.idmap import IdMap
 from tf_skiprec.data.pipeline import MAX_EVAL_SCORES, eval_batch_size
 from tf_skiprec.metrics import target_ranks
-from tf_skiprec.savedmodel_runner import SavedModelRunner
-from tf_skiprec.serving_graph import ServingModule
+from tf_skiprec.export.runner import SavedModelRunner
+from tf_skiprec.export.serving_module import ServingModule
 from tf_skiprec.training import builders, run
 
 MILLION = 1_000_000
@@ -183,7 +184,7 @@ def test_a_million_items_train_evaluate_export_and_serve_the_same_top_k(tmp_path
     assert result["export"]["path"].endswith(os.sep + "1")
     # Served as the local server (and TF Serving) runs it: a Session over the SignatureDefs.
     served = SavedModelRunner(result["export"]["path"])
-    keep = model.decisions(tf.constant(dense))
+    keep = model.decisions(tf.constant(dense), 0.5)
     k = np.array([10], np.int32)
     threshold = np.array([config.policy.threshold], np.float32)
     for signature, mask, extra in (("serving_default", keep, {"threshold": threshold}),

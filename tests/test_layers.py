@@ -5,7 +5,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from conftest import set_alphas
-from tf_skiprec.backbone import NextItNet, dilation_schedule
+from tf_skiprec.backbones.nextitnet import NextItNet, dilation_schedule
 from tf_skiprec.layers import ResidualBlock
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_skiprec import losses
-from tf_skiprec.backbone import NextItNet
-from tf_skiprec.model import NextItNetModel
+from tf_skiprec.backbones.nextitnet import NextItNet
+from tf_skiprec.model import BackboneModel
 
 
 def test_position_mask_needs_a_label_and_a_history():
@@ -47,7 +47,7 @@ def test_negatives_never_include_padding_and_follow_frequency():
 
 
 def test_sampled_training_lowers_the_full_softmax_loss():
-  model = NextItNetModel(NextItNet(50, channels=8, num_blocks=2), loss="sampled", num_sampled=10)
+  model = BackboneModel(NextItNet(50, channels=8, num_blocks=2), loss="sampled", num_sampled=10)
   rng = np.random.default_rng(0)
   seq = tf.constant(rng.integers(1, 50, size=(16, 9)) % 7 + 1, tf.int32)  # 7 items in use
   batch = {"inputs": seq[:, :-1], "labels": seq[:, 1:]}
@@ -65,7 +65,7 @@ def test_sampled_training_lowers_the_full_softmax_loss():
 def test_block_drop_skips_blocks_at_random_in_training_only():
   from conftest import set_alphas
   net = NextItNet(50, channels=8, num_blocks=6)
-  model = NextItNetModel(net, block_drop=0.5)
+  model = BackboneModel(net, block_drop=0.5)
   seq = tf.constant(np.random.default_rng(1).integers(1, 50, size=(4, 9)), tf.int32)
   batch = {"inputs": seq[:, :-1], "labels": seq[:, 1:]}
   model.score(batch["inputs"])

@@ -7,11 +7,11 @@ import socket
 import subprocess
 import sys
 
-from tf_skiprec.config import get_config
+from tf_skiprec.experiments import get_config
 from tf_skiprec.training import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMON = ["--experiment=smoke", "--strategy=multiworker", "--override=train.progress=false",
+COMMON = ["--experiment=smoke", "--strategy=multiworker", "--override=runtime.progress=false",
           "--override=train.checkpoint_every_steps=3"]
 
 
@@ -76,7 +76,7 @@ def test_two_workers_train_like_one_device_and_only_the_chief_writes(tmp_path):
   # One device, same global batch: equal up to float noise and each replica averaging over its
   # own positions (measured: 0.4104 one device, 0.4135 two workers, validation NDCG@10).
   config = get_config("smoke")
-  config.train.progress = False
+  config.runtime.progress = False
   config.train.checkpoint_every_steps = 3
   single = run(config, str(tmp_path / "single"))
   assert single["steps"] == 14
@@ -91,6 +91,7 @@ def test_two_workers_resume_skiprec_from_the_chiefs_checkpoint_and_the_chief_exp
   skiprec = ["--override=train.mode=gumbel", "--override=train.pretrain_epochs=1"]
   _launch(workdir, skiprec + ["--override=train.epochs=1"])
   outs = _launch(workdir, skiprec + ["--override=train.epochs=2",  # both restore step 7
+                                     "--continue_finished",
                                      f"--override=export.base_dir={models}"])
   with open(os.path.join(workdir, "metrics.json")) as f:
     result = json.load(f)

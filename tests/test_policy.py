@@ -23,6 +23,24 @@ def test_policy_gives_logits_per_user_and_block_and_starts_near_keep(body):
   assert again.get_config() == policy.get_config()
 
 
+@pytest.mark.parametrize("body, path", [("cnn", "policy/blocks/1/conv2/kernel"),
+                                        ("gru", "policy/gru/cell/kernel")])
+def test_the_body_registry_keeps_the_checkpoint_paths_of_earlier_work_directories(body, path,
+                                                                                   tmp_path):
+  """Each body's layers are tracked as the policy's own (policy/blocks/..., policy/gru/...), as
+  before bodies were registered by name, so checkpoints written then still restore."""
+  policy = PolicyNetwork(30, 8, num_decisions=5, body=body)
+  policy(_ids())
+  saved = tf.train.Checkpoint(policy=policy).save(str(tmp_path / "ckpt"))
+  names = [name for name, _ in tf.train.list_variables(saved)]
+  assert f"{path}/.ATTRIBUTES/VARIABLE_VALUE" in names, names
+  assert not [n for n in names if "encoder" in n]
+  again = PolicyNetwork(30, 8, num_decisions=5, body=body)
+  again(_ids())
+  tf.train.Checkpoint(policy=again).restore(saved).assert_existing_objects_matched()
+  np.testing.assert_array_equal(again(_ids()).numpy(), policy(_ids()).numpy())
+
+
 def test_straight_through_sample_is_one_hot_forward_with_finite_nonzero_gradients():
   policy = PolicyNetwork(30, 8, num_decisions=5, initial_keep_prob=0.5)
   weights = tf.constant([1.0, -2.0, 3.0, -4.0, 5.0])

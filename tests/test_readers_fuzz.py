@@ -1,4 +1,4 @@
-"""Property-based tests of the readers on random and malformed files (issue 6: hostile input).
+"""Property-based tests of the readers on random and malformed files (hostile input).
 
 Hypothesis writes interaction files row by row. Each data row is VALID (odd but legal ids,
 timestamps in any decimal notation, quoted CSV fields) or MALFORMED in one known way (`_kinds`);

@@ -8,8 +8,8 @@ import time
 import pytest
 import tensorflow as tf
 
-from tf_skiprec.config import get_config
-from tf_skiprec.errors import ConfigError
+from tf_skiprec.experiments import get_config
+from tf_skiprec.errors import ConfigError, DataError
 from tf_skiprec.training import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,18 +37,54 @@ def test_smoke_run_leaves_a_complete_workdir_and_rerun_does_not_retrain(tmp_path
   assert again["test"] == result["test"]
 
 
-def test_a_finished_run_resumed_with_more_epochs_trains_on(tmp_path):
+def test_a_finished_run_trains_on_only_when_asked_to_continue(tmp_path):
   """What a Hyperband round does with the previous round's work directory."""
   config = get_config("smoke")
   config.train.epochs = 1
   first = run(config, str(tmp_path / "w"))
   config.train.epochs = 2
-  config.train.patience = 0  # counts as stopped early: not reopened
-  assert run(config, str(tmp_path / "w"))["epochs_run"] == 1
+  again = run(config, str(tmp_path / "w"))                      # not asked: evaluated again
+  assert again["epochs_run"] == 1 and again["test"] == first["test"]
+  config.train.patience = 0  # counts as stopped early: not reopened, even when asked
+  assert run(config, str(tmp_path / "w"), continue_finished=True)["epochs_run"] == 1
   config.train.patience = 5
-  more = run(config, str(tmp_path / "w"))
+  more = run(config, str(tmp_path / "w"), continue_finished=True)
   assert first["epochs_run"] == 1 and more["epochs_run"] == 2
   assert more["steps"] == 2 * first["steps"] and more["resumed_from_step"] == first["steps"]
+
+
+def test_the_cli_refuses_a_bad_enum_before_any_work_and_the_corrected_command_runs(tmp_path):
+  workdir = tmp_path / "w"
+  cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--experiment=smoke",
+         f"--workdir={workdir}"]
+  out = subprocess.run(cmd + ["--override=policy.tau_schedule=bogus"], capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  assert ("policy.tau_schedule = 'bogus': not a valid value; valid values: 'exponential', "
+          "'linear', 'constant'. Fix: --override policy.tau_schedule=exponential") in out.stderr
+  assert "Data:" not in out.stderr and "epoch" not in out.stderr  # nothing loaded or trained
+  assert not workdir.exists()
+  out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert json.loads((workdir / "metrics.json").read_text())["steps"] == 14
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_the_work_directory_unclaimed(tmp_path):
+  """A malformed log passes validation (the file exists) and fails as it is read: the work
+  directory gets no config.json, so the corrected data runs there (not refused as "a different
+  data config")."""
+  data = tmp_path / "log.inter"
+  data.write_text("user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\tnot-a-time\n")
+  config = get_config("smoke").override(f"data.dataset=recbole:{data}")
+  workdir = tmp_path / "w"
+  with pytest.raises(DataError, match="log.inter:2"):
+    run(config, str(workdir))
+  assert not (workdir / "config.json").exists()
+  rows = [f"u{u}\ti{(u * 7 + t) % 30}\t{t}" for u in range(40) for t in range(12)]
+  data.write_text("user_id:token\titem_id:token\ttimestamp:float\n" + "\n".join(rows) + "\n")
+  config.train.epochs = 1
+  assert run(config, str(workdir))["steps"] > 0
+  assert json.loads((workdir / "config.json").read_text())["data"]["dataset"] == f"recbole:{data}"
 
 
 def test_killed_run_resumes_from_its_checkpoint_with_the_step_counter_continuing(tmp_path):
@@ -88,7 +124,7 @@ def test_resuming_with_a_different_model_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--dataset=recbole:/nonexistent/ml"], "/nonexistent/ml"),
+    (["--dataset=recbole:/nonexistent/ml"], "/nonexistent/ml does not exist"),
     (["--dataset=parquet:/x"], "parquet"),
     (["--override", "model.depth=3"], "model has no field 'depth'"),
     (["--experiment=nope"], "'nope' is not registered"),

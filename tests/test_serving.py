@@ -22,7 +22,7 @@ from conftest import histories, tiny_skiprec
 from serving.client import SkipRecClient
 from serving.model_store import ModelStore
 from serving.server import LocalServer
-from tf_skiprec.export import export_model
+from tf_skiprec.export.exporter import export_model
 
 ITEMS, BLOCKS, MAX_LEN, K = 40, 6, 12, 5
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +33,7 @@ def served(tmp_path_factory):
   tf.keras.utils.set_random_seed(11)
   model, id_map = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN)
   base = str(tmp_path_factory.mktemp("models"))
-  export_model(model, id_map, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
+  export_model(model, id_map, threshold=0.5, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
                sample_histories=histories(ITEMS, 8, MAX_LEN), top_k=K)
   store = ModelStore("skiprec", os.path.join(base, "skiprec"), poll_seconds=0.2)
   server = LocalServer({"skiprec": store}, rest_api_port=0).start()
@@ -44,7 +44,8 @@ def served(tmp_path_factory):
 
 
 def _in_memory_top_k(model, id_map, dense, k=K):
-  scores = model.score(tf.constant(dense, tf.int32)).numpy()[:, 1:]
+  dense = tf.constant(dense, tf.int32)
+  scores = model.score(dense, block_mask=model.decisions(dense, 0.5)).numpy()[:, 1:]
   top = np.argsort(-scores, axis=1, kind="stable")[:, :k] + 1
   return [list(id_map.decode(row)) for row in top], np.take_along_axis(scores, top - 1, axis=1)
 
@@ -61,7 +62,7 @@ def test_raw_ids_round_trip_with_the_in_memory_models_top_k(served):
   expected_ids, expected_scores = _in_memory_top_k(model, id_map, dense)
   assert rec.item_ids == expected_ids
   np.testing.assert_allclose(rec.scores, expected_scores, atol=1e-4)
-  keep = model.decisions(tf.constant(dense)).numpy()
+  keep = model.decisions(tf.constant(dense), 0.5).numpy()
   assert rec.blocks_executed == keep.sum(axis=1).astype(int).tolist()
   assert 0 < sum(rec.blocks_executed) < 6 * BLOCKS                       # mixed decisions
   assert rec.history_length == (dense > 0).sum(axis=1).tolist() and rec.version == 1
@@ -153,7 +154,7 @@ def test_a_new_version_is_picked_up_while_serving_and_a_broken_one_refused(serve
   assert client.recommend([["item1"]]).version == 1
   model.backbone.blocks[0].alpha.assign(-2.0)  # a different model
   try:
-    export_model(model, id_map, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
+    export_model(model, id_map, threshold=0.5, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
                  sample_histories=histories(ITEMS, 4, MAX_LEN), top_k=K)
   finally:
     model.backbone.blocks[0].alpha.assign(0.7)
@@ -253,3 +254,38 @@ def test_one_short_value_cannot_make_the_server_build_a_large_tensor(served):
   out = _stub(server).Predict(broadcast_k, timeout=10)
   assert tf.make_ndarray(out.outputs["item_ids"]).shape == (3, 2)
   assert len(client.recommend([["item1", "item2"]]).item_ids[0]) == K
+
+
+def test_a_request_is_validated_once(served, monkeypatch):
+  """gRPC and REST: the signature and the aliases are checked once (the runner's prepare), each
+  tensor's dtype once (the runner's Request.run); the servers parse and check nothing more."""
+  from tf_skiprec.export import runner as runner_lib
+  _, id_map, _, server, client = served
+  calls = {"prepare": 0, "dtype": []}
+  prepare, check_dtype = runner_lib.SavedModelRunner.prepare, runner_lib._check_dtype
+
+  def counted_prepare(self, *args):
+    calls["prepare"] += 1
+    return prepare(self, *args)
+
+  def counted_dtype(alias, info, value):
+    calls["dtype"].append(alias)
+    return check_dtype(alias, info, value)
+
+  monkeypatch.setattr(runner_lib.SavedModelRunner, "prepare", counted_prepare)
+  monkeypatch.setattr(runner_lib, "_check_dtype", counted_dtype)
+  history = _raw(id_map, histories(ITEMS, 2, MAX_LEN, seed=4))
+  client.recommend(history, k=[3, 4], threshold=0.6)
+  assert calls["prepare"] == 1 and sorted(calls["dtype"]) == ["history", "k", "threshold"]
+  calls.update(prepare=0, dtype=[])
+  padded = [x.decode("utf-8") for x in client.pad(history)[0]]
+  body = json.dumps({"instances": [{"history": padded, "k": 3}]}).encode()
+  request = urllib.request.Request(f"http://localhost:{server.rest_api_port}/v1/models/"
+                                   "skiprec:predict", data=body, method="POST")
+  with urllib.request.urlopen(request, timeout=30) as response:
+    assert response.status == 200
+  assert calls["prepare"] == 1 and sorted(calls["dtype"]) == ["history", "k"]
+  with pytest.raises(grpc.RpcError) as e:                       # the one check still refuses
+    client.predict({"history": client.pad(history), "k": np.float32([3.0, 4.0])})
+  assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert "input 'k': expects int32 but float32 is provided" in e.value.details()

@@ -1,4 +1,4 @@
-r"""Hostile input (issue 6): hypothesis-made Predict requests over real gRPC on loopback and REST
+r"""Hostile input: hypothesis-made Predict requests over real gRPC on loopback and REST
 requests over HTTP, each with its oracle worked out from the request alone (the status TF
 Serving's rules give it, with serving/grpc_service.py's stricter parsing; names one of which its
 message holds, with a fix; if valid, the in-memory model's answer); after every one the known-good
@@ -33,7 +33,7 @@ from serving.grpc_service import MAX_ELEMENTS              # per input
 from serving.model_store import MAX_BATCH, ModelStore, VersionPolicy
 from serving.server import LocalServer
 from tf_skiprec import policy as policy_lib
-from tf_skiprec.export import export_model
+from tf_skiprec.export.exporter import export_model
 
 ITEMS, BLOCKS, MAX_LEN, K = 40, 6, 12, 5
 DEADLINE, MAX_BYTES = 30.0, 4 << 20   # s, on every call (a hang fails); gRPC's receive limit
@@ -59,7 +59,7 @@ def served(tmp_path_factory, request):
   tf.keras.utils.set_random_seed(11)
   model, id_map = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN)
   base = str(tmp_path_factory.mktemp("models"))
-  export_model(model, id_map, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
+  export_model(model, id_map, threshold=0.5, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
                sample_histories=histories(ITEMS, 8, MAX_LEN), top_k=K)
   latest = os.path.join(base, "skiprec_latest")
   shutil.copytree(os.path.join(base, "skiprec", "1"), os.path.join(latest, "1"))
@@ -71,11 +71,11 @@ def served(tmp_path_factory, request):
   raw = [str(r).encode("utf-8") for r in id_map.decode(np.arange(1, ITEMS + 1))]
   dense = histories(ITEMS, 4, MAX_LEN, seed=3)
   scores = model.score(tf.constant(dense), block_mask=tf.cast(
-      model.decisions(tf.constant(dense)), tf.float32)).numpy()[:, 1:]
+      model.decisions(tf.constant(dense), 0.5), tf.float32)).numpy()[:, 1:]
   top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
   yield Served(
       model=model, raw=raw, catalogue={r: i + 1 for i, r in enumerate(raw)}, latest=latest,
-      threshold=float(model.threshold.numpy()), port=server.rest_api_port,
+      threshold=0.5, port=server.rest_api_port,
       predict=prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict,
       status=model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus,
       good=np.array([[raw[d - 1] if d else b"" for d in row] for row in dense], dtype=object),

@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_skiprec.config import get_config, skiprec_finetune
+from conftest import histories, tiny_skiprec
+from tf_skiprec.experiments import get_config
+from tf_skiprec.experiments.ml100k import skiprec_finetune
 from tf_skiprec.errors import ConfigError
+from tf_skiprec.schedules import Schedules
 from tf_skiprec.training import builders, run
-from tf_skiprec.training.run import selection_score
+from tf_skiprec.training.selection import selection_score
 
 
 def _config(mode="gumbel", **policy):
@@ -31,7 +34,7 @@ def test_compute_penalty_drives_usage_down():
   batch = _batch()
 
   def usage():
-    return float(tf.reduce_mean(model.decisions(batch["inputs"])))
+    return float(tf.reduce_mean(model.decisions(batch["inputs"], 0.5)))
 
   assert usage() == 1.0  # initial P(keep) = 0.9 >= 0.5
   for _ in range(60):
@@ -55,21 +58,13 @@ def test_lagrangian_cost_raises_its_multiplier_until_usage_meets_the_budget():
       loss, stats = model.compute_loss_and_stats(batch, training=True)
     groups = model.variable_groups()
     opt["policy"].apply_gradients(zip(tape.gradient(loss, groups["policy"]), groups["policy"]))
-    model.multiplier.assign(builders.multiplier(float(model.multiplier.numpy()),
-                                                float(stats["usage"]), 0.1, config.policy))
+    model.after_step(stats, step=0)                   # dual ascent against the budget, 0.1
     multipliers.append(float(model.multiplier.numpy()))
     usages.append(float(stats["usage"]))
   assert multipliers[0] == pytest.approx(2.0 * (usages[0] - 0.1))  # one step from 0
   assert max(multipliers) > 1.0  # usage above the budget raised it ...
-  usage = float(tf.reduce_mean(model.decisions(batch["inputs"])))
+  usage = float(tf.reduce_mean(model.decisions(batch["inputs"], 0.5)))
   assert usage <= 0.25, usage     # ... until the decisions came down to the budget
-
-
-def test_dual_ascent_step_known_values():
-  policy = _config(dual_lr=0.5).policy
-  assert builders.multiplier(1.0, usage=0.7, target=0.5, policy=policy) == pytest.approx(1.1)
-  assert builders.multiplier(1.0, usage=0.3, target=0.5, policy=policy) == pytest.approx(0.9)
-  assert builders.multiplier(0.05, usage=0.0, target=0.5, policy=policy) == 0.0  # never below 0
 
 
 def test_entropy_term_makes_the_policy_decide():
@@ -90,19 +85,6 @@ def test_entropy_term_makes_the_policy_decide():
   assert float(tf.reduce_mean(tf.abs(prob() - 0.5))) > start + 0.1
 
 
-def test_entropy_weight_ramps_up_from_zero():
-  policy = _config(entropy_weight=2.0, entropy_ramp_steps=100).policy
-  assert [builders.entropy_weight(s, policy) for s in (0, 50, 100, 500)] == [0.0, 1.0, 2.0, 2.0]
-  policy.entropy_ramp_steps = 0
-  assert builders.entropy_weight(0, policy) == 2.0
-
-
-def test_unknown_cost_is_a_config_error():
-  from tf_skiprec.errors import ConfigError
-  with pytest.raises(ConfigError, match="policy.cost"):
-    builders.build_model(_config(cost="linear"), vocab_size=61)
-
-
 def test_rl_loss_trains_the_policy_with_finite_gradients():
   # reward_top_k = every item: each target is a hit, so R = 1 - usage^2 and the advantage is
   # non-zero wherever a sampled decision differs from the greedy one (P(keep) = 0.6 here).
@@ -120,17 +102,25 @@ def test_rl_loss_trains_the_policy_with_finite_gradients():
   assert all(float(tf.norm(g)) > 0 for g in head)
 
 
-def test_evaluation_decisions_are_identical_across_calls():
-  model = builders.build_model(_config(initial_keep_prob=0.5), vocab_size=61)
-  history = _batch()["inputs"]
-  first = model.decisions(history).numpy()
+def test_evaluation_decisions_are_deterministic_and_differ_between_users():
+  # A policy with mixed decisions (tests/conftest.py): some users keep a block that others skip,
+  # so all-zero or all-one decisions, or decisions drawn at random, would fail.
+  model, _ = tiny_skiprec(num_items=40, num_blocks=6, max_len=12)
+  history = tf.constant(histories(40, 16, 12, seed=3))
+  first = model.decisions(history, 0.5).numpy()                          # [16, 6]
+  assert 0 < first.sum() < first.size                                    # neither none nor all
+  assert len({tuple(row) for row in first}) > 1                          # not the same for all
   for _ in range(3):
-    np.testing.assert_array_equal(model.decisions(history).numpy(), first)
-  s1, s2 = model.score(history).numpy(), model.score(history).numpy()
+    np.testing.assert_array_equal(model.decisions(history, 0.5).numpy(), first)
+  prob = tf.nn.softmax(model.policy(history, training=False), axis=-1)[..., 1].numpy()
+  np.testing.assert_array_equal(first, (prob >= 0.5).astype(np.float32))  # the rule itself
+  mask = tf.constant(first)
+  s1, s2 = model.score(history, block_mask=mask).numpy(), model.score(history, block_mask=mask).numpy()
   np.testing.assert_array_equal(s1, s2)
+  assert not np.array_equal(s1, model.score(history).numpy())            # decisions matter
 
 
-def test_resumes_from_a_pretrained_backbone(tmp_path):
+def test_skiprec_initialises_from_a_pretrained_backbone(tmp_path):
   pre = get_config("smoke")
   pre_result = run(pre, str(tmp_path / "pre"))
   config = _config()
@@ -159,24 +149,6 @@ def test_init_from_without_a_checkpoint_is_a_clear_error(tmp_path):
   model = builders.build_model(config, vocab_size=61)
   with pytest.raises(Exception, match="no best checkpoint"):
     builders.load_pretrained_backbone(model, config.train.init_from)
-
-
-def test_temperature_schedules():
-  p = get_config("smoke").policy
-  p.tau_start, p.tau_end, p.tau_anneal_steps = 4.0, 0.25, 100
-  assert builders.temperature(0, p) == 4.0
-  assert builders.temperature(50, p) == pytest.approx(1.0)      # geometric midpoint
-  assert builders.temperature(500, p) == pytest.approx(0.25)
-  p.tau_schedule = "linear"
-  assert builders.temperature(50, p) == pytest.approx(2.125)
-
-
-def test_budget_anneals_from_one_to_the_target():
-  p = get_config("smoke").policy
-  p.budget, p.budget_anneal_steps = 0.2, 100
-  assert [builders.budget(s, p) for s in (0, 50, 100, 1000)] == pytest.approx([1.0, 0.6, 0.2, 0.2])
-  p.budget_anneal_steps = 0
-  assert builders.budget(0, p) == 0.2
 
 
 def test_frozen_backbone_epochs_train_the_policy_alone(tmp_path):

@@ -82,7 +82,7 @@ def _config(num_blocks, dilations, seed=0):
   config.train.epochs = 20
   config.train.patience = 4
   config.train.seed = seed
-  config.train.progress = False
+  config.runtime.progress = False
   return config
 
 

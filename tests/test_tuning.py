@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from tf_skiprec.config import get_config
+from tf_skiprec.experiments import get_config
 from tf_skiprec.errors import ConfigError
-from tf_skiprec.search_space import (DEFAULT_SPACE, build_space, flops_per_request,
+from tf_skiprec.tuning.space import (DEFAULT_SPACE, build_space, flops_per_request,
                                      parse_dimension, within_limit)
-from tf_skiprec.training.plots import pareto_front
-from tf_skiprec.tuning import trial_metrics
+from tf_skiprec.tuning.report import pareto_front
+from tf_skiprec.tuning.search import trial_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny trials: the smoke data, 2-3 blocks of 8 channels.
@@ -67,8 +67,8 @@ def test_cli_narrows_adds_and_fixes_dimensions():
 
 
 def test_a_search_resumed_with_other_dimensions_is_refused(tmp_path):
-  from tf_skiprec.search_space import Dimension
-  from tf_skiprec.tuning import _check_same_space
+  from tf_skiprec.tuning.space import Dimension
+  from tf_skiprec.tuning.search import _check_same_space
   first = [Dimension("model.num_blocks", choices=(2, 3))]
   _check_same_space(first, str(tmp_path))
   _check_same_space(first, str(tmp_path))                            # same: resumes
@@ -179,11 +179,11 @@ def test_distributed_search_splits_trials_across_workers_and_runs_each_once(tmp_
 
 @pytest.mark.parametrize("kind", ["bayesian", "hyperband"])
 def test_bayesian_and_hyperband_searches_run_and_hyperband_continues_earlier_rounds(kind, tmp_path):
-  from tf_skiprec.search_space import Dimension
-  from tf_skiprec.tuning import search
+  from tf_skiprec.tuning.space import Dimension
+  from tf_skiprec.tuning.search import search
   config = get_config("smoke")
   config.model.channels = 8
-  config.train.progress = False
+  config.runtime.progress = False
   space = [Dimension("model.num_blocks", choices=(2, 3)),
            Dimension("train.learning_rate", low=3e-4, high=3e-3, log=True)]
   out = search(config, str(tmp_path), space, tuner=kind, max_trials=3, max_epochs=3,
@@ -214,7 +214,7 @@ def test_bayesian_and_hyperband_searches_run_and_hyperband_continues_earlier_rou
 
 
 def test_skiprec_trials_without_a_backbone_to_start_from_are_refused_before_searching(tmp_path):
-  from tf_skiprec.tuning import search
+  from tf_skiprec.tuning.search import search
   config = get_config("smoke")                         # pretrain_epochs 0, no init_from
   with pytest.raises(ConfigError, match="--override=train.pretrain_epochs=N"):
     search(config, str(tmp_path), build_space(config, [], []))

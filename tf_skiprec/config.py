@@ -1,8 +1,13 @@
-"""Dataclass configs and the registry of named experiments.
+"""The config schema: dataclasses, their parsing (JSON, `--override key=value`) and `validate()`.
 
-Every experiment states its command line and its cost on this project's 2-core CPU machine.
-`run(config, workdir)` (tf_skiprec.training) is the one entry point; the CLI, the tests and the
-tuner build a `Config` here and pass it on.
+A `Config` says what a run computes (data, model, policy, training, export) and how it runs
+(`runtime`: strategy, progress bar, steps per traced loop, summaries; a run may resume with other
+runtime values). The
+named experiments are in tf_skiprec/experiments/. `validate()` checks every enumerated field,
+every range and the few rules between fields (tf_skiprec/config_rules.py), and names the field,
+the valid values and the fix in one ConfigError; train.py and `run(config, workdir)`
+(tf_skiprec.training) call it before anything else, so a bad value fails in seconds, not after
+a pretrain stage.
 """
 
 from __future__ import annotations
@@ -10,10 +15,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from typing import Any, Callable
+from typing import Any
 
+from tf_skiprec.config_rules import problems
 from tf_skiprec.errors import ConfigError
-
 
 @dataclasses.dataclass
 class SyntheticConfig:
@@ -47,6 +52,7 @@ class DataConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
+  backbone: str = "nextitnet"          # a name in tf_skiprec.backbones.REGISTRY
   channels: int = 64
   num_blocks: int = 8
   kernel_size: int = 3
@@ -111,14 +117,24 @@ class TrainConfig:
   checkpoint_every_steps: int = 0    # 0 = at the end of every epoch only
   max_checkpoints: int = 3
   seed: int = 0
+
+
+@dataclasses.dataclass
+class RuntimeConfig:
+  """How a run executes; a run may resume with other values. The progress bar, the steps per
+  loop and the summaries change no result, bit for bit; the strategy splits each batch across
+  the devices it runs on, which changes float rounding (and, with dropout, the draws)."""
   strategy: str = "default"          # "default" (one device), "mirrored" (this machine's
                                      # devices) or "multiworker" (TF_CONFIG's cluster)
-  progress: bool = True
+  progress: bool = True              # a progress bar per epoch
+  steps_per_loop: int = 1            # training steps per tf.function call (one host sync each)
+  summary_every_steps: int = 10      # TensorBoard training scalars (a loop's means) at the end
+                                     # of each loop that reaches a multiple of this
 
 
 @dataclasses.dataclass
 class ExportConfig:
-  """Where a finished run exports its best model for TF Serving (tf_skiprec/export.py)."""
+  """Where a finished run exports its best model for TF Serving (tf_skiprec/export/)."""
   base_dir: str = ""                 # "" = no export; saved_models/<model_name>/<version>/ below
   model_name: str = "skiprec"
   top_k: int = 10                    # serving_default's default k
@@ -132,6 +148,7 @@ class Config:
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
   export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
   def to_dict(self) -> dict[str, Any]:
@@ -142,7 +159,7 @@ class Config:
 
   @classmethod
   def from_dict(cls, values: dict[str, Any], *, where: str = "config") -> "Config":
-    return _from_dict(cls, values, where)
+    return _from_dict(cls, _moved_fields(values), where)
 
   @classmethod
   def from_json_file(cls, path: str) -> "Config":
@@ -153,6 +170,9 @@ class Config:
       raise ConfigError(f"{path}: config file not found. Fix: pass an existing JSON file to --config.")
     except json.JSONDecodeError as e:
       raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg}). Fix: correct the file.")
+    if not isinstance(values, dict):
+      raise ConfigError(f"{path}: a config file holds one JSON object. Fix: write it as "
+                        "workdir/config.json is written.")
     return cls.from_dict(values, where=path)
 
   def override(self, assignment: str) -> "Config":
@@ -168,6 +188,8 @@ class Config:
     """`dotted.key` -> (the dataclass holding it, its field name, its type); a ConfigError that
     names the valid fields if there is no such field (`where` starts the message)."""
     parts = key.split(".")
+    if tuple(parts) in _MOVED:  # a field's old place (train.strategy) still names it
+      parts = list(_MOVED[tuple(parts)])
     target: Any = self
     for i, part in enumerate(parts):
       fields = {f.name for f in dataclasses.fields(target)}
@@ -178,6 +200,17 @@ class Config:
       if i < len(parts) - 1:
         target = getattr(target, part)
     return target, parts[-1], typing.get_type_hints(type(target))[parts[-1]]
+
+  def validate(self, *, num_items: int | None = None) -> "Config":
+    """Checks every field's type, every enumerated value, every range and the rules between
+    fields (and, given the catalogue's `num_items` once the data is read, what depends on it);
+    raises one ConfigError listing each problem with its field, valid values and fix. Returns
+    self."""
+    found = problems(self, num_items)
+    if found:
+      raise ConfigError("invalid config" + (f" {self.name!r}" if self.name else "") + ":\n  "
+                        + "\n  ".join(found))
+    return self
 
 
 def parse_value(text: str, hint: Any, key: str) -> Any:
@@ -201,9 +234,26 @@ def parse_value(text: str, hint: Any, key: str) -> Any:
     raise ConfigError(f"--override {key}={text!r}: not a valid {getattr(hint, '__name__', hint)}.")
 
 
+# Fields that moved between sections; a config file written before the move still loads.
+_MOVED = {("train", "strategy"): ("runtime", "strategy"),
+          ("train", "progress"): ("runtime", "progress")}
+
+
+def _moved_fields(values: dict[str, Any]) -> dict[str, Any]:
+  values = json.loads(json.dumps(values))  # a deep copy
+  for (section, name), (new_section, new_name) in _MOVED.items():
+    if isinstance(values.get(section), dict) and name in values[section]:
+      value = values[section].pop(name)
+      values.setdefault(new_section, {}).setdefault(new_name, value)
+  return values
+
+
 def _from_dict(cls, values: dict[str, Any], where: str):
   hints = typing.get_type_hints(cls)
   names = {f.name for f in dataclasses.fields(cls)}
+  if not isinstance(values, dict):
+    raise ConfigError(f"{where}: expected an object of {cls.__name__} fields, got "
+                      f"{type(values).__name__}. Fix: write it as {{\"field\": value, ...}}.")
   unknown = set(values) - names
   if unknown:
     raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)} in {cls.__name__}. "
@@ -213,209 +263,8 @@ def _from_dict(cls, values: dict[str, Any], where: str):
     hint = hints[name]
     if dataclasses.is_dataclass(hint):
       kwargs[name] = _from_dict(hint, value, f"{where}.{name}")
-    elif typing.get_origin(hint) is tuple:
+    elif typing.get_origin(hint) is tuple and isinstance(value, list):
       kwargs[name] = tuple(value)
     else:
       kwargs[name] = value
   return cls(**kwargs)
-
-
-# ------------------------------------------------------------------------------------------------
-# Named experiments.
-
-EXPERIMENTS: dict[str, Callable[[], Config]] = {}
-
-
-def register(name: str):
-  def wrap(fn: Callable[[], Config]) -> Callable[[], Config]:
-    EXPERIMENTS[name] = fn
-    return fn
-  return wrap
-
-
-def get_config(name: str) -> Config:
-  if name not in EXPERIMENTS:
-    raise ConfigError(f"--experiment={name!r} is not registered. Fix: use one of {sorted(EXPERIMENTS)}.")
-  config = EXPERIMENTS[name]()
-  config.name = name
-  return config
-
-
-@register("default")
-def default() -> Config:
-  """`make train`: SkipRec on the synthetic data (2,000 users, 300 items, deep users on the
-  "echo" rule 24 items back), 16 blocks x 64 channels: pretrain (up to 15 epochs), then the
-  Gumbel policy at a 0.1 budget (8 epochs; target annealed from 1, entropy term ramped in).
-  Shallow users need one dilation-1 block, deep users a dilation-1 and a dilation-4 block.
-
-  python train.py --experiment=default --workdir=runs/default
-  """
-  config = Config()
-  config.data.synthetic.num_items = 300
-  config.data.synthetic.num_themes = 5
-  config.data.synthetic.deep_rule = "echo"
-  config.model.num_blocks = 16
-  config.train.learning_rate = 2e-3
-  config.train.mode = "gumbel"
-  config.train.pretrain_epochs = 15
-  config.train.epochs = 8
-  config.policy.budget = 0.1
-  config.policy.budget_anneal_steps = 150  # ~3 epochs: no collapse to 0 blocks at the start
-  config.policy.entropy_weight = 1.0       # decisive policies: evaluation's decisions = training's
-  config.policy.entropy_ramp_steps = 200
-  config.export.base_dir = "saved_models"  # saved_models/skiprec/<version>/, for TF Serving
-  return config
-
-
-@register("smoke")
-def smoke() -> Config:
-  """Tiny run for tests: `python train.py --experiment=smoke --workdir=/tmp/s`. About 15 s."""
-  config = Config()
-  config.data.max_len = 20
-  config.data.synthetic = SyntheticConfig(num_users=120, num_items=80, num_themes=4,
-                                          min_length=20, max_length=40, lag=8)
-  config.model = ModelConfig(channels=16, num_blocks=4)
-  config.train.batch_size = 32
-  config.train.epochs = 2
-  config.train.progress = False
-  return config
-
-
-@register("ml100k_10")
-def ml100k_10() -> Config:
-  """Peer configuration on ML-100k (10 blocks, dilations 1,4 x 5, 64 channels). About 2.5 min.
-
-  python train.py --experiment=ml100k_10 --dataset=recbole:../shared/data/ml-100k --workdir=runs/m10
-
-  Dropout 0.2 and Adam at lr 2e-3, chosen on validation NDCG@10 (bench/backbone_ml100k.py): best
-  epoch ~14 after ~80 s of training, ~130 s training in all with patience 10, ~1 GB peak.
-  """
-  config = Config()
-  config.data.dataset = "recbole:../shared/data/ml-100k"
-  config.model.num_blocks = 10
-  config.model.dropout = 0.2
-  config.train.learning_rate = 2e-3
-  config.train.epochs = 200
-  config.train.patience = 10
-  return config
-
-
-@register("ml100k_32")
-def ml100k_32() -> Config:
-  """32 blocks x 64 channels on ML-100k. About 8 min.
-
-  python train.py --experiment=ml100k_32 --dataset=recbole:../shared/data/ml-100k --workdir=runs/m32
-
-  Dropout 0.3, AdamW at lr 2e-3 with weight decay 0.1, chosen on validation NDCG@10
-  (bench/backbone_ml100k.py): best epoch ~11 after ~240 s of training, ~410 s in all, ~1.5 GB peak.
-  """
-  config = ml100k_10()
-  config.model.num_blocks = 32
-  config.model.dropout = 0.3
-  config.train.learning_rate = 2e-3
-  config.train.weight_decay = 0.1
-  return config
-
-
-def skiprec_finetune(config: Config, budget: float | None, mode: str = "gumbel") -> Config:
-  """Turns an ML-100k pretrain config into SkipRec fine-tuning (in place): mode "gumbel" at
-  `budget`, or "rl" (budget None: the reward trades accuracy for usage).
-
-  The recipe measured in bench/skiprec_ml100k.py (BUILD_NOTES.md): the backbone at a tenth of its
-  pretraining learning rate (at the pretrain's lr the best pretrained backbone overfits at once:
-  valid NDCG@10 0.0674 -> 0.0587 in one epoch), up to 10 epochs with patience 4, the temperature
-  annealed over ~15 epochs of ~40 steps, the usage target falling from 1 to the budget over ~2
-  epochs and the entropy term rising over ~5. The pretraining settings stay with the pretrain
-  stage (`train.pretrain_learning_rate`, `train.pretrain_patience`).
-  """
-  if config.train.mode != "pretrain":
-    raise ConfigError(f"skiprec_finetune: {config.name!r} is already a {config.train.mode!r} "
-                      "config. Fix: apply it once, to a pretrain config.")
-  if (mode == "gumbel") != (budget is not None):
-    raise ConfigError(f"skiprec_finetune: mode {mode!r} with budget {budget}. Fix: gumbel "
-                      "takes a budget, rl none.")
-  config.train.mode = mode
-  config.train.pretrain_learning_rate = config.train.learning_rate
-  config.train.pretrain_patience = config.train.patience
-  config.train.learning_rate /= 10
-  config.train.epochs = 10
-  config.train.patience = 4
-  config.policy.tau_anneal_steps = 600
-  if budget is not None:
-    config.policy.budget = budget
-    config.policy.budget_anneal_steps = 80
-    config.policy.entropy_weight = 1.0
-    config.policy.entropy_ramp_steps = 200
-  return config
-
-
-@register("ml100k_10_sd")
-def ml100k_10_sd() -> Config:
-  """`ml100k_10` with stochastic depth: each block of each sequence is skipped with p = 0.2 in
-  training (all blocks run at evaluation). About 3 min.
-
-  python train.py --experiment=ml100k_10_sd --dataset=recbole:../shared/data/ml-100k --workdir=runs/sd10
-
-  A regulariser for the full backbone, and blocks that are used to being skipped for SkipRec
-  (bench/skiprec_ml100k.py: valid NDCG@10 0.0719 against 0.0707 without, 3 seeds).
-  """
-  config = ml100k_10()
-  config.model.block_drop = 0.2
-  return config
-
-
-@register("ml100k_skiprec")
-def ml100k_skiprec() -> Config:
-  """SkipRec on ML-100k, the best recipe measured (bench/skiprec_ml100k.py, `gumbel40_10_sd`):
-  pretrain `ml100k_10_sd` (stochastic depth), then the Gumbel policy at a 0.4 budget with the
-  backbone fine-tuned at a tenth of the lr. About 4.5 min in all (measured 4 min 26 s; seed 0:
-  test NDCG@10 0.0692 at 4.47 of 10 blocks).
-
-  python train.py --experiment=ml100k_skiprec --dataset=recbole:../shared/data/ml-100k --workdir=runs/skip10
-
-  Pretrains in <workdir>/pretrain (or starts from --override train.init_from=<a pretrain
-  work directory>). Runs ~4.4 of 10 blocks per user.
-  """
-  config = skiprec_finetune(ml100k_10_sd(), budget=0.4)
-  config.train.pretrain_epochs = 200
-  return config
-
-
-# ------------------------------------------------------------------------------------------------
-# Large catalogues (issue 6).
-
-def large_catalog_data(num_items: int, num_users: int = 300, seed: int = 0) -> SyntheticConfig:
-  """A synthetic log in which every one of `num_items` items occurs (`every_item`): about 1.5
-  interactions per item over `num_users` long histories, with weak rules (follow_prob and
-  theme_prob 0.2) so that ~80% of the positions are free to hold the catalogue."""
-  mean = 1.5 * num_items / num_users
-  return SyntheticConfig(num_users=num_users, num_items=num_items,
-                         min_length=max(3, round(0.8 * mean)), max_length=max(3, round(1.2 * mean)),
-                         follow_prob=0.2, theme_prob=0.2, every_item=True, seed=seed)
-
-
-@register("large_catalog")
-def large_catalog() -> Config:
-  """SkipRec on a 1,000,000-item catalogue with the sampled softmax (200 log-uniform negatives a
-  step; no [positions, items] matrix in training): a synthetic log holding every item (100 users,
-  1.5M interactions), 4 blocks x 8 channels, pretrain 1 epoch then the Gumbel policy 1 epoch,
-  evaluated by full ranking over the million items. tests/test_large_catalog.py runs it with an
-  export. About 60 s, 2.8 GB peak (measured 59 s with the export).
-
-  python train.py --experiment=large_catalog --workdir=runs/large --override export.base_dir=saved_models
-
-  What grows with the catalogue (training step, memory, evaluation, export, serving latency at
-  10k, 100k and 1M items): bench/large_catalog.py and BUILD_NOTES.md.
-  """
-  config = Config()
-  config.data.synthetic = large_catalog_data(1_000_000, num_users=100)
-  config.model = ModelConfig(channels=8, num_blocks=4)
-  config.train.loss = "sampled"
-  config.train.num_sampled = 200
-  config.train.batch_size = 2048     # 15 steps an epoch: each also updates every item's row
-  config.train.mode = "gumbel"
-  config.train.pretrain_epochs = 1
-  config.train.epochs = 1
-  config.train.progress = False
-  config.export.model_name = "skiprec_large"
-  return config

@@ -1,4 +1,8 @@
-"""The recommender model: a NextItNet+ backbone behind TFRS's `compute_loss` contract."""
+"""The recommender models behind TFRS's `compute_loss` contract: a backbone alone (BackboneModel),
+and SkipRec, a backbone with a policy that picks the blocks each user runs (SkipRecModel).
+
+The backbone is any entry of tf_skiprec.backbones.REGISTRY; the models use only the names every
+backbone exposes (embedding, blocks, the block mask, scoring)."""
 
 from __future__ import annotations
 
@@ -7,39 +11,26 @@ import tensorflow_recommenders as tfrs
 
 from tf_skiprec import losses, rewards
 from tf_skiprec import policy as policy_lib
-from tf_skiprec.backbone import NextItNet
-from tf_skiprec.config import ModelConfig
+from tf_skiprec.config_rules import CHOICES
 from tf_skiprec.metrics import target_ranks
-
-MODES = ("pretrain", "gumbel", "rl")
-COSTS = ("quadratic", "lagrangian")
+from tf_skiprec.schedules import Schedules
 
 
-class NextItNetModel(tfrs.models.Model):
+class BackboneModel(tfrs.models.Model):
   """Autoregressive next-item model: every counted position predicts the next item.
 
   `compute_loss` takes {"inputs": [B, L], "labels": [B, L]} (labels = inputs shifted by one)
   and returns the mean cross-entropy over positions with a label and a history.
   """
 
-  def __init__(self, backbone: NextItNet, loss: str = "full", num_sampled: int = 1000,
+  def __init__(self, backbone, loss: str = "full", num_sampled: int = 1000,
                block_drop: float = 0.0, **kwargs):
     super().__init__(**kwargs)
-    if loss not in ("full", "sampled"):
-      raise ValueError(f"train.loss must be 'full' or 'sampled', got {loss!r}")
+    _check("train.loss", loss)
     self.backbone = backbone
     self.loss_kind = loss
     self.num_sampled = num_sampled
     self.block_drop = block_drop
-
-  @classmethod
-  def from_config_dataclass(cls, config: ModelConfig, vocab_size: int, loss: str = "full",
-                            num_sampled: int = 1000) -> "NextItNetModel":
-    backbone = NextItNet(vocab_size, channels=config.channels, num_blocks=config.num_blocks,
-                         kernel_size=config.kernel_size, dilations=config.dilations,
-                         dropout=config.dropout, embedding_dropout=config.embedding_dropout,
-                         tie_embeddings=config.tie_embeddings, name="backbone")
-    return cls(backbone, loss=loss, num_sampled=num_sampled)
 
   def call(self, item_ids, block_mask=None, training=None):
     """item_ids [B, L] -> hidden [B, L, C]."""
@@ -50,7 +41,7 @@ class NextItNetModel(tfrs.models.Model):
     return self.compute_loss_and_stats(inputs, training)[0]
 
   def compute_loss_and_stats(self, inputs, training: bool = False, mode: str | None = None,
-                             seed=None):
+                             seed=None, step=0):
     """(loss, {name: scalar}) — the training step logs the stats. Mean next-item cross-entropy.
 
     With `block_drop` > 0, training skips each block of each sequence with that probability
@@ -58,7 +49,9 @@ class NextItNetModel(tfrs.models.Model):
     `seed`: a [2] int32 stateless seed for the step's random draws (block drop here; the policy's
     samples in SkipRec), so that a resumed run draws what the uninterrupted one drew; None uses
     TensorFlow's stateful generator. (Dropout and the sampled softmax's negatives stay stateful.)
+    `step`: the global step (SkipRec's schedules read it; unused here).
     """
+    del step
     mask = None
     if training and self.block_drop > 0:
       shape = [tf.shape(inputs["inputs"])[0], self.backbone.num_blocks]
@@ -72,8 +65,15 @@ class NextItNetModel(tfrs.models.Model):
     """Trainable variables by optimiser name."""
     return {"backbone": self.trainable_variables}
 
-  def decisions(self, history: tf.Tensor) -> tf.Tensor:
-    """history [B, L] -> keep decisions [B, N]: every block for the plain backbone."""
+  def after_step(self, stats: dict, step, mode: str | None = None) -> dict:
+    """Called by the training step after the update, in cross-replica context, with the step's
+    stats averaged over replicas; returns stats to add. Nothing to do for the backbone alone."""
+    del stats, step, mode
+    return {}
+
+  def decisions(self, history: tf.Tensor, threshold=None) -> tf.Tensor:
+    """history [B, L] -> keep decisions [B, N]: every block for the backbone alone."""
+    del threshold
     return tf.ones([tf.shape(history)[0], self.backbone.num_blocks], tf.float32)
 
   def position_loss(self, hidden, inputs, training: bool = False) -> tf.Tensor:
@@ -94,80 +94,78 @@ class NextItNetModel(tfrs.models.Model):
                                  tf.cast(tf.size(per_position), per_position.dtype))
 
   def score(self, history: tf.Tensor, block_mask=None) -> tf.Tensor:
-    """history [B, L] (left-padded) -> scores of every item [B, V]; padding scores -1e9."""
+    """history [B, L] (left-padded), block_mask [B, N] (None: every block) -> scores of every
+    item [B, V]; padding scores -1e9."""
     return self.backbone.score_last(history, block_mask=block_mask)
 
 
-
-class SkipRecModel(NextItNetModel):
-  """SkipRec: a NextItNet+ backbone and a policy that picks, per user, the blocks to run.
+class SkipRecModel(BackboneModel):
+  """SkipRec: a backbone and a policy that picks, per user, the blocks to run.
 
   Modes (`mode`, or the `mode` argument of `compute_loss_and_stats`):
     "pretrain": the backbone alone, every block.
-    "gumbel": straight-through Gumbel-softmax decisions; loss = recommendation loss + a compute
-      term on usage = mean executed blocks / N: penalty * (usage - budget)^2 (cost
-      "quadratic"), or multiplier * (usage - budget) (cost "lagrangian"; the training loop
-      raises the multiplier by dual ascent while usage exceeds the budget); optionally
-      + entropy_weight * the mean entropy of the decisions, so that the policy decides.
+    "gumbel": straight-through Gumbel-softmax decisions at the temperature of the step's
+      schedule; loss = recommendation loss + a compute term on usage = mean executed blocks / N:
+      penalty * (usage - budget)^2 (cost "quadratic"), or multiplier * (usage - budget) (cost
+      "lagrangian"; `after_step` raises the multiplier by dual ascent while usage exceeds the
+      budget); + entropy_weight * the mean entropy of the decisions, so that the policy decides.
+      The temperature, the budget and the entropy weight are `schedules` of the global step.
     "rl": REINFORCE with a self-critical baseline: advantage = R(sampled) - R(greedy), with
       R = 1 - usage^2 if the window's last target is in the top k, else -gamma (rewards.py); the
       backbone keeps training on the recommendation loss under the sampled decisions.
-  At evaluation the decisions are deterministic: keep block i iff P(keep_i) >= `threshold`.
+  At evaluation the decisions are deterministic: keep block i iff P(keep_i) >= the threshold
+  passed to `decisions` (policy.threshold in a run; the export takes it as an argument). The
+  loss without training (`compute_loss(training=False)`, used by no loop) decides at 0.5.
   """
 
-  def __init__(self, backbone: NextItNet, policy, *, mode: str = "gumbel", budget: float = 0.5,
-               cost: str = "quadratic", penalty: float = 20.0, entropy_weight: float = 0.0,
-               reward: str = "quadratic", reward_top_k: int = 5,
-               gamma: float = 1.0, threshold: float = 0.5, temperature: float = 5.0,
-               loss: str = "full", num_sampled: int = 1000, block_drop: float = 0.0, **kwargs):
+  def __init__(self, backbone, policy, *, mode: str = "gumbel", schedules: Schedules | None = None,
+               cost: str = "quadratic", penalty: float = 20.0, reward: str = "quadratic",
+               reward_top_k: int = 5, gamma: float = 1.0, loss: str = "full",
+               num_sampled: int = 1000, block_drop: float = 0.0, **kwargs):
     super().__init__(backbone, loss=loss, num_sampled=num_sampled, block_drop=block_drop,
                      **kwargs)
-    if mode not in MODES:
-      raise ValueError(f"train.mode must be one of {MODES}, got {mode!r}")
-    if cost not in COSTS:
-      raise ValueError(f"policy.cost must be one of {COSTS}, got {cost!r}")
+    for key, value in (("train.mode", mode), ("policy.cost", cost), ("policy.reward", reward)):
+      _check(key, value)
     self.policy = policy
     self.mode = mode
-    self.budget = tf.Variable(budget, trainable=False, dtype=tf.float32, name="budget")
+    self.schedules = schedules or Schedules()
     self.cost = cost
-    self.entropy_weight = tf.Variable(entropy_weight, trainable=False, dtype=tf.float32,
-                                      name="entropy_weight")
     self.penalty = penalty
+    # The Lagrange multiplier (cost "lagrangian") is state: it is checkpointed with the model.
     self.multiplier = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="multiplier")
     self.reward = reward
     self.reward_top_k = reward_top_k
     self.gamma = gamma
-    self.threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32, name="threshold")
-    self.temperature = tf.Variable(temperature, trainable=False, dtype=tf.float32,
-                                   name="temperature")
 
   def variable_groups(self) -> dict[str, list[tf.Variable]]:
     return {"backbone": self.backbone.trainable_variables,
             "policy": self.policy.trainable_variables}
 
-  def decisions(self, history: tf.Tensor) -> tf.Tensor:
-    """history [B, L] -> deterministic keep decisions [B, N] at the current threshold."""
-    return policy_lib.greedy_decisions(self.policy(history, training=False), self.threshold)
+  def decisions(self, history: tf.Tensor, threshold=0.5) -> tf.Tensor:
+    """history [B, L], threshold (float or [] tensor) -> deterministic keep decisions [B, N]."""
+    return policy_lib.greedy_decisions(self.policy(history, training=False), threshold)
 
   def compute_loss_and_stats(self, inputs, training: bool = False, mode: str | None = None,
-                             seed=None):
+                             seed=None, step=0):
     mode = mode or self.mode
     if mode == "pretrain":
       return super().compute_loss_and_stats(inputs, training, seed=seed)
     logits = self.policy(inputs["inputs"], training=training)           # [B, N, 2]
     if mode == "gumbel":
-      keep = (policy_lib.straight_through_decisions(logits, self.temperature, seed) if training
-              else policy_lib.greedy_decisions(logits, self.threshold))  # [B, N]
+      tau = self.schedules.temperature(step)
+      keep = (policy_lib.straight_through_decisions(logits, tau, seed) if training
+              else policy_lib.greedy_decisions(logits, 0.5))            # [B, N]
       hidden = self.backbone(inputs["inputs"], block_mask=keep, training=training)
       rec = self.position_loss(hidden, inputs, training=training)
       usage = tf.reduce_mean(keep)
+      budget = self.schedules.budget(step)
       if self.cost == "lagrangian":
-        loss = rec + self.multiplier * (usage - self.budget)
+        loss = rec + self.multiplier * (usage - budget)
       else:
-        loss = rec + self.penalty * tf.square(usage - self.budget)
-      stats = {"rec_loss": rec, "usage": usage}
+        loss = rec + self.penalty * tf.square(usage - budget)
+      stats = {"rec_loss": rec, "usage": usage, "tau": tau}
       entropy = tf.reduce_mean(policy_lib.keep_entropy(logits))
-      loss += self.entropy_weight * entropy
+      loss += self.schedules.entropy_weight(step) * entropy
       stats["entropy"] = entropy
       return loss, stats
     # REINFORCE with the greedy decisions as the baseline.
@@ -182,6 +180,15 @@ class SkipRecModel(NextItNetModel):
     return rec + policy_loss, {"rec_loss": rec, "usage": tf.reduce_mean(keep),
                                "advantage": tf.reduce_mean(advantage)}
 
+  def after_step(self, stats: dict, step, mode: str | None = None) -> dict:
+    """Cost "lagrangian", Gumbel steps: one dual-ascent step of the multiplier on the step's
+    mean usage against the step's budget; returns {"multiplier": the new value}."""
+    if self.cost != "lagrangian" or (mode or self.mode) != "gumbel":
+      return {}
+    self.multiplier.assign(self.schedules.dual_ascent(self.multiplier, stats["usage"],
+                                                      self.schedules.budget(step)))
+    return {"multiplier": self.multiplier.read_value()}
+
   def _reward(self, hidden, inputs, keep) -> tf.Tensor:
     """Reward per window [B]: is the item after the window in the top k, and at what cost."""
     last = self.backbone.logits(tf.stop_gradient(hidden[:, -1]))        # [B, V]
@@ -189,8 +196,8 @@ class SkipRecModel(NextItNetModel):
     return rewards.block_reward(ranks < self.reward_top_k, tf.reduce_mean(keep, axis=1),
                                 self.gamma, self.reward)
 
-  def score(self, history: tf.Tensor, block_mask=None) -> tf.Tensor:
-    """history [B, L] -> scores [B, V], under the policy's decisions unless a mask is given."""
-    if block_mask is None and self.mode != "pretrain":
-      block_mask = self.decisions(history)
-    return self.backbone.score_last(history, block_mask=block_mask)
+
+def _check(key: str, value: str) -> None:
+  """A model built without a validated config still refuses an unknown value."""
+  if value not in CHOICES[key]:
+    raise ValueError(f"{key}={value!r}: not one of {CHOICES[key]}")

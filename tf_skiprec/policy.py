@@ -2,10 +2,10 @@
 
 Chen et al., "A User-Adaptive Layer Selection Framework for Very Deep Sequential Recommender
 Models", AAAI 2021. The policy reads the user's history through its own item embedding
-(initialised from the backbone's), a shallow NextItNet+ body (or a GRU), mean-pooling over the
-real items and batch normalisation of the pooled vector, and emits logits [B, N, 2] per user and
-block: index 0 = skip, 1 = keep. Unlike the
-reference code there is no sigmoid before sampling (it capped P(keep) in 0.27..0.73).
+(initialised from the backbone's), a body that summarises it (POLICY_BODIES, by `policy.body`:
+a shallow NextItNet+ with a mean over the real items, or a GRU), batch normalisation of the
+summary, and a dense head; it emits logits [B, N, 2] per user and block: index 0 = skip,
+1 = keep. Unlike the reference code there is no sigmoid before sampling (it capped P(keep) in 0.27..0.73).
 """
 
 from __future__ import annotations
@@ -14,10 +14,66 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
-from tf_skiprec.backbone import dilation_schedule
+from tf_skiprec.backbones.nextitnet import dilation_schedule
 from tf_skiprec.layers import ResidualBlock
 
 SKIP, KEEP = 0, 1
+
+
+@keras.utils.register_keras_serializable(package="tf_skiprec")
+class CnnBody(keras.layers.Layer):
+  """`policy.body = "cnn"`: a shallow NextItNet+ (residual blocks, dilations 1,4) and a mean over
+  the real items. x [B, L, C], seq_mask [B, L, 1] -> pooled [B, C]."""
+
+  TRACKED = ("blocks",)  # the layers the policy network tracks (its checkpoint paths)
+
+  def __init__(self, channels: int, num_blocks: int = 2, kernel_size: int = 3,
+               dilations=(1, 4), **kwargs):
+    super().__init__(**kwargs)
+    self.channels = channels
+    self.num_blocks = num_blocks
+    self.kernel_size = kernel_size
+    self.dilations = tuple(int(d) for d in dilations)
+    self.blocks = [ResidualBlock(channels, kernel_size, d, name=f"block_{i}")
+                   for i, d in enumerate(dilation_schedule(num_blocks, self.dilations))]
+
+  def call(self, x: tf.Tensor, seq_mask: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+    for block in self.blocks:
+      x = block(x, seq_mask, training=training)
+    return tf.math.divide_no_nan(tf.reduce_sum(x * seq_mask, axis=1),
+                                 tf.reduce_sum(seq_mask, axis=1))                          # [B, C]
+
+  def get_config(self):
+    return {**super().get_config(), "channels": self.channels, "num_blocks": self.num_blocks,
+            "kernel_size": self.kernel_size, "dilations": list(self.dilations)}
+
+
+@keras.utils.register_keras_serializable(package="tf_skiprec")
+class GruBody(keras.layers.Layer):
+  """`policy.body = "gru"`: a GRU over the real items; its last state is the summary.
+  x [B, L, C], seq_mask [B, L, 1] -> pooled [B, C]."""
+
+  TRACKED = ("gru",)
+
+  def __init__(self, channels: int, num_blocks: int = 2, kernel_size: int = 3,
+               dilations=(1, 4), **kwargs):
+    del num_blocks, kernel_size, dilations  # the cnn body's shape: every body takes the same
+    super().__init__(**kwargs)
+    self.channels = channels
+    self.gru = keras.layers.GRU(channels, name="gru")
+
+  def call(self, x: tf.Tensor, seq_mask: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+    return self.gru(x, mask=seq_mask[..., 0] > 0, training=training)                      # [B, C]
+
+  def get_config(self):
+    return {**super().get_config(), "channels": self.channels}
+
+
+# The policy bodies by name (`policy.body`; tf_skiprec/config_rules.py lists the same names): each
+# is built as Body(channels, num_blocks=, kernel_size=, dilations=, name=), maps (x [B, L, C],
+# seq_mask [B, L, 1]) to a summary of the history [B, C], and names in TRACKED the attributes
+# holding its layers.
+POLICY_BODIES = {"cnn": CnnBody, "gru": GruBody}
 
 
 @keras.utils.register_keras_serializable(package="tf_skiprec")
@@ -28,8 +84,8 @@ class PolicyNetwork(keras.layers.Layer):
                num_body_blocks: int = 2, kernel_size: int = 3, dilations=(1, 4),
                initial_keep_prob: float = 0.9, batch_norm: bool = True, **kwargs):
     super().__init__(**kwargs)
-    if body not in ("cnn", "gru"):
-      raise ValueError(f"policy body must be 'cnn' or 'gru', got {body!r}")
+    if body not in POLICY_BODIES:
+      raise ValueError(f"policy body must be one of {sorted(POLICY_BODIES)}, got {body!r}")
     self.vocab_size = vocab_size
     self.channels = channels
     self.num_decisions = num_decisions
@@ -42,11 +98,14 @@ class PolicyNetwork(keras.layers.Layer):
     self.embedding = keras.layers.Embedding(
         vocab_size, channels, embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
         name="item_embedding")
-    if body == "cnn":
-      self.blocks = [ResidualBlock(channels, kernel_size, d, name=f"block_{i}")
-                     for i, d in enumerate(dilation_schedule(num_body_blocks, self.dilations))]
-    else:
-      self.gru = keras.layers.GRU(channels, name="gru")
+    encoder = POLICY_BODIES[body](channels, num_blocks=num_body_blocks, kernel_size=kernel_size,
+                                  dilations=self.dilations, name=body)
+    # Called as self.encoder, tracked through its own layers (self.blocks, or self.gru): the
+    # checkpoint keeps the paths it had before the bodies were registered (policy/blocks/...),
+    # so that earlier work directories resume.
+    object.__setattr__(self, "encoder", encoder)
+    for name in encoder.TRACKED:
+      setattr(self, name, getattr(encoder, name))
     # The pooled history is a mean over up to L item embeddings, so it differs little from user
     # to user next to its common part (measured: P(keep) std 0.02 across users after training,
     # with no difference between kinds of user). Standardising each feature across users lets
@@ -63,13 +122,7 @@ class PolicyNetwork(keras.layers.Layer):
     """item_ids: [B, L] int (0 = padding) -> logits [B, N, 2]."""
     seq_mask = tf.cast(tf.not_equal(item_ids, 0), self.compute_dtype)[..., tf.newaxis]  # [B, L, 1]
     x = self.embedding(item_ids) * seq_mask                                                # [B, L, C]
-    if self.body == "cnn":
-      for block in self.blocks:
-        x = block(x, seq_mask, training=training)
-      pooled = tf.math.divide_no_nan(tf.reduce_sum(x * seq_mask, axis=1),
-                                     tf.reduce_sum(seq_mask, axis=1))                      # [B, C]
-    else:
-      pooled = self.gru(x, mask=tf.not_equal(item_ids, 0), training=training)            # [B, C]
+    pooled = self.encoder(x, seq_mask, training=training)                                  # [B, C]
     if self.norm is not None:
       pooled = self.norm(pooled, training=training)
     return tf.reshape(self.head(pooled), [-1, self.num_decisions, 2])

@@ -1,7 +1,7 @@
 """SkipRec-RL rewards (pure functions): pay for accuracy, charge for compute.
 
 Per user, with usage = executed blocks / N:
-  "quadratic" (ours, SPEC §3): 1 - usage^2 if the target is in the top k, else -gamma;
+  "quadratic" (ours, docs/method.md §3): 1 - usage^2 if the target is in the top k, else -gamma;
   "reference" (the release's): 1 - (1 - usage)^2 if in the top k, else -gamma. It rewards using
   MORE blocks; it is kept only so the reference can be reproduced.
 """
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-REWARDS = ("quadratic", "reference")
+from tf_skiprec.config_rules import CHOICES
+
+REWARDS = CHOICES["policy.reward"]
 
 
 def block_reward(hit: tf.Tensor, usage: tf.Tensor, gamma: float = 1.0,

@@ -1,4 +1,5 @@
-"""NextItNet+ backbone: item embedding, a stack of residual blocks, and a softmax head.
+"""NextItNet+ backbone (`model.backbone = "nextitnet"`): item embedding, a stack of dilated causal
+convolutional residual blocks, and a softmax head.
 
 Yuan et al., "A Simple Convolutional Generative Network for Next Item Recommendation" (WSDM
 2019), with ReZero residuals as in SkipRec (Chen et al., AAAI 2021). The optional per-block mask
@@ -84,6 +85,13 @@ class NextItNet(keras.layers.Layer):
       return self.embedding.embeddings, self.output_bias
     return tf.transpose(self.output_dense.kernel), self.output_dense.bias
 
+  def output_variables(self) -> list[tf.Variable]:
+    """The softmax head's variables: [kernel [C, V], bias [V]], or [bias [V]] when tied (the
+    weights are then the item embedding's)."""
+    if self.tie_embeddings:
+      return [self.output_bias]
+    return [self.output_dense.kernel, self.output_dense.bias]
+
   def logits(self, hidden: tf.Tensor) -> tf.Tensor:
     """hidden [..., C] -> logits [..., V] (the padding id is not masked here)."""
     if self.tie_embeddings:
@@ -106,3 +114,11 @@ class NextItNet(keras.layers.Layer):
             "num_blocks": self.num_blocks, "kernel_size": self.kernel_size,
             "dilations": list(self.dilations), "dropout": self.dropout,
             "embedding_dropout": self.embedding_dropout, "tie_embeddings": self.tie_embeddings}
+
+
+def build(vocab_size: int, model) -> NextItNet:
+  """The registry's builder: NextItNet from the ModelConfig fields in `model`."""
+  return NextItNet(vocab_size, channels=model.channels, num_blocks=model.num_blocks,
+                   kernel_size=model.kernel_size, dilations=model.dilations,
+                   dropout=model.dropout, embedding_dropout=model.embedding_dropout,
+                   tie_embeddings=model.tie_embeddings, name="backbone")

@@ -37,8 +37,7 @@ from tf_skiprec.data.interactions import Interactions
 from tf_skiprec.errors import DataError
 
 FORMATS = ("recbole", "movielens", "csv")
-# Formats a source spec may name; `synthetic` is generated elsewhere, not read here.
-SOURCE_FORMATS = FORMATS + ("synthetic",)
+SOURCE_FORMATS = FORMATS + ("synthetic",)  # `synthetic` is generated elsewhere, not read here
 MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
 
 _Line = Tuple[int, str]  # (1-based line number, text without the line end)
@@ -372,7 +371,7 @@ def read_source(spec: str, *, user_col: str = "user_id", item_col: str = "item_i
                 time_col: str = "timestamp", sep: str | None = None) -> Interactions:
   """Reads the interaction log named by `FORMAT:PATH`.
 
-  FORMAT is `recbole`, `movielens` or `csv` (e.g. `recbole:../shared/data/ml-100k`). The column
+  FORMAT is `recbole`, `movielens` or `csv` (e.g. `recbole:data/ml-100k`). The column
   names and `sep` are used by `csv` only. `synthetic` sources are generated elsewhere.
 
   Returns:

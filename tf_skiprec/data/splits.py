@@ -1,4 +1,4 @@
-"""Chronological per-user leave-one-out splits (SPEC §5), stored once as a flat item array.
+"""Chronological per-user leave-one-out splits (docs/method.md §5), stored once as a flat item array.
 
 All users' sequences are concatenated into one int32 array `items` with `offsets` (CSR layout),
 so the log is held once; training windows and evaluation histories are index ranges into it and

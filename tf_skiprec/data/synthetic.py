@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from tf_skiprec.config import SyntheticConfig
+from tf_skiprec.config_rules import CHOICES
 from tf_skiprec.data.interactions import Interactions
 
 SHALLOW, DEEP = "shallow", "deep"
@@ -44,8 +45,9 @@ def generate(cfg: SyntheticConfig) -> Interactions:
   if cfg.num_items < 2 * cfg.num_themes or cfg.num_themes < 1:
     raise ValueError(f"synthetic: need num_items >= 2 * num_themes >= 2, got {cfg.num_items}, "
                      f"{cfg.num_themes}.")
-  if cfg.deep_rule not in ("theme", "echo"):
-    raise ValueError(f"synthetic: deep_rule must be 'theme' or 'echo', got {cfg.deep_rule!r}.")
+  rules = CHOICES["data.synthetic.deep_rule"]
+  if cfg.deep_rule not in rules:
+    raise ValueError(f"synthetic: deep_rule must be one of {rules}, got {cfg.deep_rule!r}.")
   if not 1 <= cfg.min_length <= cfg.max_length:
     raise ValueError(f"synthetic: need 1 <= min_length <= max_length, got {cfg.min_length}, "
                      f"{cfg.max_length}.")

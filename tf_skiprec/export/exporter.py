@@ -1,10 +1,10 @@
 """Export a trained model for TF Serving: `<base_dir>/<model_name>/<version>/`, an integer version
 one above the highest there, written in a temporary folder and renamed into place once checked.
 
-The export holds the ServingModule's three signatures (tf_skiprec/serving_graph.py), the item
+The export holds the ServingModule's three signatures (tf_skiprec/export/serving_module.py), the item
 vocabulary and the id map as assets (raw ids in, raw ids out), and TF Serving's warm-up file
 `assets.extra/tf_serving_warmup_requests`. Before it is published, the export is loaded the way
-TF Serving loads it (tf_skiprec/savedmodel_runner.py), its warm-up requests are replayed, and
+TF Serving loads it (tf_skiprec/export/runner.py), its warm-up requests are replayed, and
 its `serving_default` and `full` top-k are compared with the in-memory model's on sample
 histories; on any difference the export is deleted and an ExportError raised.
 """
@@ -22,8 +22,8 @@ import tensorflow as tf
 from tf_skiprec.data.idmap import IdMap
 from tf_skiprec.data.pipeline import eval_batch_size
 from tf_skiprec.errors import ExportError
-from tf_skiprec.savedmodel_runner import WARMUP_FILE, SavedModelRunner
-from tf_skiprec.serving_graph import PADDING, ServingModule
+from tf_skiprec.export.runner import WARMUP_FILE, SavedModelRunner
+from tf_skiprec.export.serving_module import PADDING, ServingModule
 
 VOCAB_FILE = "item_vocab.txt"
 ID_MAP_FILE = "id_map.json"
@@ -54,12 +54,15 @@ def decode_ids(raw: np.ndarray) -> np.ndarray:
 
 
 def export_model(model, id_map: IdMap, *, base_dir: str, model_name: str, max_len: int,
-                 sample_histories: np.ndarray, top_k: int = 10) -> dict:
-  """Exports `model` (NextItNetModel or SkipRecModel) and returns {"path", "version"}.
+                 sample_histories: np.ndarray, threshold: float, top_k: int = 10) -> dict:
+  """Exports `model` (BackboneModel or SkipRecModel) and returns {"path", "version"}.
 
   Args:
     sample_histories: [S, max_len] dense ids (0 = padding) to check the export on, and to warm
       TF Serving up with.
+    threshold: serving_default's default keep threshold (a request may send its own): a block
+      runs iff P(keep) >= threshold. A run exports at policy.threshold.
+    top_k: serving_default's and full's default k.
   """
   lines = id_map.raw_ids.tolist()
   vocab_text = "\n".join(lines) + "\n"  # one pass over 1M ids, not 1M f-strings
@@ -68,7 +71,6 @@ def export_model(model, id_map: IdMap, *, base_dir: str, model_name: str, max_le
                       "the padding id and the vocabulary is one id per line).")
   model_dir = os.path.join(base_dir, model_name)
   os.makedirs(model_dir, exist_ok=True)
-  threshold = float(model.threshold.numpy()) if hasattr(model, "threshold") else 0.5
   with tempfile.TemporaryDirectory(prefix=".assets-", dir=model_dir) as sources:
     vocab = os.path.join(sources, VOCAB_FILE)
     with open(vocab, "w", encoding="utf-8", newline="\n") as f:
@@ -81,7 +83,7 @@ def export_model(model, id_map: IdMap, *, base_dir: str, model_name: str, max_le
       tf.saved_model.save(module, staging, signatures=module.signatures())
       raw = raw_histories(sample_histories, id_map)
       write_warmup(staging, model_name, raw)
-      check_export(staging, model, id_map, sample_histories, top_k)
+      check_export(staging, model, id_map, sample_histories, top_k, threshold)
       os.chmod(staging, 0o755)  # mkdtemp makes it private; the server may run as another user
       version = _publish(staging, model_dir)
     except BaseException:
@@ -119,9 +121,10 @@ def write_warmup(export_dir: str, model_name: str, histories: np.ndarray) -> int
 
 
 def check_export(export_dir: str, model, id_map: IdMap, histories: np.ndarray,
-                 top_k: int) -> None:
+                 top_k: int, threshold: float) -> None:
   """Loads the export as TF Serving does, replays its warm-up, and compares its top-k with the
-  in-memory model's (decisions at the model's threshold, and every block). Raises ExportError.
+  in-memory model's (decisions at `threshold`, the export's default, and every block). Raises
+  ExportError.
 
   The in-memory model scores the histories in chunks whose [chunk, V] scores stay within the
   evaluation bound (tf_skiprec.data.pipeline.MAX_EVAL_SCORES), whatever the catalogue.
@@ -139,7 +142,7 @@ def check_export(export_dir: str, model, id_map: IdMap, histories: np.ndarray,
       expected, own, blocks = [], [], []
       for start in range(0, len(histories), chunk):
         dense = tf.constant(histories[start:start + chunk], tf.int32)
-        keep = model.decisions(dense)                                  # [s, N]
+        keep = model.decisions(dense, threshold)                       # [s, N]
         if signature == "full":
           keep = tf.ones_like(keep)
         scores = model.score(dense, block_mask=keep).numpy()[:, 1:]     # [s, V - 1]

@@ -76,6 +76,19 @@ class FrozenResidualBlock:
     return tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
 
 
+# The frozen copy of each kind of residual block: a backbone with another kind adds its own here.
+FROZEN_BLOCKS = {ResidualBlock: FrozenResidualBlock}
+
+
+def freeze_block(block) -> FrozenResidualBlock:
+  """A trained block's frozen copy: `run(x [B, L, C], seq_mask [B, L, 1]) -> [B, L, C]`."""
+  frozen = FROZEN_BLOCKS.get(type(block))
+  if frozen is None:
+    raise TypeError(f"no frozen copy for {type(block).__name__} blocks; add one to "
+                    "tf_skiprec/export/frozen.py's FROZEN_BLOCKS")
+  return frozen(block)
+
+
 class FrozenPolicy:
   """An inference copy of a CNN-body PolicyNetwork: its residual blocks as FrozenResidualBlocks
   and its batch normalisation (moving statistics) and head as constants; the item embedding

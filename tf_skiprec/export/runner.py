@@ -8,6 +8,10 @@ default is INVALID_ARGUMENT; a tensor of the wrong dtype is rejected by the Sess
 (INVALID_ARGUMENT); so is one the graph cannot take (a wrong rank). Python's Session.run would
 quietly convert dtypes, so the dtype and rank checks are made here, before running.
 
+A request is validated once, in one place: `prepare` resolves the signature and checks the input
+aliases, and `Request.run` checks every tensor (dtype, rank, batch) before running; the servers
+parse their wire formats in between (serving/) and check nothing of this themselves.
+
 Also refused, before running: a duplicate output_filter alias (as predict_util.cc does), and,
 stricter than TF Serving so that no request gets an error from deep inside the graph or makes it
 build what it cannot: signatures whose key starts with "__" (`__saved_model_init_op`), an empty
@@ -58,7 +62,8 @@ class SavedModelRunner:
       self.meta_graph: meta_graph_pb2.MetaGraphDef = tf.compat.v1.saved_model.loader.load(
           self.session, [tf.saved_model.SERVING], export_dir)
     self.signatures = dict(self.meta_graph.signature_def)     # every key, "__" ones included
-    self._defaults = {name: {alias: tf.make_ndarray(proto) for alias, proto in sig.defaults.items()}
+    # {signature: {alias: the default value of an input a request may leave out}}
+    self.defaults = {name: {alias: tf.make_ndarray(proto) for alias, proto in sig.defaults.items()}
                       for name, sig in self.signatures.items()}
     self._closed = False
     self._active = 0                      # runs in flight; close() waits for them
@@ -77,9 +82,12 @@ class SavedModelRunner:
                            "model_spec.signature_name (empty: serving_default).")
     return self.signatures[name]
 
-  def check_aliases(self, signature_name: str, aliases) -> None:
-    """Every alias must be an input of the signature (TF Serving checks this before parsing)."""
-    signature = self.signature(signature_name)
+  def prepare(self, signature_name: str, aliases) -> "Request":
+    """Resolves the signature a request names and checks its input aliases (every alias must be
+    an input of the signature; TF Serving checks this before parsing the tensors)."""
+    name = signature_name or DEFAULT_SIGNATURE
+    signature = self.signature(name)
+    aliases = list(aliases)
     unknown = sorted(set(aliases) - set(signature.inputs))
     if unknown:
       raise SignatureError(
@@ -88,42 +96,29 @@ class SavedModelRunner:
           f"len({{{_names(signature.inputs)}}}). Sent extra: {{{_names(unknown)}}}. Fix: send "
           f"only the signature's inputs ({_names(signature.inputs, quote=True)}), not "
           f"{_names(unknown, quote=True)}.")
+    return Request(self, name, signature)
 
   def run(self, inputs: dict[str, np.ndarray], signature_name: str = "",
           output_filter: list[str] | None = None, run_options=None, run_metadata=None
           ) -> dict[str, np.ndarray]:
     """inputs {alias: array} -> outputs {alias: array}. Raises SignatureError."""
-    signature = self.signature(signature_name)
-    self.check_aliases(signature_name, list(inputs))
-    feeds = self._feeds(signature_name or DEFAULT_SIGNATURE, signature, inputs)
-    aliases = list(output_filter or signature.outputs.keys())
-    for i, alias in enumerate(aliases):
-      if alias not in signature.outputs:
-        raise SignatureError("INVALID_ARGUMENT", f"output tensor alias not found in signature: "
-                             f"{short(alias, quote=True)} Outputs expected to be in the set "
-                             f"{{{_names(signature.outputs)}}}. Fix: filter on those, or send no "
-                             "output_filter for all of them.")
-      if alias in aliases[:i]:
-        raise SignatureError("INVALID_ARGUMENT", f"duplicate output tensor alias: "
-                             f"{short(alias, quote=True)}. Fix: name each output once in "
-                             "output_filter.")
-    every = sorted(aliases)  # fetch only what is asked (as TF Serving); sorted: order-free
+    return self.prepare(signature_name, inputs).run(inputs, output_filter, run_options,
+                                                    run_metadata)
+
+  def _session_run(self, fetches: list[str], feeds: dict, run_options, run_metadata) -> list:
     with self._idle:
       if self._closed:
         raise SignatureError("UNAVAILABLE", f"{self.export_dir} has been unloaded. Fix: retry; "
                              "requests without a version go to the newest loaded one.")
       self._active += 1
     try:
-      values = self.session.run([signature.outputs[a].name for a in every], feeds,
-                                options=run_options, run_metadata=run_metadata)
+      return self.session.run(fetches, feeds, options=run_options, run_metadata=run_metadata)
     except tf.errors.OpError as e:
       raise SignatureError(code_name(e), first_line(e.message))
     finally:
       with self._idle:
         self._active -= 1
         self._idle.notify_all()
-    fetched = dict(zip(every, values))
-    return {alias: fetched[alias] for alias in aliases}
 
   def warm_up(self) -> int:
     """Replays assets.extra/tf_serving_warmup_requests (Predict requests) as TF Serving does on
@@ -155,33 +150,67 @@ class SavedModelRunner:
       self._idle.wait_for(lambda: self._active == 0, timeout=timeout)
     self.session.close()
 
-  def _feeds(self, name: str, signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    feeds = {}
+
+class Request:
+  """One request to a signature whose aliases `SavedModelRunner.prepare` has checked."""
+
+  def __init__(self, runner: SavedModelRunner, name: str, signature):
+    self.runner, self.name, self.signature = runner, name, signature
+
+  def dtype(self, alias: str) -> tf.dtypes.DType:
+    """The dtype the signature declares for input `alias` (for parsers of JSON)."""
+    return tf.dtypes.as_dtype(self.signature.inputs[alias].dtype)
+
+  def run(self, inputs: dict[str, np.ndarray], output_filter: list[str] | None = None,
+          run_options=None, run_metadata=None) -> dict[str, np.ndarray]:
+    """Checks each input's dtype, then each one's rank and batch, and the output filter; runs.
+    Only the outputs asked for are fetched (as TF Serving)."""
+    signature, defaults = self.signature, self.runner.defaults[self.name]
+    values = {alias: np.asarray(value) for alias, value in inputs.items()}
+    for alias, value in values.items():
+      _check_dtype(alias, signature.inputs[alias], value)
     for alias, info in signature.inputs.items():
-      if alias in inputs:
-        value = np.asarray(inputs[alias])
-      elif alias in self._defaults[name]:
-        value = self._defaults[name][alias]
-      else:
+      if alias not in values and alias not in defaults:
         raise SignatureError(
             "INVALID_ARGUMENT", f"Signature input alias: {alias}(feed name: {info.name}) not "
             f"found in request and no default value provided. Inputs expected to be in the "
             f"request {{{_names(inputs)}}}, or default input alias set: "
-            f"{_names(self._defaults[name])}. Fix: send input '{alias}'.")
-      _check_tensor(alias, info, value, self.max_batch)
-      feeds[info.name] = value
-    return feeds
+            f"{_names(defaults)}. Fix: send input '{alias}'.")
+      values.setdefault(alias, defaults.get(alias))
+    for alias, info in signature.inputs.items():
+      _check_shape(alias, info, values[alias], self.runner.max_batch)
+    aliases = list(output_filter or signature.outputs.keys())
+    for i, alias in enumerate(aliases):
+      if alias not in signature.outputs:
+        raise SignatureError("INVALID_ARGUMENT", f"output tensor alias not found in signature: "
+                             f"{short(alias, quote=True)} Outputs expected to be in the set "
+                             f"{{{_names(signature.outputs)}}}. Fix: filter on those, or send no "
+                             "output_filter for all of them.")
+      if alias in aliases[:i]:
+        raise SignatureError("INVALID_ARGUMENT", f"duplicate output tensor alias: "
+                             f"{short(alias, quote=True)}. Fix: name each output once in "
+                             "output_filter.")
+    every = sorted(aliases)  # sorted: the fetch order does not depend on the filter's
+    feeds = {signature.inputs[alias].name: value for alias, value in values.items()}
+    fetched = self.runner._session_run(  # noqa: SLF001
+        [signature.outputs[a].name for a in every], feeds, run_options, run_metadata)
+    fetched = dict(zip(every, fetched))
+    return {alias: fetched[alias] for alias in aliases}
 
 
-def _check_tensor(alias: str, info, value: np.ndarray, max_batch: int | None) -> None:
-  """The dtype must be the signature's exactly; the rank must match when the signature has one;
-  a first dimension the signature leaves open (the batch) must be 1..max_batch."""
+def _check_dtype(alias: str, info, value: np.ndarray) -> None:
+  """The dtype must be the signature's exactly (Python's Session.run would convert it)."""
   expected = tf.dtypes.as_dtype(info.dtype)
   got = _dtype_of(value)
   if got != expected:
     got_name = got.name if got is not None else str(value.dtype)
     raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': expects {expected.name} but "
                          f"{got_name} is provided. Fix: send '{alias}' as {expected.name}.")
+
+
+def _check_shape(alias: str, info, value: np.ndarray, max_batch: int | None) -> None:
+  """The rank must match when the signature has one; a first dimension the signature leaves
+  open (the batch) must be 1..max_batch."""
   dims = [d.size for d in info.tensor_shape.dim]
   if not info.tensor_shape.unknown_rank and value.ndim != len(dims):
     raise SignatureError("INVALID_ARGUMENT", f"input '{alias}': expects rank {len(dims)} but a "

@@ -1,14 +1,14 @@
 """The exported model: raw item ids in, raw item ids out, and skipped blocks that are not run.
 
-SPEC §4: the release computed every block and masked, which saves nothing. Here a block runs only
-for the users whose policy keeps it:
+docs/method.md §4: the release computed every block and masked, which saves nothing. Here a
+block runs only for the users whose policy keeps it:
   B = 1: each block runs under `tf.cond(keep)`;
   B > 1: each block gathers the rows that keep it, runs on those rows alone and scatters the
     results back (all rows: run directly; no row: not run at all).
 Every op is left unplaced (no `tf.device`), so TF Serving's GPU build places the model on the GPU.
-The residual blocks are exported as FrozenResidualBlocks (weights as constants inside each block's
-branch, tf_skiprec/frozen_blocks.py), so a block's conditional has the hidden state as its only
-input.
+The residual blocks are exported as frozen copies (weights as constants inside each block's
+branch, tf_skiprec/export/frozen.py), so a block's conditional has the hidden state as its only
+input. The module uses only the names every backbone exposes (tf_skiprec/backbones/).
 
 Signatures (`ServingModule.signatures()`), all with histories of raw item ids, "" = padding:
   serving_default(history [B, L] string, k [1] or [B] int32 = top_k,
@@ -32,21 +32,22 @@ import contextlib
 from tensorflow.python.ops import control_flow_util_v2
 
 from tf_skiprec import policy as policy_lib
-from tf_skiprec.frozen_blocks import FrozenPolicy, FrozenResidualBlock
+from tf_skiprec.export.frozen import FrozenPolicy, freeze_block
 
 PADDING = ""  # the raw id of padding in a history
 
 
 class ServingModule(tf.Module):
-  """Wraps a trained model (NextItNetModel or SkipRecModel) for export.
+  """Wraps a trained model (BackboneModel or SkipRecModel) for export.
 
   Args:
     model: the trained model. Its embedding, softmax and policy are tracked (their variables are
-      the export's); its residual blocks are copied as FrozenResidualBlocks.
+      the export's); its residual blocks are copied as frozen blocks.
     vocab_file: a text file, line i = the raw id of dense id i + 1 (tf_skiprec.export writes it).
     max_len: the history window the model was trained on.
     top_k: the default k.
-    threshold: the default keep threshold (SPEC §2).
+    threshold: the default keep threshold (docs/method.md §2): serving_default runs block i iff
+      P(keep_i) >= threshold, unless the request sends its own.
   """
 
   def __init__(self, model, vocab_file: str, max_len: int, top_k: int = 10,
@@ -58,9 +59,8 @@ class ServingModule(tf.Module):
     # weights a second time (205 MB instead of ~105 MB at 64 blocks x 256 channels).
     object.__setattr__(self, "backbone", model.backbone)
     self.item_embedding = model.backbone.embedding
-    self.softmax = (model.backbone.output_bias if model.backbone.tie_embeddings
-                    else model.backbone.output_dense)
-    self.blocks = [FrozenResidualBlock(block) for block in model.backbone.blocks]
+    self.softmax = list(model.backbone.output_variables())
+    self.blocks = [freeze_block(block) for block in model.backbone.blocks]
     policy = getattr(model, "policy", None)
     if policy is not None and policy.body == "cnn":  # likewise: constants but its embedding
       self.policy_embedding = policy.embedding

@@ -1,4 +1,6 @@
-"""Builds what a run needs from its config: model, optimisers, pretrained weights, schedules.
+"""Builds what a run needs from its (validated) config: the model, its optimisers, its schedules,
+and the pretrained weights it starts from. The backbone and the policy body come from their
+registries by name (tf_skiprec/backbones/, tf_skiprec/policy.py).
 
 The strategy is tf_skiprec/training/cluster.py's."""
 
@@ -10,11 +12,12 @@ import os
 import tensorflow as tf
 import tf_keras as keras
 
-from tf_skiprec.backbone import NextItNet
-from tf_skiprec.config import Config, TrainConfig
+from tf_skiprec import backbones
+from tf_skiprec.config import Config, PolicyConfig, TrainConfig
 from tf_skiprec.errors import ConfigError
-from tf_skiprec.model import COSTS, MODES, NextItNetModel, SkipRecModel
+from tf_skiprec.model import BackboneModel, SkipRecModel
 from tf_skiprec.policy import PolicyNetwork
+from tf_skiprec.schedules import Schedules
 
 
 def make_optimizer(learning_rate: float, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
@@ -26,33 +29,33 @@ def make_optimizer(learning_rate: float, weight_decay: float = 0.0) -> keras.opt
   return keras.optimizers.Adam(learning_rate=learning_rate)
 
 
-def build_model(config: Config, vocab_size: int) -> NextItNetModel:
-  """The plain backbone model for "pretrain", SkipRec (backbone + policy) otherwise.
+def make_schedules(policy: PolicyConfig) -> Schedules:
+  """The temperature, budget, entropy-weight and dual-ascent schedules of `policy`."""
+  return Schedules(tau_start=policy.tau_start, tau_end=policy.tau_end,
+                   tau_schedule=policy.tau_schedule, tau_anneal_steps=policy.tau_anneal_steps,
+                   budget=policy.budget, budget_anneal_steps=policy.budget_anneal_steps,
+                   entropy_weight=policy.entropy_weight,
+                   entropy_ramp_steps=policy.entropy_ramp_steps, dual_lr=policy.dual_lr)
+
+
+def build_model(config: Config, vocab_size: int) -> BackboneModel:
+  """The backbone alone for "pretrain", SkipRec (backbone + policy) otherwise.
 
   Call under the strategy's scope. Every variable is created before returning.
   """
-  mode = config.train.mode
-  if mode not in MODES:
-    raise ConfigError(f"train.mode={mode!r}: unknown. Fix: use one of {MODES}.")
-  m, p = config.model, config.policy
-  if p.cost not in COSTS:
-    raise ConfigError(f"policy.cost={p.cost!r}: unknown. Fix: use one of {COSTS}.")
-  backbone = NextItNet(vocab_size, channels=m.channels, num_blocks=m.num_blocks,
-                       kernel_size=m.kernel_size, dilations=m.dilations, dropout=m.dropout,
-                       embedding_dropout=m.embedding_dropout, tie_embeddings=m.tie_embeddings,
-                       name="backbone")
+  m, p, mode = config.model, config.policy, config.train.mode
+  backbone = backbones.build(vocab_size, m)
   common = dict(loss=config.train.loss, num_sampled=config.train.num_sampled,
                 block_drop=m.block_drop)
   if mode == "pretrain":
-    model = NextItNetModel(backbone, **common)
+    model = BackboneModel(backbone, **common)
   else:
     policy = PolicyNetwork(vocab_size, m.channels, m.num_blocks, body=p.body,
                            initial_keep_prob=p.initial_keep_prob, batch_norm=p.batch_norm,
                            name="policy")
-    model = SkipRecModel(backbone, policy, mode=mode, budget=p.budget, cost=p.cost,
-                         penalty=p.penalty, entropy_weight=p.entropy_weight,
-                         reward=p.reward, reward_top_k=p.reward_top_k, gamma=p.gamma,
-                         threshold=p.threshold, temperature=p.tau_start, **common)
+    model = SkipRecModel(backbone, policy, mode=mode, schedules=make_schedules(p), cost=p.cost,
+                         penalty=p.penalty, reward=p.reward, reward_top_k=p.reward_top_k,
+                         gamma=p.gamma, **common)
   dummy = tf.zeros([1, config.data.max_len], tf.int32)
   model.score(dummy, block_mask=tf.ones([1, m.num_blocks]))  # builds the backbone and its head
   if mode != "pretrain":
@@ -60,7 +63,7 @@ def build_model(config: Config, vocab_size: int) -> NextItNetModel:
   return model
 
 
-def make_optimizers(model: NextItNetModel, train: TrainConfig, policy_lr: float) -> dict:
+def make_optimizers(model: BackboneModel, train: TrainConfig, policy_lr: float) -> dict:
   """One optimiser per variable group ("backbone", and "policy" for SkipRec), built."""
   optimizers = {}
   for name, variables in model.variable_groups().items():
@@ -71,7 +74,7 @@ def make_optimizers(model: NextItNetModel, train: TrainConfig, policy_lr: float)
   return optimizers
 
 
-def load_pretrained_backbone(model: NextItNetModel, workdir: str) -> str:
+def load_pretrained_backbone(model: BackboneModel, workdir: str) -> str:
   """Loads the backbone of a pretrain run's best checkpoint; copies its item embedding into the
   policy's. Returns the checkpoint path."""
   path = tf.train.latest_checkpoint(os.path.join(workdir, "best"))
@@ -85,36 +88,3 @@ def load_pretrained_backbone(model: NextItNetModel, workdir: str) -> str:
     model.policy.embedding.embeddings.assign(model.backbone.embedding.embeddings)
   logging.info("Initialised the backbone from %s.", path)
   return path
-
-
-def budget(step: int, policy) -> float:
-  """The usage target at `step`: from 1 down to policy.budget over policy.budget_anneal_steps."""
-  if policy.budget_anneal_steps <= 0:
-    return policy.budget
-  frac = min(step / policy.budget_anneal_steps, 1.0)
-  return 1.0 + frac * (policy.budget - 1.0)
-
-
-def multiplier(current: float, usage: float, target: float, policy) -> float:
-  """policy.cost "lagrangian": the multiplier after one dual-ascent step, never below 0."""
-  return max(0.0, current + policy.dual_lr * (usage - target))
-
-
-def entropy_weight(step: int, policy) -> float:
-  """The entropy term's weight at `step`: from 0 up to policy.entropy_weight over the ramp."""
-  if policy.entropy_ramp_steps <= 0:
-    return policy.entropy_weight
-  return policy.entropy_weight * min(step / policy.entropy_ramp_steps, 1.0)
-
-
-def temperature(step: int, policy) -> float:
-  """The Gumbel-softmax temperature at `step` (policy.tau_* fields)."""
-  frac = min(step / max(policy.tau_anneal_steps, 1), 1.0)
-  if policy.tau_schedule == "constant":
-    return policy.tau_start
-  if policy.tau_schedule == "linear":
-    return policy.tau_start + frac * (policy.tau_end - policy.tau_start)
-  if policy.tau_schedule == "exponential":
-    return policy.tau_start * (policy.tau_end / policy.tau_start) ** frac
-  raise ConfigError(f"policy.tau_schedule={policy.tau_schedule!r}: unknown. "
-                    "Fix: use 'exponential', 'linear' or 'constant'.")

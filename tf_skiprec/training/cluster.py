@@ -1,6 +1,6 @@
 """The distribution strategy of a run, and which worker writes what.
 
-train.strategy:
+runtime.strategy:
   "default"      one device;
   "mirrored"     tf.distribute.MirroredStrategy: every local GPU (or logical CPU device) of this
                  machine, one replica each;
@@ -28,17 +28,18 @@ import os
 
 import tensorflow as tf
 
+from tf_skiprec.config_rules import CHOICES
 from tf_skiprec.errors import ConfigError, TrainingError
 
-STRATEGIES = ("default", "mirrored", "multiworker")
+STRATEGIES = CHOICES["runtime.strategy"]
 _made: dict[str, tf.distribute.Strategy] = {}
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
   """The strategy called `name`; one instance per process (a pretrain stage and the SkipRec stage
   of one run share it: TensorFlow's collectives can be configured only once)."""
-  if name not in STRATEGIES:
-    raise ConfigError(f"train.strategy={name!r}: unknown. Fix: use one of {STRATEGIES}.")
+  if name not in STRATEGIES:  # Config.validate() names the field and the fix
+    raise ValueError(f"unknown strategy {name!r}; one of {STRATEGIES}")
   if name == "default":
     return tf.distribute.get_strategy()
   if name not in _made:
@@ -77,7 +78,7 @@ def _check_tf_config() -> None:
   fix = ('Fix: set TF_CONFIG on every worker, e.g. {"cluster": {"worker": ["host1:port", '
          '"host2:port"]}, "task": {"type": "worker", "index": 0}} (index 1 on the second).')
   if not text:
-    raise ConfigError(f"train.strategy='multiworker' needs the TF_CONFIG environment variable. {fix}")
+    raise ConfigError(f"runtime.strategy='multiworker' needs the TF_CONFIG environment variable. {fix}")
   try:
     value = json.loads(text)
   except json.JSONDecodeError as e:

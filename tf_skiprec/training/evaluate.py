@@ -6,17 +6,52 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tf_skiprec.data.run_data import RunData
+from tf_skiprec.data.splits import Windows
 from tf_skiprec.metrics import RankingMetrics
-from tf_skiprec.training.steps import local_concat
+from tf_skiprec.training import cluster
+from tf_skiprec.training.steps import local_concat, make_eval_step
+
+
+class Evaluator:
+  """Evaluates the trained model on a split at a keep threshold.
+
+  In a multi-worker run it evaluates a local copy of the model (cluster.local_copy), refreshed
+  from the trained one before every evaluation, on every worker at once.
+
+  Args:
+    model: the trained model.
+    build_copy: () -> a new model of the same architecture (multi-worker runs only).
+    data: the run's data (its pipelines and the kind of each user).
+    strategy: the training strategy.
+    batch_size: the evaluation batch (lowered on large catalogues, data.pipeline).
+  """
+
+  def __init__(self, model, build_copy, data: RunData, strategy: tf.distribute.Strategy,
+               batch_size: int):
+    self.trained = model
+    self.strategy = cluster.evaluation_strategy(strategy)
+    self.model = cluster.local_copy(strategy, model, build_copy)
+    self.data = data
+    self.batch_size = batch_size
+    self._step = make_eval_step(self.model, self.strategy)
+
+  def __call__(self, windows: Windows, threshold: float) -> dict:
+    """Evaluates `windows` (data.valid or data.test) with decisions at `threshold`; see
+    `evaluate` for the result."""
+    cluster.copy_variables(self.trained, self.model)  # multi-worker: every worker, the same moment
+    dataset = self.data.pipelines.evaluation(windows, self.batch_size)
+    return evaluate(self._step, dataset, self.strategy, self.data.user_kinds, threshold)
 
 
 def evaluate(step, dataset: tf.data.Dataset, strategy: tf.distribute.Strategy,
-             user_kinds: np.ndarray) -> dict:
+             user_kinds: np.ndarray, threshold: float = 0.5) -> dict:
   """Runs `step` (from make_eval_step) over every batch.
 
   Args:
     dataset: the evaluation dataset (tf_skiprec.data.pipeline.Pipelines.evaluation).
     user_kinds: [U] kind of each user ("" when unknown).
+    threshold: keep block i iff P(keep_i) >= threshold (SkipRec).
 
   Returns:
     {"metrics": {"NDCG@10": float, ...}, "by_kind": {kind: {...}},
@@ -25,8 +60,9 @@ def evaluate(step, dataset: tf.data.Dataset, strategy: tf.distribute.Strategy,
   overall = RankingMetrics()
   ranks = np.full(len(user_kinds), -1, dtype=np.int64)
   keep = None
+  threshold = tf.constant(threshold, tf.float32)
   for batch in strategy.experimental_distribute_dataset(dataset):
-    out = local_concat(strategy, step(batch))
+    out = local_concat(strategy, step(batch, threshold))
     if keep is None:
       keep = np.zeros((len(user_kinds), out["keep"].shape[1]), dtype=np.int8)
     ranks[out["user"]] = out["rank"]

@@ -18,7 +18,7 @@ def usage_by_block(block_usage: list[float], path: str, title: str = "") -> str:
   ax.set_ylabel("fraction of users executing it")
   ax.set_ylim(0, 1.02)
   ax.set_title(title or "Usage by block (validation)")
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def accuracy_vs_blocks(points: list[dict], full: dict | None, path: str) -> str:
@@ -39,38 +39,10 @@ def accuracy_vs_blocks(points: list[dict], full: dict | None, path: str) -> str:
   ax.set_ylabel("validation NDCG@10")
   ax.set_title("Accuracy against compute, across keep thresholds")
   ax.legend()
-  return _save(fig, path)
+  return save(fig, path)
 
 
-def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
-  """The points no other point beats on both axes (fewer or equal blocks and higher or equal
-  NDCG, one strictly): (mean blocks, NDCG@10, label), sorted by blocks."""
-  front = [p for p in points
-           if not any(q[0] <= p[0] and q[1] >= p[1] and (q[0] < p[0] or q[1] > p[1])
-                      for q in points)]
-  return sorted(front)
-
-
-def pareto(points: list[tuple[float, float, str]], path: str, limit: float | None = None) -> str:
-  """Scatter of a search's trials, validation NDCG@10 against mean executed blocks, with the
-  Pareto front drawn and labelled by trial, and the blocks limit if there is one."""
-  fig, ax = plt.subplots(figsize=(6, 4))
-  ax.scatter([p[0] for p in points], [p[1] for p in points], color="#9aa9bd", label="trials")
-  front = pareto_front(points)
-  ax.plot([p[0] for p in front], [p[1] for p in front], "o-", color="#c0392b",
-          label="Pareto front")
-  for blocks, ndcg, label in front:
-    ax.annotate(label, (blocks, ndcg), fontsize=7, textcoords="offset points", xytext=(3, 3))
-  if limit:
-    ax.axvline(limit, color="black", linestyle=":", label="blocks limit")
-  ax.set_xlabel("mean blocks executed per user (validation)")
-  ax.set_ylabel("validation NDCG@10")
-  ax.set_title("Search: accuracy against compute")
-  ax.legend()
-  return _save(fig, path)
-
-
-def _save(fig, path: str) -> str:
+def save(fig, path: str) -> str:
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   fig.tight_layout()
   fig.savefig(path, dpi=110)

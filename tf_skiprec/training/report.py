@@ -47,18 +47,3 @@ def result_table(result: dict) -> str:
         f"  threshold {p['threshold']:.2f}: {p['mean_blocks']:6.2f} blocks, "
         f"NDCG@10 {p['NDCG@10']:.4f}" for p in result["threshold_sweep"])
   return text
-
-
-def trials_table(rows: list[dict], keys: list[str]) -> str:
-  """A Markdown table of a search's trials: id, status, searched values, score, validation
-  NDCG@10, mean executed blocks and MFLOPs per request (blank until a trial finishes)."""
-  def cell(value) -> str:
-    if value is None:
-      return ""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-  names = ["trial", "status", *keys, "score", "valid_ndcg10", "mean_blocks", "mflops"]
-  lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-  for row in rows:
-    lines.append("| " + " | ".join(cell(row.get(n)) for n in names) + " |")
-  return "\n".join(lines)

@@ -5,7 +5,7 @@
       --override=train.pretrain_epochs=2
 
 `SkipRecTuner` is a Keras Tuner `BaseTuner` whose `run_trial` maps the trial's hyper-parameters
-onto the config (tf_skiprec/search_space.py) and calls `run(config, workdir)`, the same entry
+onto the config (tf_skiprec/tuning/space.py) and calls `run(config, workdir)`, the same entry
 point as `train.py`: there is no second training loop. (Keras Tuner's HyperModel path
 type-checks models against Keras 3 and fails with tf_keras; see README.md, "Keras 2".) Early
 stopping within a trial is run()'s own (`train.patience`).
@@ -46,11 +46,10 @@ import keras_tuner as kt
 
 from tf_skiprec.config import Config
 from tf_skiprec.errors import ConfigError
-from tf_skiprec.search_space import (Dimension, flops_per_request, trial_config,
+from tf_skiprec.tuning.space import (Dimension, flops_per_request, trial_config,
                                      within_limit)
 from tf_skiprec.training import run
-from tf_skiprec.training import plots
-from tf_skiprec.training.report import trials_table
+from tf_skiprec.tuning.report import pareto, trials_table
 
 OBJECTIVE = "score"
 TUNERS = ("random", "bayesian", "hyperband")
@@ -83,9 +82,11 @@ class SkipRecTuner(kt.engine.base_tuner.BaseTuner):
     config.export.base_dir = ""                         # only --retrain_best exports
     trial_dir = self.get_trial_dir(trial.trial_id)
     workdir = os.path.join(trial_dir, "run")
+    continued = False
     if "tuner/epochs" in hp.values:                     # Hyperband: this round's epoch budget,
       config.train.epochs = int(hp.get("tuner/epochs"))  # continuing the previous round's run
       previous = hp.values.get("tuner/trial_id")
+      continued = bool(previous)
       if previous and not os.path.exists(workdir):     # copied whole or not at all
         staging = workdir + ".copying"
         shutil.rmtree(staging, ignore_errors=True)
@@ -96,7 +97,7 @@ class SkipRecTuner(kt.engine.base_tuner.BaseTuner):
                           "started": time.time()}) + "\n")
     logging.info("Trial %s (%s): %s", trial.trial_id, self.tuner_id,
                  ", ".join(f"{k}={v}" for k, v in values.items()))
-    result = run(config, workdir)
+    result = run(config, workdir, continue_finished=continued)
     return trial_metrics(config, result, self.limit_blocks, self.limit_mflops)
 
 
@@ -171,7 +172,7 @@ def report(tuner: SkipRecTuner, workdir: str, retrain_best: bool) -> dict:
   if not done:
     raise ConfigError(f"{workdir}: no trial finished; see keras_tuner/trial_*/trial.json for "
                       f"each trial's error.")
-  out["pareto"] = plots.pareto([(r["mean_blocks"], r["valid_ndcg10"], r["trial"]) for r in done],
+  out["pareto"] = pareto([(r["mean_blocks"], r["valid_ndcg10"], r["trial"]) for r in done],
                                os.path.join(workdir, "pareto.png"),
                                limit=tuner.limit_blocks or None)
   best = max(done, key=lambda r: r[OBJECTIVE])

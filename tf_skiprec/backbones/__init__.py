@@ -1,0 +1,42 @@
+"""Backbones by name: `model.backbone` picks one from REGISTRY, and the rest of the code uses only
+the names every backbone exposes.
+
+A backbone is a Keras layer over item ids with skippable residual blocks:
+  vocab_size, num_blocks         ints (V includes the padding id 0; N blocks)
+  embedding                      the item embedding layer, table [V, C] (the policy's own
+                                 embedding starts as a copy of it)
+  embed(item_ids, training)      [B, L] -> (x [B, L, C] with padding rows zero, seq_mask [B, L, 1])
+  blocks                         the N residual blocks; block.branch(x, seq_mask, training) is the
+                                 residual branch F_i(x) [B, L, C], padded steps zero
+  call(item_ids, block_mask, training)
+                                 [B, L] -> hidden [B, L, C] with the skipping semantics
+                                 x_{i+1} = x_i + m_i * F_i(x_i), m = block_mask [B, N] (None: 1)
+  logits(hidden)                 [..., C] -> [..., V] (scoring; padding not masked)
+  output_weights()               (W [V, C], b [V]) of the softmax (the sampled softmax's input)
+  output_variables()             the softmax's variables (the export keeps them as variables)
+  score_last(item_ids, block_mask)
+                                 [B, L] -> [B, V] scores of the next item; padding scores -1e9
+
+The export (tf_skiprec/export/frozen.py) copies each block as a function with constant weights;
+a backbone with a new kind of block adds its frozen copy there.
+
+Each entry of REGISTRY is build(vocab_size, model) -> backbone, `model` holding the
+ModelConfig fields (tf_skiprec/config.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from tf_skiprec.backbones import nextitnet
+
+REGISTRY: dict[str, Callable[[int, Any], Any]] = {
+    "nextitnet": nextitnet.build,
+}
+
+
+def build(vocab_size: int, model) -> Any:
+  """The backbone `model.backbone` (a ModelConfig), named "backbone"."""
+  if model.backbone not in REGISTRY:
+    raise ValueError(f"model.backbone={model.backbone!r}: not one of {sorted(REGISTRY)}")
+  return REGISTRY[model.backbone](vocab_size, model)

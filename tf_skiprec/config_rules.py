@@ -1,0 +1,242 @@
+"""What a valid Config is: the type of every field, the values of every enumerated field, the
+range of every number, and the few rules between fields. `Config.validate()` applies them.
+
+The registries hold what CHOICES names: tf_skiprec/backbones/ (model.backbone) and
+tf_skiprec/policy.py's POLICY_BODIES (policy.body); a new backbone is added to both
+(tests/test_layout.py checks that they agree). This module imports nothing of the project's but
+the readers' formats, so that the schema (config.py) can import it.
+
+Each problem is one line that names the field, says what is wrong and what is valid, and gives
+the fix as the `--override` that would correct it (or the `--dataset` flag). Ranges are written
+as text ("[0, 1)", ">= 1") so that the table below reads as the documentation of the ranges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+import re
+import typing
+from typing import Any
+
+from tf_skiprec.data.readers import FORMATS as DATA_FORMATS  # data.dataset = FORMAT:PATH
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.backbone": ("nextitnet",),
+    "policy.body": ("cnn", "gru"),
+    "policy.cost": ("quadratic", "lagrangian"),
+    "policy.reward": ("quadratic", "reference"),
+    "policy.tau_schedule": ("exponential", "linear", "constant"),
+    "train.mode": ("pretrain", "gumbel", "rl"),
+    "train.loss": ("full", "sampled"),
+    "runtime.strategy": ("default", "mirrored", "multiworker"),
+    "data.synthetic.deep_rule": ("theme", "echo"),
+}
+
+RANGES: dict[str, str] = {
+    "data.max_len": ">= 1",
+    "data.min_interactions": ">= 3",              # a test item, a validation item, one to train on
+    "data.synthetic.num_users": ">= 2",
+    "data.synthetic.num_items": ">= 2",
+    "data.synthetic.num_themes": ">= 1",
+    "data.synthetic.deep_fraction": "[0, 1]",
+    "data.synthetic.min_length": ">= 1",
+    "data.synthetic.max_length": ">= 1",
+    "data.synthetic.lag": ">= 1",
+    "data.synthetic.zipf_exponent": ">= 0",
+    "data.synthetic.follow_prob": "[0, 1]",
+    "data.synthetic.theme_prob": "[0, 1]",
+    "data.synthetic.seed": ">= 0",
+    "model.channels": ">= 1",
+    "model.num_blocks": ">= 1",
+    "model.kernel_size": ">= 1",
+    "model.dilations": ">= 1",                    # each of them
+    "model.dropout": "[0, 1)",
+    "model.embedding_dropout": "[0, 1)",
+    "model.block_drop": "[0, 1)",
+    "policy.learning_rate": "> 0",
+    "policy.initial_keep_prob": "(0, 1)",
+    "policy.threshold": "[0, 1]",
+    "policy.budget": "[0, 1]",
+    "policy.budget_anneal_steps": ">= 0",
+    "policy.budget_slack": ">= 0",
+    "policy.penalty": ">= 0",
+    "policy.dual_lr": ">= 0",
+    "policy.entropy_weight": ">= 0",
+    "policy.entropy_ramp_steps": ">= 0",
+    "policy.tau_start": "> 0",
+    "policy.tau_end": "> 0",
+    "policy.tau_anneal_steps": ">= 0",
+    "policy.reward_top_k": ">= 1",
+    "policy.gamma": ">= 0",
+    "policy.warmup_epochs": ">= 0",
+    "policy.freeze_backbone_epochs": ">= 0",
+    "train.pretrain_epochs": ">= 0",
+    "train.pretrain_learning_rate": ">= 0",
+    "train.pretrain_patience": ">= 0",
+    "train.batch_size": ">= 1",
+    "train.eval_batch_size": ">= 1",
+    "train.learning_rate": "> 0",
+    "train.weight_decay": ">= 0",
+    "train.clipnorm": ">= 0",
+    "train.epochs": ">= 0",                       # 0: evaluate (and export) a finished run
+    "train.patience": ">= 0",
+    "train.num_sampled": ">= 1",
+    "train.checkpoint_every_steps": ">= 0",
+    "train.max_checkpoints": ">= 1",
+    "train.seed": ">= 0",
+    "runtime.steps_per_loop": ">= 1",
+    "runtime.summary_every_steps": ">= 1",
+    "export.top_k": ">= 1",
+    "export.num_check_histories": ">= 1",
+}
+
+_RANGE = re.compile(r"^(?:([\[(])\s*(\S+),\s*(\S+)\s*([\])])|(>=|>)\s*(\S+))$")
+
+
+def problems(config, num_items: int | None = None) -> list[str]:
+  """Every problem of `config` (a tf_skiprec.config.Config), one line each (empty when it is
+  valid); with `num_items`, the catalogue's size, also what depends on the data."""
+  defaults = {key: value for key, (value, _) in leaf_fields(type(config)()).items()}
+  found = [p for key, (value, hint) in leaf_fields(config).items()
+           for p in _field_problems(key, value, hint, defaults.get(key))]
+  if found:  # the rules below assume well-typed, in-range fields
+    return found
+  found = _between_fields(config)
+  if num_items is not None and config.export.base_dir and config.export.top_k > num_items:
+    found.append(f"export.top_k = {config.export.top_k}: more than the {num_items} items of "
+                 f"{config.data.dataset}. Fix: --override export.top_k={min(10, num_items)}.")
+  return found
+
+
+def leaf_fields(config) -> dict[str, tuple[Any, Any]]:
+  """Every leaf field of a (nested) dataclass: {"model.num_blocks": (value, type hint), ...}."""
+  out: dict[str, tuple[Any, Any]] = {}
+
+  def walk(obj, prefix: str):
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+      value = getattr(obj, f.name)
+      if dataclasses.is_dataclass(value):
+        walk(value, f"{prefix}{f.name}.")
+      else:
+        out[prefix + f.name] = (value, hints[f.name])
+
+  walk(config, "")
+  return out
+
+
+def _field_problems(key: str, value: Any, hint: Any, default: Any) -> list[str]:
+  type_problem = _type_problem(key, value, hint)
+  if type_problem:
+    return [type_problem]
+  if key in CHOICES and value not in CHOICES[key]:
+    valid = ", ".join(repr(c) for c in CHOICES[key])
+    return [f"{key} = {value!r}: not a valid value; valid values: {valid}. "
+            f"Fix: --override {key}={CHOICES[key][0]} (or another of them)."]
+  if key in RANGES:
+    values = value if isinstance(value, tuple) else (value,)
+    bad = [v for v in values if not _in_range(v, RANGES[key])]
+    if bad or (isinstance(value, tuple) and not value):
+      example = _example(default)
+      what = "each value must be" if isinstance(value, tuple) else "must be"
+      return [f"{key} = {_show(value)}: {what} {_describe(RANGES[key])}. "
+              f"Fix: --override {key}={example} (or another value {_describe(RANGES[key])})."]
+  return []
+
+
+def _between_fields(config) -> list[str]:
+  """Rules that involve more than one field, or the file system."""
+  found = []
+  s = config.data.synthetic
+  if s.min_length > s.max_length:
+    found.append(f"data.synthetic.min_length = {s.min_length} is above data.synthetic.max_length "
+                 f"= {s.max_length}. Fix: --override data.synthetic.max_length={s.min_length} "
+                 "(or a smaller min_length).")
+  if s.num_items < 2 * s.num_themes:
+    found.append(f"data.synthetic.num_items = {s.num_items}: needs at least 2 items per theme "
+                 f"(data.synthetic.num_themes = {s.num_themes}). Fix: --override "
+                 f"data.synthetic.num_items={2 * s.num_themes} (or fewer themes).")
+  found += _dataset_problems(config.data.dataset)
+  name = config.export.model_name
+  if not name or "/" in name or os.sep in name or name in (".", ".."):
+    found.append(f"export.model_name = {name!r}: must be a folder name (not empty, no '/'). "
+                 "Fix: --override export.model_name=skiprec.")
+  return found
+
+
+def _dataset_problems(dataset: str) -> list[str]:
+  formats = ", ".join(DATA_FORMATS)
+  fix = (f"Fix: --dataset=FORMAT:PATH with FORMAT one of {formats} (e.g. "
+         "--dataset=recbole:data/ml-100k), or --dataset=synthetic.")
+  if dataset == "synthetic":
+    return []
+  if not dataset:
+    return ["data.dataset is not set: this experiment reads an interaction log that the "
+            "repository does not ship (MovieLens-100K for the ml100k_* experiments: its licence "
+            f"forbids redistribution). {fix}"]
+  fmt, colon, path = dataset.partition(":")
+  if not colon or fmt.strip().lower() not in DATA_FORMATS:
+    what = "has no FORMAT: prefix" if not colon else f"has an unknown format {fmt!r}"
+    return [f"data.dataset = {dataset!r} {what}. {fix}"]
+  if not path.strip():
+    return [f"data.dataset = {dataset!r} has no path after {fmt}:. {fix}"]
+  if not os.path.exists(path):
+    return [f"data.dataset = {dataset!r}: {path} does not exist (relative paths start from "
+            f"{os.getcwd()}). Fix: check the path; --dataset=recbole:PATH takes an atomic .inter "
+            "file or the directory that holds it."]
+  return []
+
+
+# What each field type must hold: (test, what it is, an --override example, its JSON form).
+_TYPES = {
+    "tuple": (lambda v: isinstance(v, tuple) and all(_is_int(x) for x in v),
+              "a list of integers", "1,4", "a list of integers, [1, 4]"),
+    bool: (lambda v: isinstance(v, bool), "true or false", "true", "true or false"),
+    int: (lambda v: _is_int(v), "an integer", "1", "an integer, 1"),
+    float: (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)
+            and math.isfinite(v), "a finite number", "0.5", "a number, 0.5"),
+    str: (lambda v: isinstance(v, str), "a string", "text", "a string, \"text\""),
+}
+
+
+def _type_problem(key: str, value: Any, hint: Any) -> str | None:
+  ok, name, example, in_json = _TYPES["tuple" if typing.get_origin(hint) is tuple else hint]
+  if ok(value):
+    return None
+  return (f"{key} = {_show(value)} ({type(value).__name__}): must be {name}. "
+          f"Fix: --override {key}={example} (in a JSON config: {in_json}).")
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _in_range(value: float, spec: str) -> bool:
+  match = _RANGE.match(spec)
+  if match is None:
+    raise ValueError(f"bad range {spec!r}")
+  opening, low, high, closing, op, bound = match.groups()
+  if op:
+    return value >= float(bound) if op == ">=" else value > float(bound)
+  above = value >= float(low) if opening == "[" else value > float(low)
+  below = value <= float(high) if closing == "]" else value < float(high)
+  return above and below
+
+
+def _describe(spec: str) -> str:
+  return spec if spec[0] in ">" else f"in {spec}"
+
+
+def _example(default: Any) -> str:
+  """A valid value for the fix: the field's default (tests/test_config.py checks that every
+  default is valid)."""
+  return _show(default).strip("'")
+
+
+def _show(value: Any) -> str:
+  if isinstance(value, tuple):
+    return ",".join(str(v) for v in value) or "(empty)"
+  return repr(value)

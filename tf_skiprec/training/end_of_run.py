@@ -1,0 +1,74 @@
+"""What a run does once training has stopped, each in its own function: the final evaluation of
+the best model, the threshold sweep, the plots, the export and metrics.json.
+
+Every function takes the trainer (after `restore_best`) or the results it returns, and all
+workers of a multi-worker run call the evaluations together (each evaluates on its own copy of
+the model); only the chief writes files.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tf_skiprec.config import Config
+from tf_skiprec.export.exporter import export_model
+from tf_skiprec.training import plots, workdir as workdir_lib
+from tf_skiprec.training.trainer import Trainer
+
+# Keep thresholds of the validation sweep; 0 keeps every block (P(keep) >= 0).
+SWEEP_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def final_evaluation(trainer: Trainer) -> dict:
+  """Validation and test metrics of the best model at policy.threshold:
+  {"mode", "valid", "valid_by_kind", "valid_blocks", "test", ...}."""
+  results = {"mode": trainer.mode}
+  for split, windows in (("valid", trainer.data.valid), ("test", trainer.data.test)):
+    out = trainer.evaluate(windows, trainer.config.policy.threshold)
+    results[split], results[f"{split}_by_kind"] = out["metrics"], out["by_kind"]
+    results[f"{split}_blocks"] = out["blocks"]
+  return results
+
+
+def threshold_sweep(trainer: Trainer) -> list[dict]:
+  """Validation accuracy and mean executed blocks at each of SWEEP_THRESHOLDS:
+  [{"threshold", "mean_blocks", "HR@5", ...}, ...] (SkipRec: raising the threshold runs fewer
+  blocks with no retraining)."""
+  sweep = []
+  for threshold in SWEEP_THRESHOLDS:
+    out = trainer.evaluate(trainer.data.valid, threshold)
+    sweep.append({"threshold": threshold, "mean_blocks": out["blocks"]["mean"], **out["metrics"]})
+  return sweep
+
+
+def draw_plots(results: dict, workdir: str) -> dict:
+  """usage_by_block.png and accuracy_vs_blocks.png (the sweep, against every block) in
+  `workdir`; returns their paths."""
+  sweep = results["threshold_sweep"]
+  full = next(p for p in sweep if p["threshold"] == 0.0)
+  return {
+      "usage_by_block": plots.usage_by_block(results["valid_blocks"]["block_usage"],
+                                             os.path.join(workdir, "usage_by_block.png")),
+      "accuracy_vs_blocks": plots.accuracy_vs_blocks(
+          [p for p in sweep if p["threshold"] > 0], full,
+          os.path.join(workdir, "accuracy_vs_blocks.png")),
+  }
+
+
+def export_best(trainer: Trainer, config: Config) -> dict:
+  """Exports the best model for TF Serving (tf_skiprec/export/exporter.py), its decisions at
+  policy.threshold by default, checked on the first export.num_check_histories validation
+  histories; returns {"path", "version"}. The chief only: it reads the evaluation copy, which the
+  last evaluation refreshed from the best model."""
+  export, data = config.export, trainer.data
+  histories = next(iter(data.pipelines.evaluation(data.valid, export.num_check_histories)))
+  return export_model(
+      trainer.evaluate.model, data.id_map, base_dir=export.base_dir,
+      model_name=export.model_name, max_len=config.data.max_len,
+      sample_histories=histories["history"].numpy(), top_k=export.top_k,
+      threshold=config.policy.threshold)
+
+
+def write_metrics(results: dict, workdir: str) -> None:
+  """metrics.json, atomically."""
+  workdir_lib.write_json(results, os.path.join(workdir, workdir_lib.METRICS_FILE))
