@@ -73,11 +73,11 @@ def weights(workdir: str) -> dict[str, np.ndarray]:
   import tensorflow as tf
 
   out = {}
-  for stage in (os.path.join(workdir, "pretrain"), workdir):
-    path = tf.train.latest_checkpoint(os.path.join(stage, "checkpoints"))
+  for stage, directory in (("pretrain", os.path.join(workdir, "pretrain")), ("skiprec", workdir)):
+    path = tf.train.latest_checkpoint(os.path.join(directory, "checkpoints"))
     for name, _ in tf.train.list_variables(path):
       if name.startswith("model/"):
-        out[f"{os.path.basename(stage)}:{name}"] = tf.train.load_variable(path, name)
+        out[f"{stage}:{name}"] = tf.train.load_variable(path, name)
   return out
 
 
