@@ -8,7 +8,6 @@ from conftest import histories, tiny_skiprec
 from tf_skiprec.experiments import get_config
 from tf_skiprec.experiments.ml100k import skiprec_finetune
 from tf_skiprec.errors import ConfigError
-from tf_skiprec.schedules import Schedules
 from tf_skiprec.training import builders, run
 from tf_skiprec.training.selection import selection_score
 

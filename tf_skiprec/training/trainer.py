@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
