@@ -67,7 +67,7 @@ class Pipelines:
     With `replicas` > 1 the global batch is split across them; a last batch too small to give
     every replica a row is left out (`train_windows_used`).
     """
-    ds = self._shuffled(windows, seed, epoch, replicas, batch_size)
+    ds, _ = self._shuffled(windows, seed, epoch, replicas, batch_size)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if skip_batches:
       ds = ds.skip(skip_batches)
@@ -82,9 +82,8 @@ class Pipelines:
     count of a mean, say), as it did when it was traced on each eager batch; a dynamic size
     would give other float roundings.
     """
-    used = train_windows_used(len(windows), batch_size, replicas)
+    ds, used = self._shuffled(windows, seed, epoch, replicas, batch_size)
     full, rest = divmod(used, batch_size)
-    ds = self._shuffled(windows, seed, epoch, replicas, batch_size)
     parts = []
     if skip_batches < full:
       batches = ds.take(full * batch_size).batch(batch_size, drop_remainder=True)
@@ -95,12 +94,13 @@ class Pipelines:
     return parts
 
   def _shuffled(self, windows: Windows, seed: int, epoch: int, replicas: int,
-                batch_size: int) -> tf.data.Dataset:
-    """The epoch's windows (ends, lengths) in their shuffled order, those trained on only."""
+                batch_size: int) -> tuple[tf.data.Dataset, int]:
+    """The epoch's windows (ends, lengths) in their shuffled order, those trained on only, and
+    how many they are."""
     ds = tf.data.Dataset.from_tensor_slices((windows.ends, windows.lengths))
     ds = ds.shuffle(len(windows), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False)
     used = train_windows_used(len(windows), batch_size, replicas)
-    return ds.take(used) if used < len(windows) else ds
+    return (ds.take(used) if used < len(windows) else ds), used
 
   def _examples(self, batches: tf.data.Dataset) -> tf.data.Dataset:
     """Batches of (ends, lengths) -> {"inputs", "labels"} (see `train`), prefetched."""
