@@ -9,7 +9,6 @@ from tf_skiprec.experiments import get_config
 from tf_skiprec.experiments.ml100k import skiprec_finetune
 from tf_skiprec.errors import ConfigError
 from tf_skiprec.training import builders, run
-from tf_skiprec.training.selection import selection_score
 
 
 def _config(mode="gumbel", **policy):
@@ -203,15 +202,3 @@ def test_pretrain_stage_settings_default_to_the_run_settings(tmp_path):
   run(config, str(tmp_path))
   stage = json.loads((tmp_path / "pretrain" / "config.json").read_text())["train"]
   assert (stage["learning_rate"], stage["patience"]) == (4e-3, 3)
-
-
-def test_model_selection_prefers_epochs_within_the_budget():
-  config = _config(budget=0.4, budget_slack=0.05)
-  valid = lambda ndcg, usage: {"metrics": {"NDCG@10": ndcg}, "blocks": {"usage": usage}}  # noqa: E731
-  assert selection_score(valid(0.07, 0.45), config) == 0.07          # within budget + slack
-  assert selection_score(valid(0.09, 0.5), config) == pytest.approx(-1.5)  # over: by usage
-  assert selection_score(valid(0.01, 0.6), config) < selection_score(valid(0.0, 0.5), config)
-  config.policy.budget_slack = 0.0
-  assert selection_score(valid(0.07, 0.45), config) == pytest.approx(-1.45)
-  config.train.mode = "rl"  # no budget: validation NDCG@10 alone
-  assert selection_score(valid(0.07, 0.9), config) == 0.07

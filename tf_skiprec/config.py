@@ -75,10 +75,13 @@ class PolicyConfig:
   #   cost "quadratic": penalty * (usage - budget)^2;
   #   cost "lagrangian": lambda * (usage - budget), lambda >= 0 raised by dual ascent
   #   (lambda += dual_lr * (usage - budget) after every step) until the budget holds.
-  budget: float = 0.5                # target mean usage
+  budget: float = 0.5                # target mean usage (gumbel); model selection: gumbel, rl
   budget_anneal_steps: int = 0       # the target falls linearly from 1 to `budget` over these
-  budget_slack: float = 0.05         # model selection: an epoch is within budget if its
-                                     # validation usage <= budget + slack (0 = strict)
+  budget_slack: float = 0.05         # model selection (gumbel, rl): an epoch is within budget
+                                     # if its validation usage <= budget + slack (0 = strict)
+  # Model selection when no epoch is within budget: NDCG@10 * (1 - selection_lambda * usage);
+  # 0.5: 10 points more usage must buy > ~5% relative NDCG@10 (training/selection.py).
+  selection_lambda: float = 0.5
   cost: str = "quadratic"
   penalty: float = 20.0
   dual_lr: float = 1.0
@@ -111,7 +114,7 @@ class TrainConfig:
   weight_decay: float = 0.0          # decoupled (AdamW); 0 = Adam
   clipnorm: float = 0.0              # 0 = no clipping
   epochs: int = 30
-  patience: int = 5                  # epochs without a better validation NDCG@10
+  patience: int = 5                  # epochs without a better model-selection score
   loss: str = "full"                 # "full" softmax or "sampled" softmax
   num_sampled: int = 1000            # negatives per step for the sampled softmax
   checkpoint_every_steps: int = 0    # 0 = at the end of every epoch only

@@ -62,6 +62,7 @@ RANGES: dict[str, str] = {
     "policy.budget": "[0, 1]",
     "policy.budget_anneal_steps": ">= 0",
     "policy.budget_slack": ">= 0",
+    "policy.selection_lambda": "[0, 1)",          # 1 - lambda * usage stays > 0
     "policy.penalty": ">= 0",
     "policy.dual_lr": ">= 0",
     "policy.entropy_weight": ">= 0",

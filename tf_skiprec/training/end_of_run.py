@@ -13,6 +13,7 @@ import os
 from tf_skiprec.config import Config
 from tf_skiprec.export.exporter import export_model
 from tf_skiprec.training import plots, workdir as workdir_lib
+from tf_skiprec.training.selection import selection_rule
 from tf_skiprec.training.trainer import Trainer
 
 # Keep thresholds of the validation sweep; 0 keeps every block (P(keep) >= 0).
@@ -21,12 +22,18 @@ SWEEP_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 def final_evaluation(trainer: Trainer) -> dict:
   """Validation and test metrics of the best model at policy.threshold:
-  {"mode", "valid", "valid_by_kind", "valid_blocks", "test", ...}."""
+  {"mode", "valid", "valid_by_kind", "valid_blocks", "test", ..., "selection_rule"}.
+
+  selection_rule: the rule that chose the best epoch (selection.py), from its validation result,
+  which this validation evaluation of the best model reproduces.
+  """
   results = {"mode": trainer.mode}
   for split, windows in (("valid", trainer.data.valid), ("test", trainer.data.test)):
     out = trainer.evaluate(windows, trainer.config.policy.threshold)
     results[split], results[f"{split}_by_kind"] = out["metrics"], out["by_kind"]
     results[f"{split}_blocks"] = out["blocks"]
+    if split == "valid":
+      results["selection_rule"] = selection_rule(out, trainer.config)
   return results
 
 

@@ -27,7 +27,8 @@ def metrics_table(rows: dict[str, dict[str, float]]) -> str:
 
 def result_table(result: dict) -> str:
   """The table of a `run()` result: validation and test with mean blocks executed, then by kind
-  of user, then (SkipRec) the blocks executed per user and the threshold sweep."""
+  of user, the rule that chose the best epoch, then (SkipRec) the blocks executed per user and
+  the threshold sweep."""
   rows = {}
   for split in ("valid", "test"):
     rows[split] = {**result[split], "blocks": result[f"{split}_blocks"]["mean"]}
@@ -35,6 +36,8 @@ def result_table(result: dict) -> str:
     for kind, metrics in result.get(f"{split}_by_kind", {}).items():
       rows[f"{split}/{kind}"] = {**metrics, "blocks": result[f"{split}_blocks"]["by_kind"][kind]}
   text = metrics_table(rows)
+  if "selection_rule" in result:
+    text += f"\nbest epoch {result['best_epoch']} chosen by: {result['selection_rule']}"
   if result.get("mode", "pretrain") != "pretrain":
     b = result["test_blocks"]
     text += (f"\n\nblocks executed per user (test): mean {b['mean']:.2f} of {b['num_blocks']}, "

@@ -11,15 +11,16 @@ import shutil
 import tensorflow as tf
 
 from tf_skiprec.errors import TrainingError
+from tf_skiprec.training.selection import NO_SCORE
 
 
 class RunState(tf.Module):
   """Counters that make a run resumable. All live in tf.Variables and are checkpointed.
 
   step: global step; epoch: current epoch (0-based); epoch_step: batches done in `epoch`;
-  best_score: best validation NDCG@10; best_epoch; bad_epochs: epochs since the best;
-  elapsed: training seconds so far; best_elapsed: training seconds when the best was reached;
-  finished: 1 once training has stopped (epochs done or early stop).
+  best_score: the best epoch's model-selection score (selection.py); best_epoch; bad_epochs:
+  epochs since the best; elapsed: training seconds so far; best_elapsed: training seconds when
+  the best was reached; finished: 1 once training has stopped (epochs done or early stop).
   """
 
   def __init__(self):
@@ -32,7 +33,7 @@ class RunState(tf.Module):
     self.best_epoch = i64("best_epoch")
     self.bad_epochs = i64("bad_epochs")
     self.finished = i64("finished")
-    self.best_score = f64("best_score", -1e9)
+    self.best_score = f64("best_score", NO_SCORE)
     self.elapsed = f64("elapsed")
     self.best_elapsed = f64("best_elapsed")
 

@@ -36,7 +36,7 @@ from tf_skiprec.data.run_data import RunData
 from tf_skiprec.errors import TrainingError
 from tf_skiprec.training import builders, cluster, workdir as workdir_lib
 from tf_skiprec.training.evaluate import Evaluator
-from tf_skiprec.training.selection import SELECT_METRIC, selection_score
+from tf_skiprec.training.selection import SELECT_METRIC, improves, selection_score
 from tf_skiprec.training.state import Checkpoints, RunState, checkpoint_paths
 from tf_skiprec.training.steps import LOSS_KEYS, make_train_loop
 
@@ -220,7 +220,7 @@ class Trainer:
              for k, v in epoch.sums.items()}
     valid = self.evaluate(self.data.valid, self.config.policy.threshold)
     score = cluster.agree(self.strategy, selection_score(valid, self.config))  # one for all
-    improved = score > float(state.best_score.numpy())
+    improved = improves(score, float(state.best_score.numpy()))
     if improved:
       state.best_score.assign(score)
       state.best_epoch.assign(epoch.index)
