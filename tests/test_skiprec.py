@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import histories, tiny_skiprec
+from conftest import histories, set_alphas, tiny_skiprec
 from tf_skiprec.experiments import get_config
 from tf_skiprec.experiments.ml100k import skiprec_finetune
 from tf_skiprec.errors import ConfigError
+from tf_skiprec.policy import sampled_decisions
 from tf_skiprec.training import builders, run
+from tf_skiprec.training.steps import make_train_loop
 
 
 def _config(mode="gumbel", **policy):
@@ -83,21 +85,86 @@ def test_entropy_term_makes_the_policy_decide():
   assert float(tf.reduce_mean(tf.abs(prob() - 0.5))) > start + 0.1
 
 
-def test_rl_loss_trains_the_policy_with_finite_gradients():
-  # reward_top_k = every item: each target is a hit, so R = 1 - usage^2 and the advantage is
-  # non-zero wherever a sampled decision differs from the greedy one (P(keep) = 0.6 here).
-  config = _config(mode="rl", reward_top_k=1000, initial_keep_prob=0.6)
+@pytest.mark.parametrize("reward", ["likelihood", "quadratic"])
+def test_rl_loss_trains_the_policy_with_finite_gradients(reward):
+  # quadratic, reward_top_k = every item: each target is a hit, so R = 1 - usage^2. likelihood:
+  # the blocks are the identity (alphas 0), so R = mean log-likelihood - 0.5 * usage with the
+  # same log-likelihood for any decisions. Either way the advantage is non-zero wherever a
+  # sampled decision differs from the greedy one (P(keep) = 0.6 here).
+  config = _config(mode="rl", reward=reward, reward_top_k=1000, initial_keep_prob=0.6)
   model = builders.build_model(config, vocab_size=61)
   with tf.GradientTape() as tape:
     loss, stats = model.compute_loss_and_stats(_batch(), training=True)
-  assert set(stats) == {"rec_loss", "usage", "advantage"}
-  # Greedy keeps every block (usage 1, R = 0); a sample keeps fewer (R > 0): advantage > 0.
+  assert set(stats) == {"rec_loss", "reward", "advantage", "usage"}
+  # Greedy keeps every block (usage 1); a sample keeps fewer (a higher R): advantage > 0.
   assert float(stats["advantage"]) > 0
   groups = model.variable_groups()
   grads = tape.gradient(loss, groups["policy"] + groups["backbone"])
   assert all(g is None or bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads)
   head = [g for v, g in zip(groups["policy"], grads) if "head" in v.name]
   assert all(float(tf.norm(g)) > 0 for g in head)
+
+
+def test_rl_leaves_the_backbone_loss_unchanged_and_the_greedy_pass_trains_nothing():
+  config = _config(mode="rl", initial_keep_prob=0.6)
+  model = builders.build_model(config, vocab_size=61)
+  set_alphas(model.backbone, 0.5)  # decisions change the scores, so the rewards differ
+  batch, seed = _batch(), tf.constant([3, 4])
+  with tf.GradientTape(persistent=True) as tape:
+    loss, stats = model.compute_loss_and_stats(batch, training=True, seed=seed)
+    policy_term = loss - stats["rec_loss"]
+  zero = lambda g: g is None or not np.any(tf.convert_to_tensor(g).numpy())  # noqa: E731
+  assert all(zero(g) for g in tape.gradient(policy_term, model.variable_groups()["backbone"]))
+  assert not all(zero(g) for g in tape.gradient(policy_term, model.variable_groups()["policy"]))
+  # The backbone's loss: the recommendation loss under the sampled decisions (the same seed).
+  keep, _ = sampled_decisions(model.policy(batch["inputs"], training=True), seed)
+  assert 0 < float(tf.reduce_mean(keep)) < 1
+  hidden = model.backbone(batch["inputs"], block_mask=keep, training=True)
+  assert float(stats["rec_loss"]) == float(model.position_loss(hidden, batch, training=True))
+
+
+def test_rl_rewards_compare_the_decisions_with_dropout_off():
+  # P(keep) ~ 1 - 1e-7: every sample equals the greedy decisions. With dropout in the sampled
+  # pass's reward only, its noise alone would make the advantages non-zero.
+  config = _config(mode="rl", initial_keep_prob=1 - 1e-7)
+  config.model.dropout = 0.5
+  model = builders.build_model(config, vocab_size=61)
+  set_alphas(model.backbone, 0.5)
+  loss, stats = model.compute_loss_and_stats(_batch(), training=True, seed=tf.constant([1, 2]))
+  assert float(stats["usage"]) == 1.0
+  assert float(stats["advantage"]) == 0.0
+  assert float(loss) == float(stats["rec_loss"])
+
+
+def _rl_steps(compute_cost: float, steps: int = 30):
+  """A smoke SkipRec whose blocks are the identity (alphas 0: skipping changes no score), trained
+  by REINFORCE on one batch for `steps` steps through the traced loop, the policy alone
+  (lr 3e-2). Returns (mean P(keep), greedy usage) before and after."""
+  config = _config(mode="rl", compute_cost=compute_cost, learning_rate=3e-2)
+  model = builders.build_model(config, vocab_size=61)
+  assert all(float(block.alpha) == 0.0 for block in model.backbone.blocks)
+  optimizer = builders.make_optimizers(model, config.train, config.policy.learning_rate)["policy"]
+  loop = make_train_loop(model, {"policy": optimizer}, tf.distribute.get_strategy(),
+                         tf.Variable(0, dtype=tf.int64), seed=0)
+  batch = _batch()
+
+  def keep_and_usage():
+    prob = tf.nn.softmax(model.policy(batch["inputs"], training=False), axis=-1)[..., 1]
+    return float(tf.reduce_mean(prob)), float(tf.reduce_mean(model.decisions(batch["inputs"])))
+
+  before = keep_and_usage()
+  loop(iter(tf.data.Dataset.from_tensors(batch).repeat()), tf.constant(steps, tf.int64))
+  return before, keep_and_usage()
+
+
+@pytest.mark.parametrize("compute_cost", [0.5, 0.0])
+def test_rl_skips_blocks_that_cost_compute_and_add_no_accuracy(compute_cost):
+  (keep0, usage0), (keep1, usage1) = _rl_steps(compute_cost)
+  assert keep0 == pytest.approx(0.9, abs=0.01) and usage0 == 1.0  # initial_keep_prob
+  if compute_cost > 0:  # measured: P(keep) 0.90 -> 0.55, greedy usage 1 -> 0.59
+    assert keep1 < keep0 - 0.2 and usage1 <= 0.8, (keep1, usage1)
+  else:  # the control: no charge, identical likelihoods, every advantage 0
+    assert keep1 > keep0 - 0.2 and usage1 == 1.0, (keep1, usage1)
 
 
 def test_evaluation_decisions_are_deterministic_and_differ_between_users():

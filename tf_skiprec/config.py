@@ -93,10 +93,27 @@ class PolicyConfig:
   tau_end: float = 0.5
   tau_schedule: str = "exponential"  # ... "exponential", "linear" or "constant"
   tau_anneal_steps: int = 2000
-  # rl: REINFORCE, self-critical baseline; reward 1 - usage^2 if the target is in the top k
-  reward: str = "quadratic"          # or "reference": the release's 1 - (1 - usage)^2
-  reward_top_k: int = 5
-  gamma: float = 1.0                 # reward when the target is not in the top k: -gamma
+  # rl: REINFORCE; advantage = R(sampled decisions) - R(greedy decisions) (rewards.py):
+  #   reward "likelihood": per window, the mean log-likelihood of its targets (every counted
+  #     position, full softmax) - compute_cost * usage;
+  #   reward "quadratic": 1 - usage^2 if the window's last target is in the top k, else -gamma;
+  #   reward "reference": the release's 1 - (1 - usage)^2 (top k), else -gamma (it rewards
+  #     running MORE blocks).
+  reward: str = "likelihood"
+  # likelihood: the nats of mean log-likelihood that running every block (usage 1) must earn; a
+  # block of N is worth running for a user iff it raises that user's mean log-likelihood by more
+  # than compute_cost / N. 0.5: halving usage is worth 0.25 nats (the targets' geometric-mean
+  # probability x 0.78). Measured on runs/default/pretrain (16 blocks, synthetic log): skipping
+  # every block costs 2.9 nats, skipping one 0.02 to 1.6 (median 0.07), against the 0.03 per
+  # block that 0.5 charges: it skips the blocks that help a user little, not the backbone.
+  compute_cost: float = 0.5
+  # rl: divide the advantages by their standard deviation over the (per-replica) batch
+  # (BlockDrop, SkipNet, PPO): every step's update has one scale, whatever the reward's units and
+  # however rare the samples that differ from the greedy decisions; the mean is not subtracted
+  # (rewards.normalized_advantage says why).
+  advantage_norm: bool = True
+  reward_top_k: int = 5              # quadratic, reference: the k of "in the top k"
+  gamma: float = 1.0                 # quadratic, reference: the reward of a miss is -gamma
   warmup_epochs: int = 0             # rl only: Gumbel epochs before REINFORCE
   freeze_backbone_epochs: int = 0    # gumbel/rl: first epochs train the policy alone
 

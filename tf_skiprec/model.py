@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+import tf_keras as keras
 
 from tf_skiprec import losses, rewards
 from tf_skiprec import policy as policy_lib
@@ -110,8 +111,11 @@ class SkipRecModel(BackboneModel):
       "lagrangian"; `after_step` raises the multiplier by dual ascent while usage exceeds the
       budget); + entropy_weight * the mean entropy of the decisions, so that the policy decides.
       The temperature, the budget and the entropy weight are `schedules` of the global step.
-    "rl": REINFORCE with a self-critical baseline: advantage = R(sampled) - R(greedy), with
-      R = 1 - usage^2 if the window's last target is in the top k, else -gamma (rewards.py); the
+    "rl": REINFORCE with a self-critical baseline: advantage = R(sampled) - R(greedy) per window,
+      divided by its batch standard deviation when `advantage_norm` (rewards.py). R (`reward`):
+      "likelihood", the mean log-likelihood of the window's targets - compute_cost * usage;
+      "quadratic" / "reference", the top-k rewards of the window's last target. Both rewards are
+      computed with dropout off and carry no gradient; the greedy pass trains nothing. The
       backbone keeps training on the recommendation loss under the sampled decisions.
   At evaluation the decisions are deterministic: keep block i iff P(keep_i) >= the threshold
   passed to `decisions` (policy.threshold in a run; the export takes it as an argument). The
@@ -119,9 +123,10 @@ class SkipRecModel(BackboneModel):
   """
 
   def __init__(self, backbone, policy, *, mode: str = "gumbel", schedules: Schedules | None = None,
-               cost: str = "quadratic", penalty: float = 20.0, reward: str = "quadratic",
-               reward_top_k: int = 5, gamma: float = 1.0, loss: str = "full",
-               num_sampled: int = 1000, block_drop: float = 0.0, **kwargs):
+               cost: str = "quadratic", penalty: float = 20.0, reward: str = "likelihood",
+               compute_cost: float = 0.5, advantage_norm: bool = True, reward_top_k: int = 5,
+               gamma: float = 1.0, loss: str = "full", num_sampled: int = 1000,
+               block_drop: float = 0.0, **kwargs):
     super().__init__(backbone, loss=loss, num_sampled=num_sampled, block_drop=block_drop,
                      **kwargs)
     for key, value in (("train.mode", mode), ("policy.cost", cost), ("policy.reward", reward)):
@@ -134,8 +139,14 @@ class SkipRecModel(BackboneModel):
     # The Lagrange multiplier (cost "lagrangian") is state: it is checkpointed with the model.
     self.multiplier = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="multiplier")
     self.reward = reward
+    self.compute_cost = compute_cost
+    self.advantage_norm = advantage_norm
     self.reward_top_k = reward_top_k
     self.gamma = gamma
+    # With dropout on, the sampled decisions' reward takes a pass of its own with dropout off:
+    # dropout's noise, larger the more blocks run, would otherwise enter the advantage.
+    self._dropout = any(isinstance(layer, keras.layers.Dropout) and layer.rate > 0
+                        for layer in backbone.submodules)
 
   def variable_groups(self) -> dict[str, list[tf.Variable]]:
     return {"backbone": self.backbone.trainable_variables,
@@ -168,17 +179,23 @@ class SkipRecModel(BackboneModel):
       loss += self.schedules.entropy_weight(step) * entropy
       stats["entropy"] = entropy
       return loss, stats
-    # REINFORCE with the greedy decisions as the baseline.
+    # REINFORCE with the greedy decisions as the baseline (self-critical).
     keep, log_prob = policy_lib.sampled_decisions(logits, seed)          # [B, N], [B]
-    greedy = policy_lib.greedy_decisions(logits, 0.5)
+    greedy = policy_lib.greedy_decisions(logits, 0.5)                    # [B, N]
     hidden = self.backbone(inputs["inputs"], block_mask=keep, training=training)
-    rec = self.position_loss(hidden, inputs, training=training)
-    greedy_hidden = self.backbone(inputs["inputs"], block_mask=greedy, training=False)
-    advantage = tf.stop_gradient(self._reward(hidden, inputs, keep)
-                                 - self._reward(greedy_hidden, inputs, greedy))  # [B]
-    policy_loss = -tf.reduce_mean(advantage * log_prob)
-    return rec + policy_loss, {"rec_loss": rec, "usage": tf.reduce_mean(keep),
-                               "advantage": tf.reduce_mean(advantage)}
+    rec = self.position_loss(hidden, inputs, training=training)         # the backbone's loss
+    scored = (self.backbone(inputs["inputs"], block_mask=keep, training=False)
+              if training and self._dropout else hidden)               # [B, L, C]
+    greedy_hidden = tf.stop_gradient(
+        self.backbone(inputs["inputs"], block_mask=greedy, training=False))  # [B, L, C]
+    reward = tf.stop_gradient(self._reward(scored, inputs, keep))      # [B]
+    advantage = reward - tf.stop_gradient(self._reward(greedy_hidden, inputs, greedy))  # [B]
+    weight = rewards.normalized_advantage(advantage) if self.advantage_norm else advantage
+    policy_loss = -tf.reduce_mean(weight * log_prob)
+    # "advantage": the mean raw R(sampled) - R(greedy), before normalisation.
+    return rec + policy_loss, {"rec_loss": rec, "reward": tf.reduce_mean(reward),
+                               "advantage": tf.reduce_mean(advantage),
+                               "usage": tf.reduce_mean(keep)}
 
   def after_step(self, stats: dict, step, mode: str | None = None) -> dict:
     """Cost "lagrangian", Gumbel steps: one dual-ascent step of the multiplier on the step's
@@ -190,11 +207,24 @@ class SkipRecModel(BackboneModel):
     return {"multiplier": self.multiplier.read_value()}
 
   def _reward(self, hidden, inputs, keep) -> tf.Tensor:
-    """Reward per window [B]: is the item after the window in the top k, and at what cost."""
-    last = self.backbone.logits(tf.stop_gradient(hidden[:, -1]))        # [B, V]
+    """hidden [B, L, C] under the decisions keep [B, N] -> reward per window [B] (rewards.py).
+
+    "likelihood": the full softmax at every counted position (losses.position_mask, as the
+    recommendation loss counts them): [P, V] logits, P the batch's counted positions, even with
+    train.loss = "sampled" (on a catalogue too large for that matrix, use a top-k reward). The
+    top-k rewards: the logits of the last position only.
+    """
+    hidden = tf.stop_gradient(hidden)
+    usage = tf.reduce_mean(keep, axis=1)                                # [B]
+    if self.reward == "likelihood":
+      mask = losses.position_mask(inputs["inputs"], inputs["labels"])  # [B, L]
+      windows = tf.cast(tf.where(mask)[:, 0], tf.int32)                # [P]
+      logits = self.backbone.logits(tf.boolean_mask(hidden, mask))      # [P, V]
+      return rewards.likelihood_reward(logits, tf.boolean_mask(inputs["labels"], mask), windows,
+                                       usage, self.compute_cost)
+    last = self.backbone.logits(hidden[:, -1])                          # [B, V]
     ranks = target_ranks(last, inputs["labels"][:, -1])
-    return rewards.block_reward(ranks < self.reward_top_k, tf.reduce_mean(keep, axis=1),
-                                self.gamma, self.reward)
+    return rewards.block_reward(ranks < self.reward_top_k, usage, self.gamma, self.reward)
 
 
 def _check(key: str, value: str) -> None:

@@ -54,7 +54,8 @@ def build_model(config: Config, vocab_size: int) -> BackboneModel:
                            initial_keep_prob=p.initial_keep_prob, batch_norm=p.batch_norm,
                            name="policy")
     model = SkipRecModel(backbone, policy, mode=mode, schedules=make_schedules(p), cost=p.cost,
-                         penalty=p.penalty, reward=p.reward, reward_top_k=p.reward_top_k,
+                         penalty=p.penalty, reward=p.reward, compute_cost=p.compute_cost,
+                         advantage_norm=p.advantage_norm, reward_top_k=p.reward_top_k,
                          gamma=p.gamma, **common)
   dummy = tf.zeros([1, config.data.max_len], tf.int32)
   model.score(dummy, block_mask=tf.ones([1, m.num_blocks]))  # builds the backbone and its head
