@@ -36,6 +36,9 @@ class SyntheticConfig:
   theme_prob: float = 0.85    # deep users: P(next item follows the rule from `lag` steps back)
   seed: int = 0
   every_item: bool = False    # every catalogue item occurs (at free positions; large catalogues)
+  # The graded log: one group of users per lag L, s_t = echo(s_{t-L}) with P theme_prob. Empty:
+  # the two-kind log above (shallow/deep; deep_fraction, lag, deep_rule, follow_prob apply).
+  group_lags: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass

@@ -161,6 +161,11 @@ def _between_fields(config) -> list[str]:
     found.append(f"data.synthetic.num_items = {s.num_items}: needs at least 2 items per theme "
                  f"(data.synthetic.num_themes = {s.num_themes}). Fix: --override "
                  f"data.synthetic.num_items={2 * s.num_themes} (or fewer themes).")
+  lags = s.group_lags
+  if any(lag < 1 for lag in lags) or len(set(lags)) != len(lags):
+    found.append(f"data.synthetic.group_lags = {_show(lags)}: each lag must be >= 1 and the lags "
+                 "distinct. Fix: --override data.synthetic.group_lags=2,8,24,48 (or empty for the "
+                 "two-kind log).")
   found += _dataset_problems(config.data.dataset)
   name = config.export.model_name
   if not name or "/" in name or os.sep in name or name in (".", ".."):

@@ -16,6 +16,9 @@ A backbone is a Keras layer over item ids with skippable residual blocks:
   output_variables()             the softmax's variables (the export keeps them as variables)
   score_last(item_ids, block_mask)
                                  [B, L] -> [B, V] scores of the next item; padding scores -1e9
+  blocks_to_reach(distance)      the fewest blocks whose output at t can see the item at
+                                 t - distance (None: no subset can); the graded synthetic
+                                 groups' minimum depth
 
 The export (tf_skiprec/export/frozen.py) copies each block as a function with constant weights;
 a backbone with a new kind of block adds its frozen copy there.

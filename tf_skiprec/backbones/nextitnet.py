@@ -109,6 +109,21 @@ class NextItNet(keras.layers.Layer):
   def receptive_field(self) -> int:
     return 1 + sum(b.receptive_field - 1 for b in self.blocks)
 
+  def blocks_to_reach(self, distance: int) -> int | None:
+    """The fewest blocks whose output at position t can depend on the item at t - distance (None
+    if no subset reaches it). A block of dilation d has taps at d * (a + 2b), a, b in
+    0..kernel_size-1 (its two convolutions, of dilation d and 2d), so a subset of blocks sees
+    exactly the sums of one tap per block; a 0/1 knapsack over the blocks gives the minimum.
+    With dilation 1 and kernel 3 every block adds 0..6 steps: ceil(distance / 6) blocks."""
+    unreachable = self.num_blocks + 1
+    fewest = [0] + [unreachable] * distance                 # fewest[o]: blocks to reach offset o
+    for block in self.blocks:
+      k, d = block.kernel_size, block.dilation
+      taps = sorted({d * (a + 2 * b) for a in range(k) for b in range(k)} - {0})
+      fewest = [min([fewest[o]] + [fewest[o - tap] + 1 for tap in taps if tap <= o])
+                for o in range(distance + 1)]
+    return fewest[distance] if fewest[distance] < unreachable else None
+
   def get_config(self):
     return {**super().get_config(), "vocab_size": self.vocab_size, "channels": self.channels,
             "num_blocks": self.num_blocks, "kernel_size": self.kernel_size,

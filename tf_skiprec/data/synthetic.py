@@ -42,6 +42,8 @@ SHALLOW, DEEP = "shallow", "deep"
 
 def generate(cfg: SyntheticConfig) -> Interactions:
   """Generates the log: users "u0".."u{U-1}", raw item ids are shuffled integers (as strings)."""
+  if cfg.group_lags:
+    return generate_graded(cfg)
   if cfg.num_items < 2 * cfg.num_themes or cfg.num_themes < 1:
     raise ValueError(f"synthetic: need num_items >= 2 * num_themes >= 2, got {cfg.num_items}, "
                      f"{cfg.num_themes}.")
@@ -90,6 +92,60 @@ def generate(cfg: SyntheticConfig) -> Interactions:
   return Interactions(users=np.repeat(names, lengths), items=raw_of[seq],
                       timestamps=(np.repeat(starts, lengths) + step).astype(np.float64),
                       source=source + (", every item)" if cfg.every_item else ")"),
+                      user_kinds=kinds)
+
+
+def group_name(lag: int) -> str:
+  """The name of the graded group whose next item is set by the item `lag` steps back; names sort
+  in order of need ("lag02" < "lag08" < "lag24" < "lag48")."""
+  return f"lag{lag:02d}"
+
+
+def group_lag(kind: str) -> int | None:
+  """The lag of a graded group's name ("lag24" -> 24); None for any other kind of user."""
+  if kind.startswith("lag") and kind[3:].isdigit():
+    return int(kind[3:])
+  return None
+
+
+def generate_graded(cfg: SyntheticConfig) -> Interactions:
+  """The graded log (`group_lags` set): users fall into len(group_lags) equal-probability groups;
+  in the group of lag L, with probability `theme_prob`, s_t = echo(s_{t-L}) (t >= L), else s_t is a
+  popular item (Zipf). The nearest item that says anything about s_t is L steps back, so a model
+  needs a receptive field of L - 1 positions before the last one to predict that group's next
+  item. Each user's group is recorded as its kind (group_name(L))."""
+  if any(lag < 1 for lag in cfg.group_lags) or len(set(cfg.group_lags)) != len(cfg.group_lags):
+    raise ValueError(f"synthetic: group_lags must be distinct lags >= 1, got {cfg.group_lags}.")
+  if not 1 <= cfg.min_length <= cfg.max_length:
+    raise ValueError(f"synthetic: need 1 <= min_length <= max_length, got {cfg.min_length}, "
+                     f"{cfg.max_length}.")
+  rng = np.random.default_rng(cfg.seed)
+  n = cfg.num_items
+  popularity = 1.0 / np.arange(1, n + 1) ** cfg.zipf_exponent
+  cdf = np.cumsum(popularity / popularity.sum())
+  echoes = rng.permutation(n)
+  raw_of = rng.permutation(np.arange(10_000, 10_000 + n)).astype(str)
+  lags = np.sort(np.asarray(cfg.group_lags, np.int64))
+  group = rng.integers(0, len(lags), cfg.num_users)                         # [U]
+  lengths = rng.integers(cfg.min_length, cfg.max_length + 1, cfg.num_users)  # [U]
+  starts = rng.integers(0, 1_000_000, cfg.num_users)
+  offsets = np.concatenate([[0], np.cumsum(lengths)])
+  total = int(offsets[-1])
+  seq = np.minimum(np.searchsorted(cdf, rng.random(total)), n - 1)         # [T]
+  follow = rng.random(total)                                               # [T]
+  step = np.arange(total) - np.repeat(offsets[:-1], lengths)               # [T]
+  lag_of = np.repeat(lags[group], lengths)                                 # [T]
+  # Position t reads t - lag only; going `min(lags)` steps at a time, every read is final.
+  ruled = (step >= lag_of) & (follow < cfg.theme_prob)
+  for t in range(int(lags[0]), int(lengths.max(initial=0)), int(lags[0])):
+    at = np.flatnonzero(ruled & (step >= t) & (step < t + lags[0]))
+    seq[at] = echoes[seq[at - lag_of[at]]]
+  names = np.array([f"u{u}" for u in range(cfg.num_users)])
+  kinds = {name: group_name(int(lags[g])) for name, g in zip(names.tolist(), group.tolist())}
+  return Interactions(users=np.repeat(names, lengths), items=raw_of[seq],
+                      timestamps=(np.repeat(starts, lengths) + step).astype(np.float64),
+                      source=f"synthetic(graded {tuple(int(x) for x in lags)}, seed={cfg.seed}, "
+                             f"users={cfg.num_users})",
                       user_kinds=kinds)
 
 

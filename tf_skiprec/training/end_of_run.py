@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from tf_skiprec.config import Config
+from tf_skiprec.data.synthetic import group_lag
 from tf_skiprec.export.exporter import export_model
 from tf_skiprec.training import plots, workdir as workdir_lib
 from tf_skiprec.training.selection import selection_rule
@@ -26,6 +27,8 @@ def final_evaluation(trainer: Trainer) -> dict:
 
   selection_rule: the rule that chose the best epoch (selection.py), from its validation result,
   which this validation evaluation of the best model reproduces.
+  min_blocks_by_kind: for the graded synthetic groups, the fewest blocks of this backbone that
+  can see the context each group's next item depends on (backbone.blocks_to_reach).
   """
   results = {"mode": trainer.mode}
   for split, windows in (("valid", trainer.data.valid), ("test", trainer.data.test)):
@@ -34,7 +37,18 @@ def final_evaluation(trainer: Trainer) -> dict:
     results[f"{split}_blocks"] = out["blocks"]
     if split == "valid":
       results["selection_rule"] = selection_rule(out, trainer.config)
+  minimums = min_blocks_by_kind(results["test_by_kind"], trainer.model.backbone)
+  if minimums:
+    results["min_blocks_by_kind"] = minimums
   return results
+
+
+def min_blocks_by_kind(kinds, backbone) -> dict[str, int | None]:
+  """{graded group: the fewest blocks that see `lag` items back} for the kinds that are graded
+  groups (synthetic.group_lag); the item lag steps back sets the next one, so the last
+  position must see lag - 1 steps before it."""
+  return {kind: backbone.blocks_to_reach(group_lag(kind) - 1)
+          for kind in kinds if group_lag(kind) is not None}
 
 
 def threshold_sweep(trainer: Trainer) -> list[dict]:
@@ -53,7 +67,12 @@ def draw_plots(results: dict, workdir: str) -> dict:
   `workdir`; returns their paths."""
   sweep = results["threshold_sweep"]
   full = next(p for p in sweep if p["threshold"] == 0.0)
-  return {
+  paths = {}
+  if results.get("min_blocks_by_kind"):
+    paths["blocks_by_group"] = plots.blocks_by_group(
+        results["test_blocks"]["by_kind"], results["min_blocks_by_kind"],
+        results["test_blocks"]["num_blocks"], os.path.join(workdir, "blocks_by_group.png"))
+  return {**paths,
       "usage_by_block": plots.usage_by_block(results["valid_blocks"]["block_usage"],
                                              os.path.join(workdir, "usage_by_block.png")),
       "accuracy_vs_blocks": plots.accuracy_vs_blocks(

@@ -1,4 +1,5 @@
-"""The two PNG plots of a SkipRec run: usage by block, and accuracy against executed blocks."""
+"""The PNG plots of a SkipRec run: usage by block, accuracy against executed blocks, and (graded
+synthetic data) blocks executed by group beside each group's minimum."""
 
 from __future__ import annotations
 
@@ -39,6 +40,28 @@ def accuracy_vs_blocks(points: list[dict], full: dict | None, path: str) -> str:
   ax.set_ylabel("validation NDCG@10")
   ax.set_title("Accuracy against compute, across keep thresholds")
   ax.legend()
+  return save(fig, path)
+
+
+def blocks_by_group(executed: dict[str, float], minimum: dict[str, int | None], num_blocks: int,
+                    path: str) -> str:
+  """Mean blocks executed per user of each group (bars, groups in order of need), beside the
+  fewest blocks that see the group's context (black marks)."""
+  groups = sorted(minimum)
+  fig, ax = plt.subplots(figsize=(max(5, len(groups) * 1.3), 3.8))
+  ax.bar(range(len(groups)), [executed.get(g, 0.0) for g in groups], color="#3b6ea5",
+         label="executed (test, mean per user)")
+  ax.scatter([i for i, g in enumerate(groups) if minimum[g] is not None],
+             [minimum[g] for g in groups if minimum[g] is not None], marker="_", s=900,
+             color="black", linewidths=3, label="minimum that sees the context", zorder=3)
+  for i, g in enumerate(groups):
+    ax.annotate(f"{executed.get(g, 0.0):.1f}", (i, executed.get(g, 0.0)), ha="center",
+                textcoords="offset points", xytext=(0, 3), fontsize=8)
+  ax.set_xticks(range(len(groups)), groups)
+  ax.set_xlabel("group of users (context distance)")
+  ax.set_ylabel(f"blocks of {num_blocks}")
+  ax.set_title("Blocks executed by group")
+  ax.legend(fontsize=8)
   return save(fig, path)
 
 

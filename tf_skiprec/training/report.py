@@ -10,17 +10,23 @@ COLUMNS = [f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in KS]
 def metrics_table(rows: dict[str, dict[str, float]]) -> str:
   """{"valid": {"HR@5": .., "blocks": ..}, ...} -> an aligned text table, one row per entry.
 
-  A "blocks" entry (mean blocks executed per user) adds a column when any row has one.
+  A "blocks" entry (mean blocks executed per user) adds a column when any row has one, and a
+  "min" entry (the fewest blocks that see a graded group's context) a "min" column.
   """
   with_blocks = any("blocks" in m for m in rows.values())
+  with_min = any("min" in m for m in rows.values())
   width = max([5] + [len(name) for name in rows])
   head = f"{'split':<{width}} " + " ".join(f"{c:>8}" for c in COLUMNS)
   head += f" {'blocks':>8}" if with_blocks else ""
+  head += f" {'min':>5}" if with_min else ""
   lines = [head, "-" * len(head)]
   for name, metrics in rows.items():
     line = f"{name:<{width}} " + " ".join(f"{metrics[c]:>8.4f}" for c in COLUMNS)
     if with_blocks:
       line += f" {metrics['blocks']:>8.2f}" if "blocks" in metrics else f" {'':>8}"
+    if with_min:
+      low = metrics.get("min")
+      line += f" {low if low is not None else '-':>5}"
     lines.append(line)
   return "\n".join(lines)
 
@@ -35,6 +41,8 @@ def result_table(result: dict) -> str:
   for split in ("valid", "test"):
     for kind, metrics in result.get(f"{split}_by_kind", {}).items():
       rows[f"{split}/{kind}"] = {**metrics, "blocks": result[f"{split}_blocks"]["by_kind"][kind]}
+      if kind in result.get("min_blocks_by_kind", {}):
+        rows[f"{split}/{kind}"]["min"] = result["min_blocks_by_kind"][kind]
   text = metrics_table(rows)
   if "selection_rule" in result:
     text += f"\nbest epoch {result['best_epoch']} chosen by: {result['selection_rule']}"
@@ -44,8 +52,9 @@ def result_table(result: dict) -> str:
              f"min {b['min']}, max {b['max']}; {b['distinct_policies']} distinct policies")
     text += "\nusage by block: " + " ".join(f"{u:.2f}" for u in b["block_usage"])
     if b["by_kind"]:
+      low = result.get("min_blocks_by_kind", {})
       text += "\nmean blocks by kind of user: " + ", ".join(
-          f"{k} {v:.2f}" for k, v in b["by_kind"].items())
+          f"{k} {v:.2f}" + (f" (min {low[k]})" if k in low else "") for k, v in b["by_kind"].items())
     text += "\n\nvalidation across keep thresholds (0 = every block):\n" + "\n".join(
         f"  threshold {p['threshold']:.2f}: {p['mean_blocks']:6.2f} blocks, "
         f"NDCG@10 {p['NDCG@10']:.4f}" for p in result["threshold_sweep"])
