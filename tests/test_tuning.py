@@ -16,7 +16,7 @@ from tf_skiprec.errors import ConfigError
 from tf_skiprec.tuning.space import (DEFAULT_SPACE, build_space, flops_per_request,
                                      parse_dimension, within_limit)
 from tf_skiprec.tuning.report import pareto_front
-from tf_skiprec.tuning.search import trial_metrics
+from tf_skiprec.tuning.search import OVER_LIMIT, objective_rule, trial_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny trials: the smoke data, 2-3 blocks of 8 channels.
@@ -86,10 +86,55 @@ def test_objective_ranks_trials_over_the_limit_below_all_within_it():
   within = trial_metrics(config, result, limit_blocks=3.0, limit_mflops=0.0)
   over = trial_metrics(config, result, limit_blocks=2.0, limit_mflops=0.0)
   assert within["score"] == 0.3 and within["mean_blocks"] == 3.0
-  assert over["score"] == pytest.approx(-1.5)                        # 50% over the limit
+  assert over["score"] == pytest.approx(-2.0 + 0.3 / (1.0 + 0.5 * 0.5))  # 50% over the limit
   assert within_limit(3.0, 10.0, 0.0, 5.0) == (False, 1.0)           # MFLOPs limit alone
   # smoke: 16 channels, kernel 3, window 20; pretrain mode: blocks + softmax only
   assert flops_per_request(config, 3.0, 80) == 3 * 4 * 3 * 16 * 16 * 20 + 2 * 16 * 81
+
+
+def _metrics(ndcg, blocks, limit_blocks=2.0, limit_mflops=0.0, selection_lambda=0.5):
+  """trial_metrics on a hand-made run() result (smoke config, pretrain mode)."""
+  config = get_config("smoke")
+  config.policy.selection_lambda = selection_lambda
+  result = {"valid": {"NDCG@10": ndcg}, "valid_blocks": {"mean": blocks}, "num_items": 80}
+  return trial_metrics(config, result, limit_blocks=limit_blocks, limit_mflops=limit_mflops)
+
+
+def test_objective_over_the_limit_prefers_much_more_accuracy_to_slightly_less_excess():
+  accurate = _metrics(0.30, 2.2)                                     # 10 % over the limit
+  frugal = _metrics(0.10, 2.1)                                       # 5 % over: 3x less accurate
+  assert accurate["score"] > frugal["score"]                         # not by excess alone
+  # ... but accuracy is not free either: 10 points of excess must buy > 5 % relative NDCG@10
+  assert _metrics(0.104, 2.2)["score"] < _metrics(0.100, 2.0 + 1e-6)["score"]
+  assert _metrics(0.106, 2.2)["score"] > _metrics(0.100, 2.0 + 1e-6)["score"]
+  far = [_metrics(0.30, 2.0 * 8), _metrics(0.20, 2.0 * 10)]           # far over: still traded
+  assert far[0]["score"] > far[1]["score"] > OVER_LIMIT
+
+
+def test_objective_ranks_every_within_limit_trial_above_every_over_limit_one():
+  worst_within = _metrics(0.0, 2.0)                                  # at the limit: within
+  for lam in (0.0, 0.5, 0.99):
+    best_over = _metrics(1.0, 2.0 * (1 + 1e-6), selection_lambda=lam)
+    assert worst_within["score"] == 0.0 > best_over["score"]
+  mflops = _metrics(0.0, 2.0, limit_blocks=0.0, limit_mflops=1.0)["mflops"]
+  assert (_metrics(0.01, 2.0, limit_blocks=0.0, limit_mflops=mflops)["score"] >
+          _metrics(0.9, 2.0, limit_blocks=0.0, limit_mflops=mflops * 0.99)["score"])
+  assert _metrics(0.3, float("inf"))["score"] == OVER_LIMIT          # finite: still reported
+
+
+def test_objective_over_the_limit_closed_form_uses_the_configs_selection_lambda():
+  # 3 blocks against a limit of 2: relative excess 0.5
+  assert _metrics(0.4, 3.0, selection_lambda=0.25)["score"] == pytest.approx(
+      -2.0 + 0.4 / (1.0 + 0.25 * 0.5))                               # -1.644..
+  assert _metrics(0.4, 3.0, selection_lambda=0.0)["score"] == pytest.approx(-2.0 + 0.4)
+  tighter = _metrics(0.4, 3.0, limit_blocks=4.0, limit_mflops=1e-6)  # the tighter limit counts
+  excess = tighter["mflops"] / 1e-6 - 1.0
+  assert tighter["score"] == pytest.approx(-2.0 + 0.4 / (1.0 + 0.5 * excess))
+  assert _metrics(0.4, 2.0)["score"] == 0.4                          # within: NDCG@10 itself
+  assert "-2 + NDCG@10 / (1 + 0.25 x relative excess)" in objective_rule(2.0, 0.0, 0.25)
+  assert objective_rule(0.0, 0.0, 0.5) == "score: validation NDCG@10 (no compute limit)."
+  with pytest.raises(ConfigError, match="--override=policy.selection_lambda=x"):
+    parse_dimension("policy.selection_lambda=0.1,0.5", get_config("smoke"))
 
 
 def test_pareto_front_known_answer():
@@ -109,8 +154,9 @@ def test_a_two_trial_search_records_both_numbers_and_its_best_config_retrains(tm
   for t in trials:
     assert 0.0 < t["valid_ndcg10"] <= 1.0 and t["mflops"] > 0
     assert 0.0 <= t["mean_blocks"] <= t["model.num_blocks"]
+    excess = t["mean_blocks"] / 2.5 - 1.0                            # selection_lambda 0.5
     assert t["score"] == (t["valid_ndcg10"] if t["mean_blocks"] <= 2.5 else
-                          pytest.approx(-1.0 - (t["mean_blocks"] / 2.5 - 1.0)))
+                          pytest.approx(-2.0 + t["valid_ndcg10"] / (1.0 + 0.5 * excess)))
     assert len(_starts(workdir, t["trial"])) == 1
     with open(workdir / "keras_tuner" / f"trial_{t['trial']}" / "run" / "metrics.json") as f:
       assert json.load(f)["valid"]["NDCG@10"] == pytest.approx(t["valid_ndcg10"])

@@ -12,7 +12,8 @@ from tf_skiprec.training.plots import save  # noqa: E402
 
 
 def trials_table(rows: list[dict], keys: list[str]) -> str:
-  """A Markdown table of a search's trials: id, status, searched values, score, validation
+  """A Markdown table of a search's trials: id, status, searched values, score (the objective:
+  NDCG@10 within the compute limit, in [-2, -1] over it; tf_skiprec/tuning/search.py), validation
   NDCG@10, mean executed blocks and MFLOPs per request (blank until a trial finishes)."""
   def cell(value) -> str:
     if value is None:

@@ -10,10 +10,27 @@ point as `train.py`: there is no second training loop. (Keras Tuner's HyperModel
 type-checks models against Keras 3 and fails with tf_keras; see README.md, "Keras 2".) Early
 stopping within a trial is run()'s own (`train.patience`).
 
-Objective, maximised: validation NDCG@10 for a trial within the user's limit on mean executed
-blocks (`--limit_blocks`) and/or on the estimated MFLOPs per request (`--limit_mflops`); a trial
-over a limit scores -1 - its relative excess, below every trial within it. Every trial records
-NDCG@10, mean executed blocks and MFLOPs.
+Objective ("score", maximised; `trial_metrics`), from validation only. A trial is within the limit
+if its mean executed blocks are <= `--limit_blocks` and its estimated MFLOPs per request are <=
+`--limit_mflops` (a limit <= 0 is none); its relative excess is how far it is over the tighter
+one (mean_blocks / limit_blocks - 1 or mflops / limit_mflops - 1; 0 within the limit).
+  - Within the limit: score = NDCG@10, in [0, 1]; the most accurate trial wins.
+  - Over it: score = OVER_LIMIT + NDCG@10 / (1 + lambda * excess), in [-2, -1], so every trial
+    within the limit ranks above every trial over it. Over-limit trials (they win only when no
+    trial is within the limit) trade accuracy against excess, relative to the NDCG@10 scale as
+    the run's model selection does (tf_skiprec/training/selection.py), never by excess alone:
+    of two, the one with more excess e2 > e1 wins iff its NDCG@10 is higher by more than the
+    factor (1 + lambda e2) / (1 + lambda e1). With lambda = 0.5: 10 points more excess must buy
+    more than 5 % relative NDCG@10 from e = 0, 3.3 % from e = 1.
+    lambda = policy.selection_lambda (in [0, 1), default 0.5) of the trial's config: the same
+    price of compute the run's own model selection uses, set once with
+    --override=policy.selection_lambda=x (it cannot be searched, which would give each trial its
+    own objective). lambda = 0: over-limit trials rank by NDCG@10 alone.
+    The factor 1 / (1 + lambda e) is 1 - lambda e to first order, but unlike a linear
+    1 - lambda e it never reaches 0 (no clipping needed): far over the limit (e = 2 and more at
+    lambda = 0.5), a clipped linear factor would tie every trial at 0 and ignore accuracy, while
+    here score + 2 tends to NDCG@10 per unit of compute. An infinite excess scores -2.
+Every trial records NDCG@10, mean executed blocks and MFLOPs; trials.md states the rule.
 
 A search's work directory:
   keras_tuner/                       Keras Tuner's project (oracle.json, trial_<id>/trial.json)
@@ -52,6 +69,8 @@ from tf_skiprec.training import run
 from tf_skiprec.tuning.report import pareto, trials_table
 
 OBJECTIVE = "score"
+OVER_LIMIT = -2.0   # over-limit scores are OVER_LIMIT + NDCG@10 / (1 + lambda excess): in [-2, -1],
+                    # below every within-limit score (NDCG@10, in [0, 1])
 TUNERS = ("random", "bayesian", "hyperband")
 
 
@@ -103,13 +122,36 @@ class SkipRecTuner(kt.engine.base_tuner.BaseTuner):
 
 def trial_metrics(config: Config, result: dict, limit_blocks: float, limit_mflops: float
                   ) -> dict:
-  """run()'s result -> the numbers a trial reports: {score, valid_ndcg10, mean_blocks, mflops}."""
+  """run()'s result -> the numbers a trial reports: {score, valid_ndcg10, mean_blocks, mflops}.
+
+  score is the objective (the module docstring gives the rule): NDCG@10 within the limits,
+  OVER_LIMIT + NDCG@10 / (1 + lambda * relative excess) over them, lambda =
+  config.policy.selection_lambda."""
   ndcg = float(result["valid"]["NDCG@10"])
   blocks = float(result["valid_blocks"]["mean"])
   mflops = flops_per_request(config, blocks, int(result["num_items"])) / 1e6
   ok, excess = within_limit(blocks, mflops, limit_blocks, limit_mflops)
-  return {OBJECTIVE: ndcg if ok else -1.0 - excess, "valid_ndcg10": ndcg,
-          "mean_blocks": blocks, "mflops": mflops}
+  score = ndcg if ok else OVER_LIMIT + ndcg * _excess_factor(excess,
+                                                             config.policy.selection_lambda)
+  return {OBJECTIVE: score, "valid_ndcg10": ndcg, "mean_blocks": blocks, "mflops": mflops}
+
+
+def _excess_factor(excess: float, lam: float) -> float:
+  """1 / (1 + lam * excess), in [0, 1]: 0 for an infinite excess, 1 whenever lam is 0."""
+  if lam == 0.0:
+    return 1.0                                     # also for an infinite excess (0 * inf is nan)
+  return 0.0 if math.isinf(excess) else 1.0 / (1.0 + lam * excess)
+
+
+def objective_rule(limit_blocks: float, limit_mflops: float, lam: float) -> str:
+  """The objective in words, for trials.md: the limits and lambda of this search."""
+  limits = [f"{name} <= {value:g}" for name, value in
+            (("mean_blocks", limit_blocks), ("mflops", limit_mflops)) if value > 0]
+  if not limits:
+    return "score: validation NDCG@10 (no compute limit)."
+  return (f"score: validation NDCG@10 within the limit ({' and '.join(limits)}); over it, "
+          f"{OVER_LIMIT:g} + NDCG@10 / (1 + {lam:g} x relative excess), in [-2, -1]: every trial "
+          f"within the limit ranks above every trial over it.")
 
 
 def make_oracle(kind: str, space: list[Dimension], max_trials: int, max_epochs: int,
@@ -166,7 +208,9 @@ def report(tuner: SkipRecTuner, workdir: str, retrain_best: bool) -> dict:
           and math.isfinite(r[OBJECTIVE])]
   out = {"trials": rows, "table": os.path.join(workdir, "trials.md")}
   with open(out["table"], "w") as f:
-    f.write(trials_table(rows, [d.key for d in tuner.space]) + "\n")
+    f.write(trials_table(rows, [d.key for d in tuner.space]) + "\n\n" +
+            objective_rule(tuner.limit_blocks, tuner.limit_mflops,
+                           tuner.base_config.policy.selection_lambda) + "\n")
   with open(os.path.join(workdir, "trials.json"), "w") as f:
     json.dump(rows, f, indent=2)
   if not done:

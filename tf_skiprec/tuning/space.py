@@ -66,6 +66,10 @@ def parse_dimension(spec: str, config: Config) -> Dimension:
                       f"--tune=model.num_blocks=8,16.")
   key, text = (part.strip() for part in spec.split("=", 1))
   hint = config.field(key, f"--tune {spec!r}")[2]
+  if key == "policy.selection_lambda":
+    raise ConfigError(f"--tune {spec!r}: {key} is the search objective's price of compute "
+                      f"(tf_skiprec/tuning/search.py); searching it would score each trial by "
+                      f"its own rule. Fix: set it for every trial with --override={key}=x.")
   if hint not in (int, float, str, bool):
     raise ConfigError(f"--tune {spec!r}: {key} is not a number, string or flag; it cannot be "
                       f"searched. Fix: set it with --override.")
