@@ -79,6 +79,10 @@ VARIANTS = {
     "gumbel40_10_sd": Variant("ml100k_10", "gumbel", 0.4, "gumbel40_10_sd", "full10_sd"),
     "gumbel50_10_sd": Variant("ml100k_10", "gumbel", 0.5, "gumbel50_10_sd", "full10_sd"),
     "gumbel30_10_sd": Variant("ml100k_10", "gumbel", 0.3, "gumbel30_10_sd", "full10_sd"),
+    # REINFORCE with the dense likelihood reward (issue 14) on the best backbone; its budget is
+    # only model selection's (epochs within 0.65 + slack 0.05 of usage rank first).
+    "rl_10_sd": Variant("ml100k_10", "rl", None, "rl_10_sd", "full10_sd",
+                        overrides=("policy.budget=0.65",)),
     # The stochastic-depth rate for the full backbone, tuned on validation like the rest.
     "full10_sd10": Variant("ml100k_10", "pretrain", None, "full10_sd10",
                            overrides=("model.block_drop=0.1",)),
@@ -122,6 +126,8 @@ def train_one(variant: str, seed: int, data_dir: str, workdir: str, init_from: s
     from tf_skiprec.experiments.ml100k import skiprec_finetune
     skiprec_finetune(config, budget, mode)  # lr / 10, 10 epochs, budget annealing, entropy ramp
     config.train.init_from = init_from
+    for assignment in v.overrides:  # again: skiprec_finetune sets some of the same fields
+      config.override(assignment)
   if quick:
     config.train.epochs = 1
   return measured_run(config, workdir, seed=seed, variant=variant)

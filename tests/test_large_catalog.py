@@ -36,11 +36,11 @@ def _fingerprint(log) -> str:
 
 @pytest.mark.parametrize("name,digest", [
     ("plain", "0257957333c6ab12f89b3f38ac01e5b03938ffa20927b07476de929b513fbe81"),
-    ("default", "c225d384f5d36d3ff5a646152ca45f023fa0195bfb2644696508dbb5914aa9b6")])
+    ("two_kinds", "c225d384f5d36d3ff5a646152ca45f023fa0195bfb2644696508dbb5914aa9b6")])
 def test_the_vectorised_generator_makes_the_same_log_as_the_per_user_loop(name, digest):
   # Digests of the logs of the first generator (a Python loop per user and per step), taken
   # before it was vectorised: SyntheticConfig() and `make train`'s echo-rule data.
-  cfg = SyntheticConfig() if name == "plain" else get_config("default").data.synthetic
+  cfg = SyntheticConfig() if name == "plain" else get_config(name).data.synthetic
   assert _fingerprint(synthetic.generate(cfg)) == digest
 
 

@@ -74,3 +74,19 @@ def test_block_drop_skips_blocks_at_random_in_training_only():
   assert float(model.compute_loss(batch, training=False)) == full  # evaluation: every block
   dropped = {round(float(model.compute_loss(batch, training=True)), 5) for _ in range(8)}
   assert len(dropped) > 1 and full not in dropped                   # training: random blocks
+
+
+def test_prefix_block_drop_keeps_the_first_k_blocks():
+  from tf_skiprec.model import _prefix_mask
+  # Rows 0-1 are cut (draw[:, 0] < 0.5) after k = 1 + floor(draw[:, 1] * 5) blocks; rows 2-3 keep
+  # all six.
+  draw = tf.constant([[0.1, 0.0, .5, .5, .5, .5], [0.4, 0.99, .5, .5, .5, .5],
+                      [0.5, 0.0, .5, .5, .5, .5], [0.9, 0.7, .5, .5, .5, .5]])
+  np.testing.assert_array_equal(_prefix_mask(draw, 0.5).numpy(), [
+      [1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+  draws = tf.random.stateless_uniform([4000, 6], [1, 2])
+  kept = _prefix_mask(draws, 0.5).numpy()
+  assert ((np.diff(kept, axis=1) <= 0).all())                        # always a prefix
+  k = kept.sum(axis=1)
+  assert abs((k == 6).mean() - 0.5) < 0.03                           # P(cut) = block_drop
+  assert set(np.unique(k[k < 6])) == {1, 2, 3, 4, 5}                 # every cut depth

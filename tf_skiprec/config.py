@@ -64,6 +64,9 @@ class ModelConfig:
   embedding_dropout: float = 0.0
   tie_embeddings: bool = False
   block_drop: float = 0.0              # pretraining: P(skip) of each block, per sequence
+  block_drop_mode: str = "independent"  # ... each block on its own, or "prefix": with P
+                                        # block_drop the sequence runs only its first k blocks,
+                                        # k uniform in 1..N-1 (depth that is good at any cut)
 
 
 @dataclasses.dataclass

@@ -33,6 +33,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.loss": ("full", "sampled"),
     "runtime.strategy": ("default", "mirrored", "multiworker"),
     "data.synthetic.deep_rule": ("theme", "echo"),
+    "model.block_drop_mode": ("independent", "prefix"),
 }
 
 RANGES: dict[str, str] = {

@@ -25,9 +25,11 @@ class BackboneModel(tfrs.models.Model):
   """
 
   def __init__(self, backbone, loss: str = "full", num_sampled: int = 1000,
-               block_drop: float = 0.0, **kwargs):
+               block_drop: float = 0.0, block_drop_mode: str = "independent", **kwargs):
     super().__init__(**kwargs)
     _check("train.loss", loss)
+    _check("model.block_drop_mode", block_drop_mode)
+    self.block_drop_mode = block_drop_mode
     self.backbone = backbone
     self.loss_kind = loss
     self.num_sampled = num_sampled
@@ -46,7 +48,10 @@ class BackboneModel(tfrs.models.Model):
     """(loss, {name: scalar}) — the training step logs the stats. Mean next-item cross-entropy.
 
     With `block_drop` > 0, training skips each block of each sequence with that probability
-    (stochastic depth), so that blocks become individually skippable for the policy.
+    (stochastic depth, block_drop_mode "independent"), so that blocks become individually
+    skippable for the policy; or ("prefix") runs, with that probability, only the first k blocks
+    of the sequence, k uniform in 1..N-1, so that every depth is a good model and the first
+    blocks learn what most users need.
     `seed`: a [2] int32 stateless seed for the step's random draws (block drop here; the policy's
     samples in SkipRec), so that a resumed run draws what the uninterrupted one drew; None uses
     TensorFlow's stateful generator. (Dropout and the sampled softmax's negatives stay stateful.)
@@ -58,7 +63,10 @@ class BackboneModel(tfrs.models.Model):
       shape = [tf.shape(inputs["inputs"])[0], self.backbone.num_blocks]
       draw = (tf.random.uniform(shape) if seed is None
               else tf.random.stateless_uniform(shape, seed))
-      mask = tf.cast(draw >= self.block_drop, tf.float32)               # [B, N]
+      if self.block_drop_mode == "prefix":
+        mask = _prefix_mask(draw, self.block_drop)
+      else:
+        mask = tf.cast(draw >= self.block_drop, tf.float32)             # [B, N]
     hidden = self.backbone(inputs["inputs"], block_mask=mask, training=training)
     return self.position_loss(hidden, inputs, training=training), {}
 
@@ -225,6 +233,15 @@ class SkipRecModel(BackboneModel):
     last = self.backbone.logits(hidden[:, -1])                          # [B, V]
     ranks = target_ranks(last, inputs["labels"][:, -1])
     return rewards.block_reward(ranks < self.reward_top_k, usage, self.gamma, self.reward)
+
+
+def _prefix_mask(draw: tf.Tensor, rate: float) -> tf.Tensor:
+  """draw: [B, N] uniforms -> [B, N] mask: with probability `rate` (draw[:, 0] < rate) a row
+  keeps only its first k blocks, k = 1 + floor(draw[:, 1] * (N - 1)) in 1..N-1; else all."""
+  n = tf.shape(draw)[1]
+  k = 1 + tf.cast(draw[:, 1] * tf.cast(n - 1, tf.float32), tf.int32)    # [B] in 1..N-1
+  k = tf.where(draw[:, 0] < rate, k, n)
+  return tf.cast(tf.range(n)[tf.newaxis, :] < k[:, tf.newaxis], tf.float32)
 
 
 def _check(key: str, value: str) -> None:

@@ -1,7 +1,8 @@
 """The named experiments (`train.py --experiment=NAME`), one module per family, each opening with
 its command line and its cost on this project's 2-core CPU machine:
 
-  default.py        `make train`: SkipRec on the built-in synthetic data
+  default.py        `make train`: SkipRec on the graded synthetic data (and its RL twin)
+  two_kinds.py      the first `make train`: SkipRec on the two-kind synthetic data
   smoke.py          a tiny run, the tests' starting point
   ml100k.py         MovieLens-100K (--dataset=recbole:PATH): backbones and SkipRec recipes
   large_catalog.py  SkipRec on a 1,000,000-item catalogue with the sampled softmax
@@ -10,5 +11,5 @@ Each experiment is a function returning a fresh Config, registered by name with 
 (registry.py).
 """
 
-from tf_skiprec.experiments import default, large_catalog, ml100k, smoke  # noqa: F401  (they register)
+from tf_skiprec.experiments import default, large_catalog, ml100k, smoke, two_kinds  # noqa: F401
 from tf_skiprec.experiments.registry import EXPERIMENTS, get_config, register  # noqa: F401

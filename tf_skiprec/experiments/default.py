@@ -1,13 +1,21 @@
-"""`make train`: SkipRec on the built-in synthetic data. About 5 min on 2 cores (measured 5 min
-02 s to 6 min 08 s from a fresh clone, the venv build included).
+"""`make train`: SkipRec on the graded synthetic data, and its REINFORCE twin.
 
-  python train.py --experiment=default --workdir=runs/default
+  python train.py --experiment=default --workdir=runs/default       # Gumbel
+  python train.py --experiment=default_rl --workdir=runs/default_rl \
+      --override train.init_from=runs/default/pretrain               # REINFORCE, same backbone
 
-2,000 users and 300 items; shallow users' next item follows from their last two items, deep
-users' from the item 24 steps back ("echo" rule). 16 blocks x 64 channels: pretrain (up to 15
-epochs), then the Gumbel policy at a 0.1 budget (8 epochs; target annealed from 1, entropy term
-ramped in). Shallow users need one dilation-1 block, deep users a dilation-1 and a dilation-4
-block. Exports to saved_models/skiprec/<version>/.
+The data: 2,000 users in four equal groups, 300 items. In the group of lag L (2, 8, 20, 32), the
+next item is, with probability 0.85, the fixed "echo" of the item L steps back (else a popular
+item), so the context a user needs lies exactly L steps back. The backbone: 32 NextItNet+
+blocks of 32 channels, dilations 1, 2 repeated; a block of dilation d sees d * 0..6 steps back,
+so the fewest blocks that see L - 1 steps before the last item are 1, 2, 3 and 4
+(backbone.blocks_to_reach; the table and blocks_by_group.png show them beside the blocks run).
+
+Pretraining (up to PRETRAIN_EPOCHS) uses prefix stochastic depth: half the sequences run only
+their first k blocks, k uniform in 1..31, so that every depth is a usable model and the first
+blocks carry what most users need. Then SkipRec-Gumbel at a 0.25 budget (usage target annealed
+from 1, entropy term ramped in), the backbone fine-tuned at a third of the pretraining lr.
+Exports to saved_models/skiprec/<version>/.
 """
 
 from __future__ import annotations
@@ -15,21 +23,52 @@ from __future__ import annotations
 from tf_skiprec.config import Config
 from tf_skiprec.experiments.registry import register
 
+GROUP_LAGS = (2, 8, 20, 32)
+PRETRAIN_EPOCHS = 24
+
+
+def graded_backbone() -> Config:
+  """The data, the 32-block backbone and its pretraining (train.mode "pretrain")."""
+  config = Config()
+  s = config.data.synthetic
+  s.num_items, s.group_lags, s.min_length, s.max_length = 300, GROUP_LAGS, 60, 120
+  config.data.max_len = 64                 # holds the deepest group's context
+  config.model.num_blocks = 32
+  config.model.channels = 32
+  config.model.dilations = (1, 2)
+  config.model.block_drop = 0.5
+  config.model.block_drop_mode = "prefix"
+  config.train.learning_rate = 3e-3
+  config.train.epochs = PRETRAIN_EPOCHS
+  config.train.patience = 5
+  return config
+
 
 @register("default")
 def default() -> Config:
-  config = Config()
-  config.data.synthetic.num_items = 300
-  config.data.synthetic.num_themes = 5
-  config.data.synthetic.deep_rule = "echo"
-  config.model.num_blocks = 16
-  config.train.learning_rate = 2e-3
+  config = graded_backbone()
   config.train.mode = "gumbel"
-  config.train.pretrain_epochs = 15
+  config.train.pretrain_epochs = PRETRAIN_EPOCHS
+  config.train.pretrain_learning_rate = 3e-3
+  config.train.learning_rate = 1e-3
   config.train.epochs = 8
-  config.policy.budget = 0.1
-  config.policy.budget_anneal_steps = 150  # ~3 epochs: no collapse to 0 blocks at the start
-  config.policy.entropy_weight = 1.0       # decisive policies: evaluation's decisions = training's
-  config.policy.entropy_ramp_steps = 200
+  config.train.patience = 4
+  config.policy.budget = 0.25
+  config.policy.budget_anneal_steps = 240  # ~4 epochs: the backbone follows the cut
+  config.policy.entropy_weight = 0.1       # decisive policies, but not before they have learned
+  config.policy.entropy_ramp_steps = 240
   config.export.base_dir = "saved_models"  # saved_models/skiprec/<version>/, for TF Serving
+  return config
+
+
+@register("default_rl")
+def default_rl() -> Config:
+  """REINFORCE (the likelihood reward) on `default`'s data and backbone: pretrains in
+  <workdir>/pretrain, or starts from --override train.init_from=<a pretrain work directory>."""
+  config = default()
+  config.train.mode = "rl"
+  config.policy.entropy_weight = 0.0
+  config.policy.budget_anneal_steps = 0
+  config.policy.budget = 0.45              # model selection only: the reward sets the usage
+  config.policy.budget_slack = 0.05
   return config

@@ -46,7 +46,8 @@ def build_model(config: Config, vocab_size: int) -> BackboneModel:
   m, p, mode = config.model, config.policy, config.train.mode
   backbone = backbones.build(vocab_size, m)
   common = dict(loss=config.train.loss, num_sampled=config.train.num_sampled,
-                block_drop=m.block_drop)
+                block_drop=m.block_drop,
+                block_drop_mode=m.block_drop_mode)
   if mode == "pretrain":
     model = BackboneModel(backbone, **common)
   else:
