@@ -129,3 +129,29 @@ def test_batch_norm_lets_the_policy_tell_similar_users_apart():
   with_norm, without = _separation_after_training(True), _separation_after_training(False)
   assert with_norm > 0.4, with_norm  # measured 0.53 (and 0.12 without)
   assert with_norm > without + 0.25, (with_norm, without)
+
+
+def test_policy_dilations_reach_the_config_and_set_how_far_the_policy_sees():
+  from tf_skiprec.experiments import get_config
+  from tf_skiprec.training.builders import build_model
+  config = get_config("smoke")
+  config.train.mode = "gumbel"
+  config.policy.dilations = (1, 8)
+  model = build_model(config, vocab_size=30)
+  assert [b.dilation for b in model.policy.encoder.blocks] == [1, 8]
+  # Changing the item 50 steps back changes P(keep) with dilations 1,8 (sees 6 + 48 = 54 steps),
+  # not with the default 1,4 (sees 30).
+  for dilations, sees in (((1, 8), True), ((1, 4), False)):
+    policy = PolicyNetwork(30, 8, num_decisions=3, dilations=dilations, batch_norm=False)
+    ids = np.random.default_rng(1).integers(1, 30, size=(1, 60)).astype(np.int32)
+    policy(tf.constant(ids))
+    for block in policy.encoder.blocks:
+      block.alpha.assign(1.0)
+    changed = ids.copy()
+    changed[0, -51] = changed[0, -51] % 29 + 1
+    # Only the last position: the mean pooling reads every position, so compare the body at t.
+    x, mask = policy.embedding(tf.constant(ids)), tf.ones([1, 60, 1])
+    x2 = policy.embedding(tf.constant(changed))
+    for block in policy.encoder.blocks:
+      x, x2 = block(x, mask), block(x2, mask)
+    assert bool(tf.reduce_max(tf.abs(x[0, -1] - x2[0, -1])) > 1e-6) == sees, dilations

@@ -72,7 +72,9 @@ class ModelConfig:
 @dataclasses.dataclass
 class PolicyConfig:
   """SkipRec's policy network and how it is trained (modes "gumbel" and "rl")."""
-  body: str = "cnn"                  # "cnn" (2 NextItNet+ blocks, dilations 1,4) or "gru"
+  body: str = "cnn"                  # "cnn" (2 NextItNet+ blocks) or "gru"
+  dilations: tuple[int, ...] = (1, 4)  # "cnn": its blocks' dilations; a block of dilation d sees
+                                       # 6d steps back, so (1, 4) sees 30 and (1, 8) 54
   learning_rate: float = 1e-3        # the policy's own Adam
   initial_keep_prob: float = 0.9     # start near the pretrained "keep everything"
   batch_norm: bool = True            # standardise the pooled history across users (policy.py)

@@ -57,6 +57,7 @@ RANGES: dict[str, str] = {
     "model.dropout": "[0, 1)",
     "model.embedding_dropout": "[0, 1)",
     "model.block_drop": "[0, 1)",
+    "policy.dilations": ">= 1",                   # each of them
     "policy.learning_rate": "> 0",
     "policy.initial_keep_prob": "(0, 1)",
     "policy.threshold": "[0, 1]",

@@ -52,6 +52,7 @@ def build_model(config: Config, vocab_size: int) -> BackboneModel:
     model = BackboneModel(backbone, **common)
   else:
     policy = PolicyNetwork(vocab_size, m.channels, m.num_blocks, body=p.body,
+                           dilations=p.dilations,
                            initial_keep_prob=p.initial_keep_prob, batch_norm=p.batch_norm,
                            name="policy")
     model = SkipRecModel(backbone, policy, mode=mode, schedules=make_schedules(p), cost=p.cost,
