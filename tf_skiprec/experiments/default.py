@@ -13,8 +13,10 @@ so the fewest blocks that see L - 1 steps before the last item are 1, 2, 3 and 4
 
 Pretraining (up to PRETRAIN_EPOCHS) uses prefix stochastic depth: half the sequences run only
 their first k blocks, k uniform in 1..31, so that every depth is a usable model and the first
-blocks carry what most users need. Then SkipRec-Gumbel at a 0.25 budget (usage target annealed
-from 1, entropy term ramped in), the backbone fine-tuned at a third of the pretraining lr.
+blocks carry what most users need. Then SkipRec-Gumbel at a 0.15 budget (usage target annealed
+from 1 over ~7 epochs, entropy term ramped in), after 2 epochs of the policy alone on the frozen
+backbone; the backbone goes on training at 2e-3. The recipe's measurements: BUILD_NOTES.md,
+issue 14.
 Exports to saved_models/skiprec/<version>/.
 """
 
@@ -24,7 +26,7 @@ from tf_skiprec.config import Config
 from tf_skiprec.experiments.registry import register
 
 GROUP_LAGS = (2, 8, 20, 32)
-PRETRAIN_EPOCHS = 24
+PRETRAIN_EPOCHS = 16
 
 
 def graded_backbone() -> Config:
@@ -50,13 +52,16 @@ def default() -> Config:
   config.train.mode = "gumbel"
   config.train.pretrain_epochs = PRETRAIN_EPOCHS
   config.train.pretrain_learning_rate = 3e-3
-  config.train.learning_rate = 1e-3
-  config.train.epochs = 8
-  config.train.patience = 4
-  config.policy.budget = 0.25
-  config.policy.budget_anneal_steps = 240  # ~4 epochs: the backbone follows the cut
+  config.train.learning_rate = 2e-3        # the backbone goes on learning the deep groups
+  config.train.epochs = 14
+  config.train.patience = 14               # the usage target falls for 7 epochs: no early stop
+  config.policy.learning_rate = 3e-3
+  config.policy.dilations = (1, 8)         # sees 54 steps back: every group's context
+  config.policy.freeze_backbone_epochs = 2  # the policy learns first on the pretrained backbone
+  config.policy.budget = 0.15
+  config.policy.budget_anneal_steps = 420  # ~7 epochs: the backbone follows the cut
   config.policy.entropy_weight = 0.1       # decisive policies, but not before they have learned
-  config.policy.entropy_ramp_steps = 240
+  config.policy.entropy_ramp_steps = 420
   config.export.base_dir = "saved_models"  # saved_models/skiprec/<version>/, for TF Serving
   return config
 
@@ -67,6 +72,10 @@ def default_rl() -> Config:
   <workdir>/pretrain, or starts from --override train.init_from=<a pretrain work directory>."""
   config = default()
   config.train.mode = "rl"
+  config.train.epochs = 10
+  config.train.patience = 10
+  config.policy.compute_cost = 2.0         # nats of mean log-likelihood that all 32 blocks must
+                                           # earn: at 0.5 the policy settled at 20 of 32 blocks
   config.policy.entropy_weight = 0.0
   config.policy.budget_anneal_steps = 0
   config.policy.budget = 0.45              # model selection only: the reward sets the usage
