@@ -7,7 +7,8 @@ full backbone of SkipRec's mean cost, SkipRec-Gumbel and SkipRec-RL.
 
 Per seed (train.seed; the data are the same log):
   full        the `default` experiment's pretrain stage: the backbone with every block;
-  gumbel      the `default` experiment (that pretrain, then SkipRec-Gumbel), as `make train`;
+  gumbel      the `default` experiment (that pretrain, then SkipRec-Gumbel), as `make train`
+              (its wall time is both stages', without the export);
   rl          the `default_rl` experiment from the same pretrained backbone (train.init_from);
   equal_cost  a full backbone with as many blocks as SkipRec-Gumbel runs on average (rounded
               up: a cost at least SkipRec's blocks, the policy not counted), pretrained with the
@@ -121,6 +122,13 @@ def checks(rows: list[dict]) -> list[str]:
   return out
 
 
+def _write(path: str, result: dict) -> None:
+  """A finished run's result, atomically (read back by a later invocation)."""
+  with open(path + ".tmp", "w") as f:
+    json.dump(result, f)
+  os.replace(path + ".tmp", path)
+
+
 def _yes(ok: bool) -> str:
   return "yes" if ok else "NO"
 
@@ -170,9 +178,10 @@ def main(argv):
         with open(done) as f:
           result = json.load(f)
       else:
-        if variant == "full":  # trains both stages; the gumbel row reads its result below
-          in_fresh_process(train_one, "gumbel", seed, os.path.dirname(workdir), "", 0,
-                           QUICK.value)
+        if variant == "full":  # trains both stages, as make train does; keeps both results
+          gumbel = in_fresh_process(train_one, "gumbel", seed, os.path.dirname(workdir), "", 0,
+                                    QUICK.value)
+          _write(os.path.join(os.path.dirname(workdir), RESULT_FILE), gumbel)
           with open(os.path.join(workdir, "metrics.json")) as f:
             result = json.load(f)
         else:
@@ -180,9 +189,7 @@ def main(argv):
           result = in_fresh_process(
               train_one, variant, seed, workdir, os.path.join(base, "gumbel", "pretrain"),
               max(1, math.ceil(gumbel_blocks - 1e-9)), QUICK.value)
-        with open(done + ".tmp", "w") as f:
-          json.dump(result, f)
-        os.replace(done + ".tmp", done)
+        _write(done, result)
       results[variant] = result
       rows.append(row(variant, seed, result))
       r = rows[-1]
