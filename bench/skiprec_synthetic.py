@@ -112,7 +112,7 @@ def checks(rows: list[dict]) -> list[str]:
           f"(>= 0.97: {_yes(gumbel['test_ndcg10'] >= 0.97 * full['test_ndcg10'])}); "
           + (f"equal-cost {equal['test_ndcg10']:.4f} ({equal['num_blocks']} blocks; above: "
              f"{_yes(gumbel['test_ndcg10'] > equal['test_ndcg10'])}); " if equal else "")
-          + f"blocks by group {' < '.join(f'{b:.2f}' for b in g)} (rising: {_yes(rising)}; "
+          + f"blocks by group {' / '.join(f'{b:.2f}' for b in g)} (rising: {_yes(rising)}; "
           f"deepest / shallowest {ratio:.1f} >= 3: {_yes(ratio >= 3)})")
     if gumbel and rl:
       out.append(f"seed {seed} rl: usage {rl['usage']:.3f} (<= 0.5: {_yes(rl['usage'] <= 0.5)}); "
