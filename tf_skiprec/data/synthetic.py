@@ -50,13 +50,10 @@ def generate(cfg: SyntheticConfig) -> Interactions:
   rules = CHOICES["data.synthetic.deep_rule"]
   if cfg.deep_rule not in rules:
     raise ValueError(f"synthetic: deep_rule must be one of {rules}, got {cfg.deep_rule!r}.")
-  if not 1 <= cfg.min_length <= cfg.max_length:
-    raise ValueError(f"synthetic: need 1 <= min_length <= max_length, got {cfg.min_length}, "
-                     f"{cfg.max_length}.")
+  _check_lengths(cfg)
   rng = np.random.default_rng(cfg.seed)
   n = cfg.num_items
-  popularity = 1.0 / np.arange(1, n + 1) ** cfg.zipf_exponent
-  cdf = np.cumsum(popularity / popularity.sum())
+  popularity, cdf = _zipf_law(n, cfg.zipf_exponent)
   themes = np.arange(n) % cfg.num_themes
   rng.shuffle(themes)
   theme_members = [np.flatnonzero(themes == t) for t in range(cfg.num_themes)]
@@ -116,13 +113,10 @@ def generate_graded(cfg: SyntheticConfig) -> Interactions:
   item. Each user's group is recorded as its kind (group_name(L))."""
   if any(lag < 1 for lag in cfg.group_lags) or len(set(cfg.group_lags)) != len(cfg.group_lags):
     raise ValueError(f"synthetic: group_lags must be distinct lags >= 1, got {cfg.group_lags}.")
-  if not 1 <= cfg.min_length <= cfg.max_length:
-    raise ValueError(f"synthetic: need 1 <= min_length <= max_length, got {cfg.min_length}, "
-                     f"{cfg.max_length}.")
+  _check_lengths(cfg)
   rng = np.random.default_rng(cfg.seed)
   n = cfg.num_items
-  popularity = 1.0 / np.arange(1, n + 1) ** cfg.zipf_exponent
-  cdf = np.cumsum(popularity / popularity.sum())
+  _, cdf = _zipf_law(n, cfg.zipf_exponent)
   echoes = rng.permutation(n)
   raw_of = rng.permutation(np.arange(10_000, 10_000 + n)).astype(str)
   lags = np.sort(np.asarray(cfg.group_lags, np.int64))
@@ -189,6 +183,18 @@ def _place_every_item(cfg, seq, follow, step, deep) -> None:
         "data.synthetic.num_users or the lengths, or lower follow_prob / theme_prob.")
   rng = np.random.default_rng([cfg.seed, 2])  # own stream: the rest of the log is unchanged
   seq[rng.choice(positions, size=cfg.num_items, replace=False)] = rng.permutation(cfg.num_items)
+
+
+def _check_lengths(cfg: SyntheticConfig) -> None:
+  if not 1 <= cfg.min_length <= cfg.max_length:
+    raise ValueError(f"synthetic: need 1 <= min_length <= max_length, got {cfg.min_length}, "
+                     f"{cfg.max_length}.")
+
+
+def _zipf_law(n: int, exponent: float) -> tuple[np.ndarray, np.ndarray]:
+  """Item popularity ∝ 1 / rank^exponent: (the weights [n], their cdf [n])."""
+  popularity = 1.0 / np.arange(1, n + 1) ** exponent
+  return popularity, np.cumsum(popularity / popularity.sum())
 
 
 def _zipf(rng: np.random.Generator, cdf: np.ndarray, shape) -> np.ndarray:
