@@ -148,3 +148,13 @@ def test_graded_separation_full_depth_beats_the_shallowest_groups_depth_on_deep_
   assert ndcg(full, "lag08") - ndcg(shallow, "lag08") > 0.3
   assert ndcg(full, "lag20") - ndcg(shallow, "lag20") > 0.08
   assert full["min_blocks_by_kind"] == {"lag02": 1, "lag08": 2, "lag20": 3, "lag32": 4}
+
+
+@pytest.mark.parametrize("lags", ["8,8", "0,8"])
+def test_bad_group_lags_are_refused_by_the_config_with_the_fix(lags):
+  from tf_skiprec.errors import ConfigError
+  from tf_skiprec.experiments import get_config
+  config = get_config("default").override(f"data.synthetic.group_lags={lags}")
+  with pytest.raises(ConfigError, match=r"data.synthetic.group_lags .*distinct.*Fix: --override "
+                                        r"data.synthetic.group_lags=2,8,24,48"):
+    config.validate()
