@@ -38,6 +38,12 @@ def test_entropy_weight_ramps_up_from_zero():
   assert _traced(Schedules(entropy_weight=2.0).entropy_weight)(0) == 2.0
 
 
+def test_compute_cost_scale_ramps_up_from_zero():
+  scale = _traced(Schedules(compute_cost_ramp_steps=200).compute_cost_scale)
+  assert [scale(s) for s in (0, 50, 200, 900)] == [0.0, 0.25, 1.0, 1.0]
+  assert _traced(Schedules().compute_cost_scale)(0) == 1.0
+
+
 def test_dual_ascent_step_known_values():
   s = Schedules(dual_lr=0.5)
   def step(multiplier, usage, target):

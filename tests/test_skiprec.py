@@ -8,6 +8,7 @@ from conftest import histories, set_alphas, tiny_skiprec
 from tf_skiprec.experiments import get_config
 from tf_skiprec.experiments.ml100k import skiprec_finetune
 from tf_skiprec.errors import ConfigError
+from tf_skiprec.model import log_blocks_charge
 from tf_skiprec.policy import sampled_decisions
 from tf_skiprec.training import builders, run
 from tf_skiprec.training.steps import make_train_loop
@@ -67,6 +68,37 @@ def test_lagrangian_cost_raises_its_multiplier_until_usage_meets_the_budget():
   assert usage <= 0.25, usage     # ... until the decisions came down to the budget
 
 
+def test_user_charge_is_log_of_blocks_plus_one_and_prices_a_users_first_blocks_most():
+  keep = tf.constant([[1, 0, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0]], tf.float32)
+  np.testing.assert_allclose(log_blocks_charge(keep).numpy(), np.log([2.0, 4.0, 1.0]), rtol=1e-6)
+  with tf.GradientTape() as tape:
+    tape.watch(keep)
+    charge = tf.reduce_sum(log_blocks_charge(keep))
+  # d/d keep_ui = 1 / (k_u + 1): a user running 1 block pays 1/2 per block, one running 3 pays
+  # 1/4, one running none 1.
+  np.testing.assert_allclose(tape.gradient(charge, keep).numpy()[:, 0], [0.5, 0.25, 1.0],
+                             rtol=1e-6)
+  # At the same mean usage (2 of 4 blocks), unequal users are charged less than equal ones.
+  equal = tf.reduce_mean(log_blocks_charge(tf.constant([[1, 1, 0, 0], [1, 1, 0, 0]], tf.float32)))
+  unequal = tf.reduce_mean(log_blocks_charge(tf.constant([[1, 0, 0, 0], [1, 1, 1, 0]],
+                                                         tf.float32)))
+  assert float(unequal) < float(equal)
+
+
+def test_user_charge_enters_the_gumbel_loss_with_its_weight():
+  batch = _batch()
+  losses = {}
+  for weight in (0.0, 0.7):
+    config = _config(user_charge=weight)
+    tf.keras.utils.set_random_seed(0)
+    model = builders.build_model(config, vocab_size=61)
+    losses[weight] = model.compute_loss_and_stats(batch, training=True, seed=[1, 2], step=0)
+  (loss0, _), (loss1, stats) = losses[0.0], losses[0.7]
+  assert "user_charge" not in losses[0.0][1]
+  assert float(loss1 - loss0) == pytest.approx(0.7 * float(stats["user_charge"]), rel=1e-4)
+  assert float(stats["user_charge"]) > 0.0
+
+
 def test_entropy_term_makes_the_policy_decide():
   # P(keep) = 0.6 everywhere: the entropy term alone (no compute term) pushes it away from 0.5.
   config = _config(initial_keep_prob=0.6, entropy_weight=1.0, cost="lagrangian",
@@ -121,6 +153,24 @@ def test_rl_leaves_the_backbone_loss_unchanged_and_the_greedy_pass_trains_nothin
   assert 0 < float(tf.reduce_mean(keep)) < 1
   hidden = model.backbone(batch["inputs"], block_mask=keep, training=True)
   assert float(stats["rec_loss"]) == float(model.position_loss(hidden, batch, training=True))
+
+
+def test_rl_compute_cost_ramp_charges_nothing_at_step_0_and_all_after_the_ramp():
+  batch, seed = _batch(), tf.constant([3, 4])
+
+  def reward(step, **policy):
+    tf.keras.utils.set_random_seed(0)
+    model = builders.build_model(_config(mode="rl", initial_keep_prob=0.6, **policy), 61)
+    _, stats = model.compute_loss_and_stats(batch, training=True, seed=seed, step=step)
+    return float(stats["reward"]), float(stats["usage"])
+
+  free, usage = reward(0, compute_cost=0.0)
+  assert usage > 0
+  assert reward(0, compute_cost=2.0, compute_cost_ramp_steps=100)[0] == pytest.approx(free)
+  assert reward(50, compute_cost=2.0, compute_cost_ramp_steps=100)[0] == pytest.approx(
+      free - 1.0 * usage, rel=1e-5)
+  assert reward(100, compute_cost=2.0, compute_cost_ramp_steps=100)[0] == pytest.approx(
+      free - 2.0 * usage, rel=1e-5)
 
 
 def test_rl_rewards_compare_the_decisions_with_dropout_off():

@@ -92,6 +92,11 @@ class PolicyConfig:
   selection_lambda: float = 0.5
   cost: str = "quadratic"
   penalty: float = 20.0
+  # gumbel: + user_charge * the batch mean of log(k_u + 1), k_u the blocks user u runs: a
+  # per-user charge whose price per block falls with the blocks a user already runs (the k-th
+  # costs ~ user_charge / k), so a user whose next block gains little drops it, and the users who
+  # need depth keep it; the budget term still sets the mean. 0 = off.
+  user_charge: float = 0.0
   dual_lr: float = 1.0
   # gumbel: + entropy_weight * mean binary entropy of P(keep), which pushes the policy to decide
   # (P(keep) near 0 or 1), so that the deterministic decisions at evaluation match training's.
@@ -115,6 +120,8 @@ class PolicyConfig:
   # every block costs 2.9 nats, skipping one 0.02 to 1.6 (median 0.07), against the 0.03 per
   # block that 0.5 charges: it skips the blocks that help a user little, not the backbone.
   compute_cost: float = 0.5
+  compute_cost_ramp_steps: int = 0   # the charge rises linearly from 0 over these steps, so that
+                                     # deep users keep blocks until the backbone uses them
   # rl: divide the advantages by their standard deviation over the (per-replica) batch
   # (BlockDrop, SkipNet, PPO): every step's update has one scale, whatever the reward's units and
   # however rare the samples that differ from the greedy decisions; the mean is not subtracted

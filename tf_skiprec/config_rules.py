@@ -66,6 +66,7 @@ RANGES: dict[str, str] = {
     "policy.budget_slack": ">= 0",
     "policy.selection_lambda": "[0, 1)",          # 1 - lambda * usage stays > 0
     "policy.penalty": ">= 0",
+    "policy.user_charge": ">= 0",
     "policy.dual_lr": ">= 0",
     "policy.entropy_weight": ">= 0",
     "policy.entropy_ramp_steps": ">= 0",
@@ -73,6 +74,7 @@ RANGES: dict[str, str] = {
     "policy.tau_end": "> 0",
     "policy.tau_anneal_steps": ">= 0",
     "policy.compute_cost": ">= 0",
+    "policy.compute_cost_ramp_steps": ">= 0",
     "policy.reward_top_k": ">= 1",
     "policy.gamma": ">= 0",
     "policy.warmup_epochs": ">= 0",

@@ -117,21 +117,25 @@ class SkipRecModel(BackboneModel):
       schedule; loss = recommendation loss + a compute term on usage = mean executed blocks / N:
       penalty * (usage - budget)^2 (cost "quadratic"), or multiplier * (usage - budget) (cost
       "lagrangian"; `after_step` raises the multiplier by dual ascent while usage exceeds the
-      budget); + entropy_weight * the mean entropy of the decisions, so that the policy decides.
+      budget); + user_charge * the batch mean of log(k_u + 1), k_u the blocks user u runs (a
+      per-user charge whose price per block falls with depth: the k-th costs ~ user_charge / k);
+      + entropy_weight * the mean entropy of the decisions, so that the policy decides.
       The temperature, the budget and the entropy weight are `schedules` of the global step.
     "rl": REINFORCE with a self-critical baseline: advantage = R(sampled) - R(greedy) per window,
       divided by its batch standard deviation when `advantage_norm` (rewards.py). R (`reward`):
       "likelihood", the mean log-likelihood of the window's targets - compute_cost * usage;
       "quadratic" / "reference", the top-k rewards of the window's last target. Both rewards are
       computed with dropout off and carry no gradient; the greedy pass trains nothing. The
-      backbone keeps training on the recommendation loss under the sampled decisions.
+      backbone keeps training on the recommendation loss under the sampled decisions. The
+      charge compute_cost can be ramped in from 0 (`schedules.compute_cost_scale`).
   At evaluation the decisions are deterministic: keep block i iff P(keep_i) >= the threshold
   passed to `decisions` (policy.threshold in a run; the export takes it as an argument). The
   loss without training (`compute_loss(training=False)`, used by no loop) decides at 0.5.
   """
 
   def __init__(self, backbone, policy, *, mode: str = "gumbel", schedules: Schedules | None = None,
-               cost: str = "quadratic", penalty: float = 20.0, reward: str = "likelihood",
+               cost: str = "quadratic", penalty: float = 20.0, user_charge: float = 0.0,
+               reward: str = "likelihood",
                compute_cost: float = 0.5, advantage_norm: bool = True, reward_top_k: int = 5,
                gamma: float = 1.0, loss: str = "full", num_sampled: int = 1000,
                block_drop: float = 0.0, **kwargs):
@@ -144,6 +148,7 @@ class SkipRecModel(BackboneModel):
     self.schedules = schedules or Schedules()
     self.cost = cost
     self.penalty = penalty
+    self.user_charge = user_charge
     # The Lagrange multiplier (cost "lagrangian") is state: it is checkpointed with the model.
     self.multiplier = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="multiplier")
     self.reward = reward
@@ -183,6 +188,10 @@ class SkipRecModel(BackboneModel):
       else:
         loss = rec + self.penalty * tf.square(usage - budget)
       stats = {"rec_loss": rec, "usage": usage, "tau": tau}
+      if self.user_charge:
+        charge = tf.reduce_mean(log_blocks_charge(keep))
+        loss += self.user_charge * charge
+        stats["user_charge"] = charge
       entropy = tf.reduce_mean(policy_lib.keep_entropy(logits))
       loss += self.schedules.entropy_weight(step) * entropy
       stats["entropy"] = entropy
@@ -196,8 +205,9 @@ class SkipRecModel(BackboneModel):
               if training and self._dropout else hidden)               # [B, L, C]
     greedy_hidden = tf.stop_gradient(
         self.backbone(inputs["inputs"], block_mask=greedy, training=False))  # [B, L, C]
-    reward = tf.stop_gradient(self._reward(scored, inputs, keep))      # [B]
-    advantage = reward - tf.stop_gradient(self._reward(greedy_hidden, inputs, greedy))  # [B]
+    cost = self.compute_cost * self.schedules.compute_cost_scale(step)
+    reward = tf.stop_gradient(self._reward(scored, inputs, keep, cost))  # [B]
+    advantage = reward - tf.stop_gradient(self._reward(greedy_hidden, inputs, greedy, cost))
     weight = rewards.normalized_advantage(advantage) if self.advantage_norm else advantage
     policy_loss = -tf.reduce_mean(weight * log_prob)
     # "advantage": the mean raw R(sampled) - R(greedy), before normalisation.
@@ -214,8 +224,9 @@ class SkipRecModel(BackboneModel):
                                                       self.schedules.budget(step)))
     return {"multiplier": self.multiplier.read_value()}
 
-  def _reward(self, hidden, inputs, keep) -> tf.Tensor:
-    """hidden [B, L, C] under the decisions keep [B, N] -> reward per window [B] (rewards.py).
+  def _reward(self, hidden, inputs, keep, compute_cost) -> tf.Tensor:
+    """hidden [B, L, C] under the decisions keep [B, N] -> reward per window [B] (rewards.py);
+    compute_cost: the likelihood reward's charge at this step ([] float32).
 
     "likelihood": the full softmax at every counted position (losses.position_mask, as the
     recommendation loss counts them): [P, V] logits, P the batch's counted positions, even with
@@ -229,10 +240,20 @@ class SkipRecModel(BackboneModel):
       windows = tf.cast(tf.where(mask)[:, 0], tf.int32)                # [P]
       logits = self.backbone.logits(tf.boolean_mask(hidden, mask))      # [P, V]
       return rewards.likelihood_reward(logits, tf.boolean_mask(inputs["labels"], mask), windows,
-                                       usage, self.compute_cost)
+                                       usage, compute_cost)
     last = self.backbone.logits(hidden[:, -1])                          # [B, V]
     ranks = target_ranks(last, inputs["labels"][:, -1])
     return rewards.block_reward(ranks < self.reward_top_k, usage, self.gamma, self.reward)
+
+
+def log_blocks_charge(keep: tf.Tensor) -> tf.Tensor:
+  """keep [B, N] (0/1, or relaxed) -> [B] log(k_u + 1), k_u = the blocks user u runs.
+
+  Concave in k_u: the charge of a user's k-th block, log((k + 1) / k), falls with k (log 2 for the
+  first, ~1/k later), so at a fixed mean usage it moves blocks from users who gain little from
+  them to users who gain more; the batch-mean budget term charges every block alike.
+  """
+  return tf.math.log1p(tf.reduce_sum(keep, axis=1))
 
 
 def _prefix_mask(draw: tf.Tensor, rate: float) -> tf.Tensor:

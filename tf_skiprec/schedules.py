@@ -8,6 +8,8 @@ Each takes the step (an int64 tensor, or a Python int in tests) and returns a fl
     `budget_anneal_steps` (constant when 0);
   entropy_weight(step): the entropy term's weight, rising linearly from 0 to `entropy_weight`
     over `entropy_ramp_steps` (constant when 0);
+  compute_cost_scale(step): the fraction of policy.compute_cost (rl) charged at `step`, rising
+    linearly from 0 to 1 over `compute_cost_ramp_steps` (1 when 0);
 and `dual_ascent(multiplier, usage, target)` is one step of the Lagrange multiplier of
 policy.cost "lagrangian": max(0, multiplier + dual_lr * (usage - target)).
 
@@ -33,7 +35,8 @@ class Schedules:
   def __init__(self, *, tau_start: float = 5.0, tau_end: float = 0.5,
                tau_schedule: str = "exponential", tau_anneal_steps: int = 2000,
                budget: float = 0.5, budget_anneal_steps: int = 0, entropy_weight: float = 0.0,
-               entropy_ramp_steps: int = 0, dual_lr: float = 1.0):
+               entropy_ramp_steps: int = 0, dual_lr: float = 1.0,
+               compute_cost_ramp_steps: int = 0):
     if tau_schedule not in CHOICES["policy.tau_schedule"]:
       raise ValueError(f"tau_schedule={tau_schedule!r}: not one of "
                        f"{CHOICES['policy.tau_schedule']}")
@@ -46,6 +49,7 @@ class Schedules:
     self.max_entropy_weight = float(entropy_weight)
     self.entropy_ramp_steps = int(entropy_ramp_steps)
     self.dual_lr = float(dual_lr)
+    self.compute_cost_ramp_steps = int(compute_cost_ramp_steps)
 
   def temperature(self, step) -> tf.Tensor:
     """[] float32: the Gumbel-softmax temperature at `step`."""
@@ -68,6 +72,12 @@ class Schedules:
     if self.entropy_ramp_steps <= 0:
       return _f32(_held(step, self.max_entropy_weight))
     return _f32(self.max_entropy_weight * _fraction(step, self.entropy_ramp_steps))
+
+  def compute_cost_scale(self, step) -> tf.Tensor:
+    """[] float32: the fraction of the compute cost (rl) charged at `step`."""
+    if self.compute_cost_ramp_steps <= 0:
+      return _f32(_held(step, 1.0))
+    return _f32(_fraction(step, self.compute_cost_ramp_steps))
 
   def dual_ascent(self, multiplier, usage, target) -> tf.Tensor:
     """[] float32: the multiplier after one dual-ascent step from `multiplier` at mean `usage`

@@ -15,8 +15,10 @@ Pretraining (up to PRETRAIN_EPOCHS) uses prefix stochastic depth: half the seque
 their first k blocks, k uniform in 1..31, so that every depth is a usable model and the first
 blocks carry what most users need. Then SkipRec-Gumbel at a 0.15 budget (usage target annealed
 from 1 over ~7 epochs, entropy term ramped in), after 2 epochs of the policy alone on the frozen
-backbone; the backbone goes on training at 2e-3. The recipe's measurements: BUILD_NOTES.md,
-issue 14.
+backbone; the backbone goes on training at 2e-3. Model selection: the best validation NDCG@10
+among the epochs at usage <= 0.25 (budget + slack 0.10). `default_rl` trains as many epochs
+with REINFORCE, its compute charge ramped in over the same ~7 epochs. The recipes'
+measurements: BUILD_NOTES.md, issue 14.
 Exports to saved_models/skiprec/<version>/.
 """
 
@@ -59,6 +61,8 @@ def default() -> Config:
   config.policy.dilations = (1, 8)         # sees 54 steps back: every group's context
   config.policy.freeze_backbone_epochs = 2  # the policy learns first on the pretrained backbone
   config.policy.budget = 0.15
+  config.policy.budget_slack = 0.10        # model selection: validation usage <= 0.25, the
+                                           # quadratic penalty settles the decisions above 0.15
   config.policy.budget_anneal_steps = 420  # ~7 epochs: the backbone follows the cut
   config.policy.entropy_weight = 0.1       # decisive policies, but not before they have learned
   config.policy.entropy_ramp_steps = 420
@@ -72,10 +76,11 @@ def default_rl() -> Config:
   <workdir>/pretrain, or starts from --override train.init_from=<a pretrain work directory>."""
   config = default()
   config.train.mode = "rl"
-  config.train.epochs = 10
-  config.train.patience = 10
+  config.train.epochs = 14                 # as many backbone epochs as `default`
+  config.train.patience = 14
   config.policy.compute_cost = 2.0         # nats of mean log-likelihood that all 32 blocks must
                                            # earn: at 0.5 the policy settled at 20 of 32 blocks
+  config.policy.compute_cost_ramp_steps = 420  # charged in over ~7 epochs, as `default`'s target
   config.policy.entropy_weight = 0.0
   config.policy.budget_anneal_steps = 0
   config.policy.budget = 0.45              # model selection only: the reward sets the usage

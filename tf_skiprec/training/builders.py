@@ -30,12 +30,14 @@ def make_optimizer(learning_rate: float, weight_decay: float = 0.0) -> keras.opt
 
 
 def make_schedules(policy: PolicyConfig) -> Schedules:
-  """The temperature, budget, entropy-weight and dual-ascent schedules of `policy`."""
+  """The temperature, budget, entropy-weight, dual-ascent and compute-cost schedules of
+  `policy`."""
   return Schedules(tau_start=policy.tau_start, tau_end=policy.tau_end,
                    tau_schedule=policy.tau_schedule, tau_anneal_steps=policy.tau_anneal_steps,
                    budget=policy.budget, budget_anneal_steps=policy.budget_anneal_steps,
                    entropy_weight=policy.entropy_weight,
-                   entropy_ramp_steps=policy.entropy_ramp_steps, dual_lr=policy.dual_lr)
+                   entropy_ramp_steps=policy.entropy_ramp_steps, dual_lr=policy.dual_lr,
+                   compute_cost_ramp_steps=policy.compute_cost_ramp_steps)
 
 
 def build_model(config: Config, vocab_size: int) -> BackboneModel:
@@ -56,7 +58,7 @@ def build_model(config: Config, vocab_size: int) -> BackboneModel:
                            initial_keep_prob=p.initial_keep_prob, batch_norm=p.batch_norm,
                            name="policy")
     model = SkipRecModel(backbone, policy, mode=mode, schedules=make_schedules(p), cost=p.cost,
-                         penalty=p.penalty, reward=p.reward, compute_cost=p.compute_cost,
+                         penalty=p.penalty, user_charge=p.user_charge, reward=p.reward, compute_cost=p.compute_cost,
                          advantage_norm=p.advantage_norm, reward_top_k=p.reward_top_k,
                          gamma=p.gamma, **common)
   dummy = tf.zeros([1, config.data.max_len], tf.int32)
