@@ -282,6 +282,21 @@ def test_frozen_backbone_epochs_train_the_policy_alone(tmp_path):
   assert np.abs(tf.train.load_variable(best("skip"), head)).max() > 0.06  # init stddev 0.02: moved
 
 
+def test_rl_warmup_epochs_train_with_gumbel_first_then_reinforce(tmp_path):
+  # default_rl's hybrid (SkipNet's): Gumbel epochs, then REINFORCE. Each epoch's logged stats
+  # say which loss trained it: Gumbel's temperature, or REINFORCE's reward.
+  config = _config(mode="rl", warmup_epochs=1)
+  config.train.epochs = 2
+  run(config, str(tmp_path / "hybrid"))
+  logged = {}
+  for path in (tmp_path / "hybrid" / "tensorboard").iterdir():
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        logged.setdefault(value.tag, []).append(event.step)
+  assert len(logged["train/epoch_tau"]) == 1 and len(logged["train/epoch_reward"]) == 1
+  assert logged["train/epoch_tau"][0] < logged["train/epoch_reward"][0]
+
+
 def test_pretrain_stage_uses_its_own_learning_rate_and_patience(tmp_path):
   config = _config()
   config.train.epochs, config.train.pretrain_epochs = 1, 1

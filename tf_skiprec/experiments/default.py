@@ -16,8 +16,8 @@ their first k blocks, k uniform in 1..31, so that every depth is a usable model 
 blocks carry what most users need. Then SkipRec-Gumbel at a 0.15 budget (usage target annealed
 from 1 over ~7 epochs, entropy term ramped in), after 2 epochs of the policy alone on the frozen
 backbone; the backbone goes on training at 2e-3. Model selection: the best validation NDCG@10
-among the epochs at usage <= 0.25 (budget + slack 0.10). `default_rl` trains as many epochs
-with REINFORCE, its compute charge ramped in over the same ~7 epochs. The recipes'
+among the epochs at usage <= 0.25 (budget + slack 0.10). `default_rl` follows `default` for 8 epochs,
+then trains the policy by REINFORCE for the other 6 (SkipNet's hybrid RL). The recipes'
 measurements: BUILD_NOTES.md, issue 14.
 Exports to saved_models/skiprec/<version>/.
 """
@@ -29,6 +29,7 @@ from tf_skiprec.experiments.registry import register
 
 GROUP_LAGS = (2, 8, 20, 32)
 PRETRAIN_EPOCHS = 16
+WARMUP_EPOCHS = 8                          # default_rl: Gumbel epochs before REINFORCE
 
 
 def graded_backbone() -> Config:
@@ -72,17 +73,16 @@ def default() -> Config:
 
 @register("default_rl")
 def default_rl() -> Config:
-  """REINFORCE (the likelihood reward) on `default`'s data and backbone: pretrains in
-  <workdir>/pretrain, or starts from --override train.init_from=<a pretrain work directory>."""
+  """SkipRec-RL on `default`'s data and backbone, trained as SkipNet trains its gates (hybrid RL):
+  the first WARMUP_EPOCHS are `default`'s Gumbel epochs (2 of them policy-only), where the
+  relaxation's gradient assigns users to blocks; then REINFORCE (the likelihood reward, compute
+  charge 2.0) trains the policy, and the backbone under its samples, for the rest of the 14.
+  Pretrains in <workdir>/pretrain, or starts from --override train.init_from=<a pretrain work
+  directory>. From the pretrained backbone, REINFORCE alone (policy.warmup_epochs=0) reached
+  0.64 against Gumbel's 0.75 on seed 0 (BUILD_NOTES.md, issue 14)."""
   config = default()
   config.train.mode = "rl"
-  config.train.epochs = 14                 # as many backbone epochs as `default`
-  config.train.patience = 14
+  config.policy.warmup_epochs = WARMUP_EPOCHS
   config.policy.compute_cost = 2.0         # nats of mean log-likelihood that all 32 blocks must
                                            # earn: at 0.5 the policy settled at 20 of 32 blocks
-  config.policy.compute_cost_ramp_steps = 420  # charged in over ~7 epochs, as `default`'s target
-  config.policy.entropy_weight = 0.0
-  config.policy.budget_anneal_steps = 0
-  config.policy.budget = 0.45              # model selection only: the reward sets the usage
-  config.policy.budget_slack = 0.05
   return config
