@@ -90,3 +90,18 @@ def test_prefix_block_drop_keeps_the_first_k_blocks():
   k = kept.sum(axis=1)
   assert abs((k == 6).mean() - 0.5) < 0.03                           # P(cut) = block_drop
   assert set(np.unique(k[k < 6])) == {1, 2, 3, 4, 5}                 # every cut depth
+
+
+def test_log_uniform_prefix_depths_follow_their_closed_form():
+  from tf_skiprec.model import _prefix_mask
+  n = 8
+  u = (np.arange(20000, dtype=np.float32) + 0.5) / 20000            # a fine grid of draw[:, 1]
+  draw = np.zeros([u.size, n], np.float32)
+  draw[:, 1] = u                                                    # draw[:, 0] = 0 < rate: cut
+  kept = _prefix_mask(tf.constant(draw), 0.5, log_uniform=True).numpy()
+  assert (np.diff(kept, axis=1) <= 0).all()                         # always a prefix
+  k = kept.sum(axis=1).astype(int)
+  freq = np.bincount(k, minlength=n)[1:n] / u.size                  # P(k), k = 1..N-1
+  expected = np.log(np.arange(2, n + 1) / np.arange(1, n)) / np.log(n)
+  np.testing.assert_allclose(freq, expected, atol=2e-4)
+  assert freq[0] > 2 * (1 / (n - 1))            # P(1) = 1/3 against uniform's 1/7

@@ -66,7 +66,8 @@ class ModelConfig:
   block_drop: float = 0.0              # pretraining: P(skip) of each block, per sequence
   block_drop_mode: str = "independent"  # ... each block on its own, or "prefix": with P
                                         # block_drop the sequence runs only its first k blocks,
-                                        # k uniform in 1..N-1 (depth that is good at any cut)
+                                        # k uniform in 1..N-1 (depth that is good at any cut),
+                                        # or "prefix_log": k log-uniform, P(k) ~ log((k+1)/k)
 
 
 @dataclasses.dataclass

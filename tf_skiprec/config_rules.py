@@ -33,7 +33,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.loss": ("full", "sampled"),
     "runtime.strategy": ("default", "mirrored", "multiworker"),
     "data.synthetic.deep_rule": ("theme", "echo"),
-    "model.block_drop_mode": ("independent", "prefix"),
+    "model.block_drop_mode": ("independent", "prefix", "prefix_log"),
 }
 
 RANGES: dict[str, str] = {
