@@ -69,15 +69,11 @@ class Schedules:
 
   def entropy_weight(self, step) -> tf.Tensor:
     """[] float32: the entropy term's weight at `step`."""
-    if self.entropy_ramp_steps <= 0:
-      return _f32(_held(step, self.max_entropy_weight))
-    return _f32(self.max_entropy_weight * _fraction(step, self.entropy_ramp_steps))
+    return _f32(self.max_entropy_weight * _ramp(step, self.entropy_ramp_steps))
 
   def compute_cost_scale(self, step) -> tf.Tensor:
     """[] float32: the fraction of the compute cost (rl) charged at `step`."""
-    if self.compute_cost_ramp_steps <= 0:
-      return _f32(_held(step, 1.0))
-    return _f32(_fraction(step, self.compute_cost_ramp_steps))
+    return _f32(_ramp(step, self.compute_cost_ramp_steps))
 
   def dual_ascent(self, multiplier, usage, target) -> tf.Tensor:
     """[] float32: the multiplier after one dual-ascent step from `multiplier` at mean `usage`
@@ -94,6 +90,11 @@ def _held(step, value: float) -> tf.Tensor:
 def _fraction(step, steps: int) -> tf.Tensor:
   """min(step / steps, 1) in float64."""
   return tf.minimum(tf.cast(step, tf.float64) / float(steps), tf.constant(1.0, tf.float64))
+
+
+def _ramp(step, steps: int) -> tf.Tensor:
+  """min(step / steps, 1) in float64, rising from 0; 1 at every step when steps <= 0."""
+  return _held(step, 1.0) if steps <= 0 else _fraction(step, steps)
 
 
 def _f64(x) -> tf.Tensor:

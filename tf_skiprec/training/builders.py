@@ -58,7 +58,8 @@ def build_model(config: Config, vocab_size: int) -> BackboneModel:
                            initial_keep_prob=p.initial_keep_prob, batch_norm=p.batch_norm,
                            name="policy")
     model = SkipRecModel(backbone, policy, mode=mode, schedules=make_schedules(p), cost=p.cost,
-                         penalty=p.penalty, user_charge=p.user_charge, reward=p.reward, compute_cost=p.compute_cost,
+                         penalty=p.penalty, user_charge=p.user_charge, reward=p.reward,
+                         compute_cost=p.compute_cost,
                          advantage_norm=p.advantage_norm, reward_top_k=p.reward_top_k,
                          gamma=p.gamma, **common)
   dummy = tf.zeros([1, config.data.max_len], tf.int32)
