@@ -92,6 +92,14 @@ VARIANTS = {
                          overrides=("model.block_drop=0.2",)),
     "gumbel40_32_sd": Variant("ml100k_32", "gumbel", 0.4, "gumbel40_32_sd", "full32_sd"),
     "gumbel30_32_sd": Variant("ml100k_32", "gumbel", 0.3, "gumbel30_32_sd", "full32_sd"),
+    # A LayerNorm before the softmax head (model.final_norm; issue 14: on the graded data it
+    # lets one block be confident, so depth goes where context is needed).
+    "full10_sd_fn": Variant("ml100k_10", "pretrain", None, "full10_sd_fn",
+                            overrides=("model.block_drop=0.2", "model.final_norm=true")),
+    "gumbel40_10_sd_fn": Variant("ml100k_10", "gumbel", 0.4, "gumbel40_10_sd_fn", "full10_sd_fn",
+                                 overrides=("model.final_norm=true",)),
+    "rl_10_sd_fn": Variant("ml100k_10", "rl", None, "rl_10_sd_fn", "full10_sd_fn",
+                           overrides=("policy.budget=0.65", "model.final_norm=true")),
 }
 FULL = tuple(name for name, v in VARIANTS.items() if v.mode == "pretrain")
 # What the acceptance looks at: SkipRec at a budget of 0.5 or below (rl has no budget).

@@ -119,6 +119,26 @@ def test_an_export_that_differs_from_the_model_is_refused(exported, monkeypatch)
   assert sorted(os.listdir(os.path.join(base, "skiprec"))) == before  # nothing published
 
 
+def test_a_head_layer_norm_is_exported_with_the_model(tmp_path):
+  # model.final_norm: the softmax reads LayerNorm(hidden). The export's scores are the in-memory
+  # model's (its self-check compares top-5 ids; here the scores too), and the norm matters.
+  model, id_map = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN, final_norm=True)
+  dense = histories(ITEMS, 8, MAX_LEN, seed=5)
+  info = export_model(model, id_map, threshold=0.5, base_dir=str(tmp_path), model_name="skiprec",
+                      max_len=MAX_LEN, sample_histories=dense, top_k=5)
+  runner = SavedModelRunner(info["path"])
+  try:
+    served = runner.run({"history": raw_histories(dense, id_map)})
+  finally:
+    runner.close()
+  ids = tf.constant(dense)
+  hidden = model.backbone(ids, block_mask=model.decisions(ids, 0.5))[:, -1]     # [8, C]
+  expected = -np.sort(-model.backbone.logits(hidden).numpy()[:, 1:], axis=1)[:, :5]
+  np.testing.assert_allclose(served["scores"], expected, rtol=1e-4, atol=1e-4)
+  without = -np.sort(-model.backbone.output_dense(hidden).numpy()[:, 1:], axis=1)[:, :5]
+  assert np.abs(without - expected).max() > 0.1
+
+
 def test_no_op_of_the_model_is_pinned_to_a_device(exported):
   """TF Serving's GPU build places unpinned ops on the GPU. Only TensorFlow's own checkpoint
   save/restore functions (file I/O, host-only by design) carry a device."""

@@ -92,12 +92,28 @@ def test_tied_embeddings_logits():
   np.testing.assert_allclose(net.logits(h).numpy(), expected, atol=1e-5)
 
 
+def test_final_norm_logits_are_the_softmax_of_the_normalised_hidden_state():
+  net = _backbone(final_norm=True)
+  net.logits(tf.zeros([1, 8]))  # builds the head
+  net.head_norm.gamma.assign(np.linspace(0.5, 2.0, 8).astype(np.float32))
+  net.head_norm.beta.assign(np.linspace(-1.0, 1.0, 8).astype(np.float32))
+  h = tf.random.normal([2, 5, 8]) * 3.0 + 1.0
+  x = h.numpy()
+  normed = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+  normed = normed * net.head_norm.gamma.numpy() + net.head_norm.beta.numpy()
+  expected = normed @ net.output_dense.kernel.numpy() + net.output_dense.bias.numpy()
+  np.testing.assert_allclose(net.logits(h).numpy(), expected, atol=1e-4)
+  # The scale of the hidden state no longer sets the scores' scale (what depth did without it).
+  np.testing.assert_allclose(net.logits(h * 10.0).numpy(), net.logits(h).numpy(), atol=1e-3)
+  assert [v.shape.as_list() for v in net.output_variables()] == [[8], [8], [8, 30], [30]]
+
+
 def test_layer_configs_round_trip():
   block = ResidualBlock(16, kernel_size=5, dilation=4, dropout=0.1, name="b")
   again = ResidualBlock.from_config(block.get_config())
   assert again.get_config() == block.get_config()
   net = NextItNet(50, channels=8, num_blocks=3, kernel_size=2, dilations=(1, 2, 4), dropout=0.2,
-                  embedding_dropout=0.1, tie_embeddings=True)
+                  embedding_dropout=0.1, tie_embeddings=True, final_norm=True)
   again = NextItNet.from_config(net.get_config())
   assert again.get_config() == net.get_config()
   serialized = keras.layers.serialize(net)

@@ -63,6 +63,7 @@ class ModelConfig:
   dropout: float = 0.0                 # inside each residual branch
   embedding_dropout: float = 0.0
   tie_embeddings: bool = False
+  final_norm: bool = False             # LayerNorm before the softmax head
   block_drop: float = 0.0              # pretraining: P(skip) of each block, per sequence
   block_drop_mode: str = "independent"  # ... each block on its own, or "prefix": with P
                                         # block_drop the sequence runs only its first k blocks,

@@ -96,7 +96,8 @@ class BackboneModel(tfrs.models.Model):
     labels = tf.boolean_mask(inputs["labels"], mask)                    # [P]
     if self.loss_kind == "sampled" and training:
       weights, bias = self.backbone.output_weights()
-      per_position = losses.sampled_softmax_loss(h, labels, weights, bias, self.num_sampled)
+      per_position = losses.sampled_softmax_loss(self.backbone.head_input(h), labels, weights,
+                                                 bias, self.num_sampled)
     else:
       per_position = losses.full_softmax_loss(self.backbone.logits(h), labels)
     return tf.math.divide_no_nan(tf.reduce_sum(per_position),

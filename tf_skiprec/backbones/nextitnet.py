@@ -30,7 +30,8 @@ class NextItNet(keras.layers.Layer):
 
   def __init__(self, vocab_size: int, channels: int = 64, num_blocks: int = 8,
                kernel_size: int = 3, dilations=(1, 4), dropout: float = 0.0,
-               embedding_dropout: float = 0.0, tie_embeddings: bool = False, **kwargs):
+               embedding_dropout: float = 0.0, tie_embeddings: bool = False,
+               final_norm: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.vocab_size = vocab_size
     self.channels = channels
@@ -40,6 +41,7 @@ class NextItNet(keras.layers.Layer):
     self.dropout = dropout
     self.embedding_dropout = embedding_dropout
     self.tie_embeddings = tie_embeddings
+    self.final_norm = final_norm
     self.embedding = keras.layers.Embedding(
         vocab_size, channels, embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
         name="item_embedding")
@@ -47,6 +49,8 @@ class NextItNet(keras.layers.Layer):
     self.blocks = [
         ResidualBlock(channels, kernel_size, d, dropout=dropout, name=f"block_{i}")
         for i, d in enumerate(dilation_schedule(num_blocks, self.dilations))]
+    if final_norm:
+      self.head_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="head_norm")
     if not tie_embeddings:
       self.output_dense = keras.layers.Dense(vocab_size, name="softmax")
 
@@ -87,13 +91,24 @@ class NextItNet(keras.layers.Layer):
 
   def output_variables(self) -> list[tf.Variable]:
     """The softmax head's variables: [kernel [C, V], bias [V]], or [bias [V]] when tied (the
-    weights are then the item embedding's)."""
+    weights are then the item embedding's); with `final_norm`, its LayerNorm's [gamma [C],
+    beta [C]] first."""
+    norm = list(self.head_norm.weights) if self.final_norm else []
     if self.tie_embeddings:
-      return [self.output_bias]
-    return [self.output_dense.kernel, self.output_dense.bias]
+      return norm + [self.output_bias]
+    return norm + [self.output_dense.kernel, self.output_dense.bias]
+
+  def head_input(self, hidden: tf.Tensor) -> tf.Tensor:
+    """hidden [..., C] -> what the softmax head reads [..., C]: LayerNorm(hidden) with
+    `final_norm`, else hidden."""
+    if not self.final_norm:
+      return hidden
+    flat = tf.reshape(hidden, [-1, self.channels])        # the norm is built for rank 2
+    return tf.reshape(self.head_norm(flat), tf.shape(hidden))
 
   def logits(self, hidden: tf.Tensor) -> tf.Tensor:
     """hidden [..., C] -> logits [..., V] (the padding id is not masked here)."""
+    hidden = self.head_input(hidden)
     if self.tie_embeddings:
       return tf.linalg.matmul(hidden, self.embedding.embeddings, transpose_b=True) + self.output_bias
     return self.output_dense(hidden)
@@ -128,7 +143,8 @@ class NextItNet(keras.layers.Layer):
     return {**super().get_config(), "vocab_size": self.vocab_size, "channels": self.channels,
             "num_blocks": self.num_blocks, "kernel_size": self.kernel_size,
             "dilations": list(self.dilations), "dropout": self.dropout,
-            "embedding_dropout": self.embedding_dropout, "tie_embeddings": self.tie_embeddings}
+            "embedding_dropout": self.embedding_dropout, "tie_embeddings": self.tie_embeddings,
+            "final_norm": self.final_norm}
 
 
 def build(vocab_size: int, model) -> NextItNet:
@@ -136,4 +152,5 @@ def build(vocab_size: int, model) -> NextItNet:
   return NextItNet(vocab_size, channels=model.channels, num_blocks=model.num_blocks,
                    kernel_size=model.kernel_size, dilations=model.dilations,
                    dropout=model.dropout, embedding_dropout=model.embedding_dropout,
-                   tie_embeddings=model.tie_embeddings, name="backbone")
+                   tie_embeddings=model.tie_embeddings, final_norm=model.final_norm,
+                   name="backbone")

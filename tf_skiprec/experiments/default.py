@@ -41,6 +41,7 @@ def graded_backbone() -> Config:
   config.model.num_blocks = 32
   config.model.channels = 32
   config.model.dilations = (1, 2)
+  config.model.final_norm = True           # the head, not the depth, sets the scores' scale
   config.model.block_drop = 0.5
   config.model.block_drop_mode = "prefix"
   config.train.learning_rate = 3e-3
