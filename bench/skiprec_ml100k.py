@@ -98,6 +98,10 @@ VARIANTS = {
                             overrides=("model.block_drop=0.2", "model.final_norm=true")),
     "gumbel40_10_sd_fn": Variant("ml100k_10", "gumbel", 0.4, "gumbel40_10_sd_fn", "full10_sd_fn",
                                  overrides=("model.final_norm=true",)),
+    "gumbel30_10_sd_fn": Variant("ml100k_10", "gumbel", 0.3, "gumbel30_10_sd_fn", "full10_sd_fn",
+                                 overrides=("model.final_norm=true",)),
+    "gumbel50_10_sd_fn": Variant("ml100k_10", "gumbel", 0.5, "gumbel50_10_sd_fn", "full10_sd_fn",
+                                 overrides=("model.final_norm=true",)),
     "rl_10_sd_fn": Variant("ml100k_10", "rl", None, "rl_10_sd_fn", "full10_sd_fn",
                            overrides=("policy.budget=0.65", "model.final_norm=true")),
 }
