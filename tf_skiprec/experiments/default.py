@@ -10,6 +10,9 @@ item), so the context a user needs lies exactly L steps back. The backbone: 32 N
 blocks of 32 channels, dilations 1, 2 repeated; a block of dilation d sees d * 0..6 steps back,
 so the fewest blocks that see L - 1 steps before the last item are 1, 2, 3 and 4
 (backbone.blocks_to_reach; the table and blocks_by_group.png show them beside the blocks run).
+A LayerNorm before the softmax head (model.final_norm) makes the scores' scale independent of the
+number of blocks run, so that one block nearly saturates the lag-2 group (BUILD_NOTES.md, issue
+14, fourth pass).
 
 Pretraining (up to PRETRAIN_EPOCHS) uses prefix stochastic depth: half the sequences run only
 their first k blocks, k uniform in 1..31, so that every depth is a usable model and the first
