@@ -83,7 +83,8 @@ def default_rl() -> Config:
   charge 2.0) trains the policy, and the backbone under its samples, for the rest of the 14.
   Pretrains in <workdir>/pretrain, or starts from --override train.init_from=<a pretrain work
   directory>. From the pretrained backbone, REINFORCE alone (policy.warmup_epochs=0) reached
-  0.64 against Gumbel's 0.75 on seed 0 (BUILD_NOTES.md, issue 14)."""
+  0.64 against Gumbel's 0.75 on seed 0, before the head's LayerNorm (BUILD_NOTES.md, issue
+  14)."""
   config = default()
   config.train.mode = "rl"
   config.policy.warmup_epochs = WARMUP_EPOCHS
