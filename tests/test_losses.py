@@ -36,6 +36,26 @@ def test_sampled_softmax_with_every_item_as_a_negative_equals_softmax_without_pa
   np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
+def test_the_sampled_softmax_reads_the_heads_layer_norm(monkeypatch):
+  # model.final_norm: the sampled softmax must score LayerNorm(hidden), as the full softmax does.
+  # With every real item as a negative (expected counts 1), it is the full softmax over 1..V-1.
+  net = NextItNet(12, channels=4, num_blocks=2, final_norm=True)
+  model = BackboneModel(net, loss="sampled", num_sampled=11)
+  seq = tf.constant(np.random.default_rng(2).integers(1, 12, size=(3, 6)), tf.int32)
+  batch = {"inputs": seq[:, :-1], "labels": seq[:, 1:]}
+  model.score(batch["inputs"])
+  net.head_norm.gamma.assign([3.0, 0.5, 2.0, 1.0])
+  net.head_norm.beta.assign([1.0, -2.0, 0.0, 0.5])
+  every = lambda labels, n, v: (tf.range(1, v, dtype=tf.int64), tf.ones([tf.shape(labels)[0], 1]),
+                                tf.ones([v - 1]))
+  monkeypatch.setattr(losses, "sample_negatives", every)
+  got = float(model.compute_loss(batch, training=True))
+  h = tf.reshape(net(batch["inputs"]), [-1, 4])
+  logits = net.logits(h).numpy()[:, 1:]
+  expected = losses.full_softmax_loss(tf.constant(logits), tf.reshape(batch["labels"], [-1]) - 1)
+  np.testing.assert_allclose(got, float(tf.reduce_mean(expected)), rtol=1e-5)
+
+
 def test_negatives_never_include_padding_and_follow_frequency():
   labels = tf.constant([3, 9])
   drawn = np.concatenate([losses.sample_negatives(labels, 5, 1000)[0].numpy() for _ in range(200)])
