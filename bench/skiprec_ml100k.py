@@ -102,6 +102,15 @@ VARIANTS = {
                                  overrides=("model.final_norm=true",)),
     "gumbel50_10_sd_fn": Variant("ml100k_10", "gumbel", 0.5, "gumbel50_10_sd_fn", "full10_sd_fn",
                                  overrides=("model.final_norm=true",)),
+    # The synthetic default's gentler Gumbel recipe on the same backbone: 2 policy-only epochs,
+    # a weak entropy term (0.1), the usage target falling over ~5 epochs; or a frozen backbone.
+    "gumbel40_10_sd_fn_soft": Variant(
+        "ml100k_10", "gumbel", 0.4, "gumbel40_10_sd_fn_soft", "full10_sd_fn",
+        overrides=("model.final_norm=true", "policy.freeze_backbone_epochs=2",
+                   "policy.entropy_weight=0.1", "policy.budget_anneal_steps=200")),
+    "gumbel40_10_sd_fn_frozen": Variant(
+        "ml100k_10", "gumbel", 0.4, "gumbel40_10_sd_fn_frozen", "full10_sd_fn",
+        overrides=("model.final_norm=true", "policy.freeze_backbone_epochs=10")),
     "rl_10_sd_fn": Variant("ml100k_10", "rl", None, "rl_10_sd_fn", "full10_sd_fn",
                            overrides=("policy.budget=0.65", "model.final_norm=true")),
 }
