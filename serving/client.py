@@ -4,16 +4,19 @@ command line:
   python -m serving.client --server localhost:8500 --model skiprec --history 12,7,99
   python -m serving.client --server localhost:8500 --model skiprec --history 12,7,99 \\
       --k 5 --threshold 0.7 --signature full
+  python -m serving.client --server localhost:8500 --model skiprec --history 12,7,99 \
+      --max_blocks 4                     # at most 4 blocks: the policy's 4 most probable
 
   client = SkipRecClient("localhost:8500", "skiprec")
   out = client.recommend([["12", "7", "99"], ["5"]], k=5)   # out.item_ids[0] -> ['50', ...]
 
 Histories are always sent left-padded with "" to exactly the model's window (max_len, read once
-from the model's metadata), and `k` and `threshold` are sent with one value per history. TF
+from the model's metadata), and `k`, `threshold` and `max_blocks` are sent with one value per
+history. TF
 Serving's server-side batching concatenates requests along the first dimension and pads shorter
 inputs at the END with the FIRST element of each request (tensorflow/serving issue 1279): a
 shorter history would get real item ids appended after its last item. Full-length histories and
-per-row k/threshold leave nothing for it to pad, so batched and unbatched answers are the same.
+per-row k/threshold/max_blocks leave nothing for it to pad, so batched and unbatched answers are the same.
 """
 
 from __future__ import annotations
@@ -93,15 +96,18 @@ class SkipRecClient:
             response.model_spec.version.value)
 
   def recommend(self, histories: list[list], k: int | list[int] | None = None,
-                threshold: float | list[float] | None = None, *, full: bool = False
-                ) -> Recommendations:
-    """Top-k raw item ids for each history (`full`: with every block executed)."""
+                threshold: float | list[float] | None = None, *, full: bool = False,
+                max_blocks: int | list[int] | None = None) -> Recommendations:
+    """Top-k raw item ids for each history (`full`: with every block executed; `max_blocks`: at
+    most that many blocks per history, the ones its policy ranks highest)."""
     batch = len(histories)
     inputs = {"history": self.pad(histories)}
     if k is not None:
       inputs["k"] = np.broadcast_to(np.asarray(k, np.int32), [batch]).copy()
     if threshold is not None and not full:
       inputs["threshold"] = np.broadcast_to(np.asarray(threshold, np.float32), [batch]).copy()
+    if max_blocks is not None and not full:
+      inputs["max_blocks"] = np.broadcast_to(np.asarray(max_blocks, np.int32), [batch]).copy()
     out, version = self.predict(inputs, "full" if full else "serving_default")
     ks = inputs["k"] if "k" in inputs else [out["item_ids"].shape[1]] * batch
     ids = [[i.decode("utf-8") for i in row[:n]] for row, n in zip(out["item_ids"], ks)]
@@ -109,11 +115,14 @@ class SkipRecClient:
                            out["blocks_executed"].tolist(), out["unknown_items"].tolist(),
                            out["history_length"].tolist(), version)
 
-  def decisions(self, histories: list[list], threshold: float | None = None) -> dict:
+  def decisions(self, histories: list[list], threshold: float | None = None,
+                max_blocks: int | None = None) -> dict:
     """The policy's keep/skip matrix [B, N] (and P(keep)) for each history."""
     inputs = {"history": self.pad(histories)}
     if threshold is not None:
       inputs["threshold"] = np.full([len(histories)], threshold, np.float32)
+    if max_blocks is not None:
+      inputs["max_blocks"] = np.full([len(histories)], max_blocks, np.int32)
     out, _ = self.predict(inputs, "decisions")
     return out
 
@@ -129,6 +138,8 @@ VERSION = flags.DEFINE_integer("version", None, "Model version (default: the lat
 HISTORY = flags.DEFINE_list("history", None, "Raw item ids, oldest first, comma-separated.")
 K = flags.DEFINE_integer("k", None, "How many items (default: the model's).")
 THRESHOLD = flags.DEFINE_float("threshold", None, "Keep threshold; higher runs fewer blocks.")
+MAX_BLOCKS = flags.DEFINE_integer("max_blocks", None, "Run at most this many blocks (the policy's "
+                                  "most probable); with --threshold 0, exactly this many.")
 SIGNATURE = flags.DEFINE_enum("signature", "serving_default",
                               ["serving_default", "full", "decisions"], "Which signature.")
 TIMEOUT = flags.DEFINE_float("timeout", 10.0, "Seconds.")
@@ -142,13 +153,13 @@ def main(argv):
   client = SkipRecClient(SERVER.value, MODEL.value, version=VERSION.value, timeout=TIMEOUT.value)
   try:
     if SIGNATURE.value == "decisions":
-      out = client.decisions([HISTORY.value], THRESHOLD.value)
+      out = client.decisions([HISTORY.value], THRESHOLD.value, MAX_BLOCKS.value)
       keep = out["keep"][0]
       print(f"keep/skip per block: {''.join('K' if x else '.' for x in keep)} "
             f"({int(keep.sum())} of {len(keep)} blocks)")
       return 0
     rec = client.recommend([HISTORY.value], K.value, THRESHOLD.value,
-                           full=SIGNATURE.value == "full")
+                           full=SIGNATURE.value == "full", max_blocks=MAX_BLOCKS.value)
   except grpc.RpcError as e:
     print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
     return 1

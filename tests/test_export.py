@@ -13,7 +13,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from conftest import histories, tiny_skiprec
 from tf_skiprec.errors import ExportError
 from tf_skiprec.export.exporter import export_model, next_version, raw_histories
-from tf_skiprec.export.runner import WARMUP_FILE, SavedModelRunner
+from tf_skiprec.export.runner import WARMUP_FILE, SavedModelRunner, SignatureError
 from tf_skiprec.export.serving_module import ServingModule
 
 ITEMS, BLOCKS, MAX_LEN = 40, 6, 12
@@ -80,6 +80,46 @@ def test_a_block_no_row_keeps_is_not_executed_and_kept_blocks_run_on_their_rows(
   for i in range(BLOCKS):
     if keep[:, i].any():
       assert relus[i] == [int(keep[:, i].sum())] * 2, (i, relus.get(i))  # on its rows only
+
+
+def test_max_blocks_caps_each_row_at_its_m_most_probable_blocks_in_the_export(exported):
+  # serving_default and decisions with a per-row max_blocks: every row runs at most its own m
+  # blocks, the m its policy ranks highest (threshold 0: exactly m), in a batch and alone, and
+  # the top-k is the in-memory model's under the same capped decisions.
+  model, id_map, _, info = exported
+  dense = histories(ITEMS, 6, MAX_LEN, seed=4)
+  raw = raw_histories(dense, id_map)
+  caps = np.array([0, 1, 2, 3, 5, BLOCKS], np.int32)
+  prob = tf.nn.softmax(model.policy(tf.constant(dense)), axis=-1)[..., 1].numpy()   # [6, N]
+  runner = SavedModelRunner(info["path"])
+  try:
+    for threshold in (0.0, 0.5):
+      inputs = {"history": raw, "threshold": np.full([6], threshold, np.float32),
+                "max_blocks": caps}
+      keep = runner.run(inputs, "decisions")["keep"].astype(bool)                  # [6, N]
+      out = runner.run(inputs)
+      alone = [runner.run({k: v[row:row + 1] for k, v in inputs.items()})["blocks_executed"][0]
+               for row in range(6)]
+      for row, m in enumerate(caps):
+        above = prob[row] >= threshold
+        ranked = np.argsort(-prob[row], kind="stable")[:m]        # its m most probable blocks
+        expected = np.zeros(BLOCKS, bool)
+        expected[ranked] = True
+        np.testing.assert_array_equal(keep[row], expected & above, err_msg=f"row {row}")
+        assert keep[row].sum() <= m
+        if threshold == 0.0:
+          assert keep[row].sum() == m
+      np.testing.assert_array_equal(out["blocks_executed"], keep.sum(axis=1))
+      np.testing.assert_array_equal(alone, keep.sum(axis=1))      # each row keeps its own m
+      scores = model.score(tf.constant(dense), block_mask=keep.astype(np.float32)).numpy()[:, 1:]
+      top = -np.sort(-scores, axis=1)[:, :5]
+      np.testing.assert_allclose(out["scores"], top, atol=1e-4)
+      in_memory = model.decisions(tf.constant(dense), threshold, tf.constant(caps)).numpy()
+      np.testing.assert_array_equal(in_memory.astype(bool), keep)   # the same cap in memory
+    with pytest.raises(SignatureError, match="max_blocks must be at least 0"):
+      runner.run({"history": raw[:1], "max_blocks": np.array([-1], np.int32)})
+  finally:
+    runner.close()
 
 
 def test_versions_increase_and_only_whole_versions_are_visible(exported, tmp_path):

@@ -3,7 +3,8 @@ import pytest
 import tensorflow as tf
 
 from tf_skiprec import rewards
-from tf_skiprec.policy import (PolicyNetwork, greedy_decisions, keep_entropy, keep_probability,
+from tf_skiprec.policy import (PolicyNetwork, greedy_decisions, keep_at_most, keep_entropy,
+                               keep_probability,
                                sampled_decisions, straight_through_decisions)
 
 
@@ -76,6 +77,25 @@ def test_greedy_decisions_are_deterministic_and_follow_the_threshold():
   np.testing.assert_array_equal(greedy_decisions(logits, 0.0).numpy(), [[1, 1, 1]])
   even = tf.zeros([1, 2, 2])  # P(keep) = 0.5 exactly: kept at threshold 0.5 (P >= t)
   np.testing.assert_array_equal(greedy_decisions(even, 0.5).numpy(), [[1, 1]])
+
+
+def test_keep_at_most_keeps_each_rows_m_most_probable_blocks_ties_to_the_lower_index():
+  prob = tf.constant([[0.9, 0.2, 0.6, 0.6, 0.1],
+                      [0.1, 0.2, 0.3, 0.4, 0.5],
+                      [0.5, 0.5, 0.5, 0.5, 0.5]])
+  m = tf.constant([2, 3, 4])                          # one cap per row
+  np.testing.assert_array_equal(keep_at_most(prob, m).numpy(),
+                                [[1, 0, 1, 0, 0],     # 0.9, then the first of the tied 0.6s
+                                 [0, 0, 1, 1, 1],
+                                 [1, 1, 1, 1, 0]])
+  np.testing.assert_array_equal(keep_at_most(prob, 0).numpy(), np.zeros((3, 5)))
+  np.testing.assert_array_equal(keep_at_most(prob, 99).numpy(), np.ones((3, 5)))
+  logits = tf.math.log(tf.stack([1 - prob, prob], axis=-1))
+  # With the threshold: the blocks kept anyway, minus the least probable, down to m.
+  np.testing.assert_array_equal(greedy_decisions(logits, 0.5, m).numpy(),
+                                [[1, 0, 1, 0, 0], [0, 0, 0, 0, 1], [1, 1, 1, 1, 0]])
+  np.testing.assert_array_equal(greedy_decisions(logits, 0.5, None).numpy(),
+                                greedy_decisions(logits, 0.5).numpy())
 
 
 def test_sampled_decisions_log_prob():

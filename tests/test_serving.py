@@ -103,6 +103,12 @@ def test_per_request_k_and_threshold(served):
   high = client.recommend(rows, threshold=1.0)     # only certain blocks
   assert low.blocks_executed == [BLOCKS] * 4
   assert sum(high.blocks_executed) < sum(client.recommend(rows).blocks_executed)
+  capped = client.recommend(rows, threshold=0.0, max_blocks=[1, 2, 3, 4])   # exactly m each
+  assert capped.blocks_executed == [1, 2, 3, 4]
+  shed = client.recommend(rows, max_blocks=1)        # the trained threshold, at most 1 block
+  assert shed.blocks_executed == [min(1, b) for b in client.recommend(rows).blocks_executed]
+  keep = client.decisions(rows, threshold=0.0, max_blocks=2)["keep"]
+  assert keep.sum(axis=1).tolist() == [2] * 4
 
 
 def _stub(server):
@@ -130,6 +136,10 @@ def _request(model="skiprec", signature="", version=None, **inputs):
      "INVALID_ARGUMENT", "k must be at least 1"),
     (dict(history=np.array([[b"1"]] * 3, dtype=object), k=np.array([1, 2], np.int32)),
      "INVALID_ARGUMENT", "k must have 1 value or one per history row"),
+    (dict(history=np.array([[b"1"]], dtype=object), max_blocks=np.array([-1], np.int32)),
+     "INVALID_ARGUMENT", "max_blocks must be at least 0"),
+    (dict(history=np.array([[b"1"]] * 3, dtype=object), max_blocks=np.array([1, 2], np.int32)),
+     "INVALID_ARGUMENT", "max_blocks must have 1 value or one per history row"),
     (dict(model="nope", history=np.array([[b"1"]], dtype=object)), "NOT_FOUND",
      "Servable not found for request: Latest(nope)"),
     (dict(version=99, history=np.array([[b"1"]], dtype=object)), "NOT_FOUND",

@@ -256,6 +256,20 @@ def test_skiprec_initialises_from_a_pretrained_backbone(tmp_path):
   assert result["init_from"] == str(tmp_path / "pre")
   sweep_full = next(p for p in result["threshold_sweep"] if p["threshold"] == 0.0)
   assert sweep_full["mean_blocks"] == 4.0
+  # The compute cap at threshold 0: every user runs exactly m blocks, m = 1..N; m = N is every
+  # block, so it scores what threshold 0 scores.
+  caps = result["max_blocks_sweep"]
+  assert [p["max_blocks"] for p in caps] == [1, 2, 3, 4]
+  assert [p["mean_blocks"] for p in caps] == [1.0, 2.0, 3.0, 4.0]
+  assert caps[-1]["NDCG@10"] == sweep_full["NDCG@10"]
+
+
+def test_the_max_blocks_sweep_spans_1_to_n_on_a_log_grid():
+  from tf_skiprec.training.end_of_run import sweep_caps
+  assert sweep_caps(4) == [1, 2, 3, 4] and sweep_caps(10) == list(range(1, 11))
+  caps = sweep_caps(32)
+  assert caps[0] == 1 and caps[-1] == 32 and len(caps) <= 10 and caps == sorted(set(caps))
+  assert sweep_caps(128)[:3] == [1, 2, 3] and sweep_caps(128)[-1] == 128
 
 
 def test_init_from_without_a_checkpoint_is_a_clear_error(tmp_path):

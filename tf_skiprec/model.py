@@ -80,10 +80,14 @@ class BackboneModel(tfrs.models.Model):
     del stats, step, mode
     return {}
 
-  def decisions(self, history: tf.Tensor, threshold=None) -> tf.Tensor:
-    """history [B, L] -> keep decisions [B, N]: every block for the backbone alone."""
+  def decisions(self, history: tf.Tensor, threshold=None, max_blocks=None) -> tf.Tensor:
+    """history [B, L] -> keep decisions [B, N]: every block for the backbone alone (the first
+    max_blocks of them, with a cap)."""
     del threshold
-    return tf.ones([tf.shape(history)[0], self.backbone.num_blocks], tf.float32)
+    keep = tf.ones([tf.shape(history)[0], self.backbone.num_blocks], tf.float32)
+    if max_blocks is None:
+      return keep
+    return tf.cast(policy_lib.keep_at_most(keep, max_blocks), tf.float32)
 
   def position_loss(self, hidden, inputs, training: bool = False) -> tf.Tensor:
     """hidden [B, L, C] -> mean cross-entropy over the counted positions (scalar).
@@ -166,9 +170,11 @@ class SkipRecModel(BackboneModel):
     return {"backbone": self.backbone.trainable_variables,
             "policy": self.policy.trainable_variables}
 
-  def decisions(self, history: tf.Tensor, threshold=0.5) -> tf.Tensor:
-    """history [B, L], threshold (float or [] tensor) -> deterministic keep decisions [B, N]."""
-    return policy_lib.greedy_decisions(self.policy(history, training=False), threshold)
+  def decisions(self, history: tf.Tensor, threshold=0.5, max_blocks=None) -> tf.Tensor:
+    """history [B, L], threshold (float or [] tensor), max_blocks (None, [] or [B] int: at most
+    that many blocks per row, its most probable) -> deterministic keep decisions [B, N]."""
+    return policy_lib.greedy_decisions(self.policy(history, training=False), threshold,
+                                       max_blocks)
 
   def compute_loss_and_stats(self, inputs, training: bool = False, mode: str | None = None,
                              seed=None, step=0):

@@ -146,12 +146,33 @@ def keep_entropy(logits: tf.Tensor) -> tf.Tensor:
                         axis=-1)
 
 
-def greedy_decisions(logits: tf.Tensor, threshold) -> tf.Tensor:
-  """Deterministic decisions for evaluation and serving: keep block i iff P(keep_i) >= threshold.
+def greedy_decisions(logits: tf.Tensor, threshold, max_blocks=None) -> tf.Tensor:
+  """Deterministic decisions for evaluation and serving: keep block i iff P(keep_i) >= threshold
+  and, with `max_blocks`, i is among the row's max_blocks most probable blocks (keep_at_most).
 
-  logits [B, N, 2] -> [B, N] float32 in {0, 1}.
+  logits [B, N, 2], threshold [] or [B, 1], max_blocks None, [] or [B] int -> [B, N] float32 in
+  {0, 1}.
   """
-  return tf.cast(keep_probability(logits) >= tf.cast(threshold, logits.dtype), tf.float32)
+  prob = keep_probability(logits)                                       # [B, N]
+  keep = prob >= tf.cast(threshold, logits.dtype)
+  if max_blocks is not None:
+    keep = tf.logical_and(keep, keep_at_most(prob, max_blocks))
+  return tf.cast(keep, tf.float32)
+
+
+def keep_at_most(prob: tf.Tensor, max_blocks) -> tf.Tensor:
+  """The compute cap: which blocks are among each row's `max_blocks` most probable.
+
+  prob [B, N] P(keep); max_blocks [] or [B] int (0 = none, >= N = all) -> [B, N] bool, True for
+  the m highest P(keep) of each row (ties to the lower block index, so exactly min(m, N) per row).
+  With the threshold, a row runs the blocks it would keep anyway, minus the ones it ranks lowest,
+  down to m: an operator's latency knob that spans 0..N blocks whatever the policy's certainty.
+  """
+  order = tf.argsort(prob, axis=1, direction="DESCENDING", stable=True)   # [B, N] blocks, best first
+  rank = tf.argsort(order, axis=1, stable=True)                           # [B, N] each block's place
+  m = tf.cast(max_blocks, tf.int32)
+  m = m[:, tf.newaxis] if m.shape.rank == 1 else m
+  return rank < m
 
 
 def straight_through_decisions(logits: tf.Tensor, temperature, seed=None) -> tf.Tensor:

@@ -12,15 +12,20 @@ input. The module uses only the names every backbone exposes (tf_skiprec/backbon
 
 Signatures (`ServingModule.signatures()`), all with histories of raw item ids, "" = padding:
   serving_default(history [B, L] string, k [1] or [B] int32 = top_k,
-                  threshold [1] or [B] float32 = the trained keep threshold)
+                  threshold [1] or [B] float32 = the trained keep threshold,
+                  max_blocks [1] or [B] int32 = N)
     -> item_ids [B, K] string, scores [B, K] float32, blocks_executed [B] int32,
        unknown_items [B] int32, history_length [B] int32   (K = max k; entries beyond a row's
        own k are "" with score 0)
   full(history, k) -> the same with every block executed
-  decisions(history, threshold) -> keep [B, N] int32, keep_probability [B, N] float32,
-       blocks_executed [B] int32, used_history [B, max_len] string (what the model saw)
-`k` and `threshold` are vectors, not scalars, so that TF Serving's server-side batching (which
-concatenates every input along dimension 0) can batch requests: a [1] value applies to every row.
+  decisions(history, threshold, max_blocks) -> keep [B, N] int32, keep_probability [B, N]
+       float32, blocks_executed [B] int32, used_history [B, max_len] string (what the model saw)
+A row runs block i iff P(keep_i) >= its threshold and block i is among its max_blocks most
+probable blocks (policy.keep_at_most): max_blocks is the compute knob that spans 0..N blocks
+(with threshold 0, exactly m blocks; with the default threshold it only sheds blocks).
+`k`, `threshold` and `max_blocks` are vectors, not scalars, so that TF Serving's server-side
+batching (which concatenates every input along dimension 0) can batch requests: a [1] value
+applies to every row.
 """
 
 from __future__ import annotations
@@ -87,26 +92,31 @@ class ServingModule(tf.Module):
     history = tf.TensorSpec([None, None], tf.string, name="history")
     k = tf.TensorSpec([None], tf.int32, name="k")
     threshold = tf.TensorSpec([None], tf.float32, name="threshold")
+    max_blocks = tf.TensorSpec([None], tf.int32, name="max_blocks")
     default_k = tf.constant([self.default_k], tf.int32)
     default_t = tf.constant([self.default_threshold], tf.float32)
+    default_m = tf.constant([self.backbone.num_blocks], tf.int32)
 
-    def serve(history, k=default_k, threshold=default_t):
-      return self.recommend(history, k, threshold)
+    def serve(history, k=default_k, threshold=default_t, max_blocks=default_m):
+      return self.recommend(history, k, threshold, max_blocks)
 
     def full(history, k=default_k):
       return self.recommend(history, k, None)
 
-    def decisions(history, threshold=default_t):
-      return self.decide(history, threshold)
+    def decisions(history, threshold=default_t, max_blocks=default_m):
+      return self.decide(history, threshold, max_blocks)
 
     return {
-        "serving_default": tf.function(serve, input_signature=[history, k, threshold]),
+        "serving_default": tf.function(serve,
+                                       input_signature=[history, k, threshold, max_blocks]),
         "full": tf.function(full, input_signature=[history, k]),
-        "decisions": tf.function(decisions, input_signature=[history, threshold]),
+        "decisions": tf.function(decisions, input_signature=[history, threshold, max_blocks]),
     }
 
-  def recommend(self, history: tf.Tensor, k: tf.Tensor, threshold: tf.Tensor | None) -> dict:
-    """history [B, L] raw ids, k [1|B], threshold [1|B] (None: every block) -> outputs."""
+  def recommend(self, history: tf.Tensor, k: tf.Tensor, threshold: tf.Tensor | None,
+                max_blocks: tf.Tensor | None = None) -> dict:
+    """history [B, L] raw ids, k [1|B], threshold [1|B] (None: every block), max_blocks [1|B]
+    (None: no cap) -> outputs."""
     ids, unknown, length = self.encode(history)                            # [B, W], [B], [B]
     batch = tf.shape(ids)[0]
     k = self._per_row(k, batch, "k")                                       # [B]
@@ -115,12 +125,11 @@ class ServingModule(tf.Module):
         tf.debugging.assert_less_equal(
             k, self.num_items, message=f"k must be at most the {self.num_items} items")]):
       max_k = tf.reduce_max(tf.concat([k, [1]], axis=0))
-    if threshold is None or self.policy is None:
+    if threshold is None:
       keep = tf.ones([batch, self.backbone.num_blocks], tf.bool)
       hidden = self.run_all_blocks(ids)
     else:
-      threshold = self._per_row(threshold, batch, "threshold")             # [B]
-      keep = self.keep_probability(ids) >= threshold[:, tf.newaxis]          # [B, N]
+      keep = self.keep(ids, threshold, max_blocks)                           # [B, N]
       hidden = self.run_kept_blocks(ids, keep)
     scores, line = self.top_items(hidden[:, -1], max_k)                    # [B, K]
     in_k = tf.range(max_k)[tf.newaxis, :] < k[:, tf.newaxis]               # [B, K]
@@ -129,17 +138,12 @@ class ServingModule(tf.Module):
             "blocks_executed": tf.reduce_sum(tf.cast(keep, tf.int32), axis=1),
             "unknown_items": unknown, "history_length": length}
 
-  def decide(self, history: tf.Tensor, threshold: tf.Tensor) -> dict:
+  def decide(self, history: tf.Tensor, threshold: tf.Tensor,
+             max_blocks: tf.Tensor | None = None) -> dict:
     """The policy's decisions for each history: keep [B, N] and P(keep) [B, N]."""
     ids, _, _ = self.encode(history)
-    batch = tf.shape(ids)[0]
-    if self.policy is None:
-      prob = tf.ones([batch, self.backbone.num_blocks], tf.float32)
-      keep = tf.ones_like(prob, tf.bool)
-    else:
-      prob = self.keep_probability(ids)
-      keep = prob >= self._per_row(threshold, batch, "threshold")[:, tf.newaxis]
-    keep = tf.cast(keep, tf.int32)
+    prob = self.keep_probability(ids)
+    keep = tf.cast(self.keep(ids, threshold, max_blocks, prob), tf.int32)
     used = tf.where(ids > 0, self.line_to_raw.lookup(tf.cast(ids, tf.int64) - 1), PADDING)
     return {"keep": keep, "keep_probability": prob,
             "blocks_executed": tf.reduce_sum(keep, axis=1), "used_history": used}
@@ -185,8 +189,30 @@ class ServingModule(tf.Module):
             tf.gather(index, padding_last, batch_dims=1) - 1)
 
   def keep_probability(self, ids: tf.Tensor) -> tf.Tensor:
-    """ids [B, W] -> P(keep) [B, N]; a block is kept where it is >= the row's threshold."""
+    """ids [B, W] -> P(keep) [B, N] (all 1 without a policy); a block is kept where it is >= the
+    row's threshold."""
+    if self.policy is None:
+      return tf.ones([tf.shape(ids)[0], self.backbone.num_blocks], tf.float32)
     return policy_lib.keep_probability(self.policy(ids, training=False))
+
+  def keep(self, ids: tf.Tensor, threshold: tf.Tensor, max_blocks: tf.Tensor | None,
+           prob: tf.Tensor | None = None) -> tf.Tensor:
+    """ids [B, W], threshold [1|B], max_blocks [1|B] or None -> keep [B, N] bool: P(keep) >= the
+    row's threshold, and among its max_blocks most probable blocks (without a policy: every
+    block whatever the threshold, the first max_blocks with a cap). `prob`: P(keep) if already
+    computed."""
+    batch = tf.shape(ids)[0]
+    prob = self.keep_probability(ids) if prob is None else prob            # [B, N]
+    if self.policy is None:                                                  # no decisions
+      keep = tf.ones_like(prob, tf.bool)
+    else:
+      keep = prob >= self._per_row(threshold, batch, "threshold")[:, tf.newaxis]
+    if max_blocks is None:
+      return keep
+    cap = self._per_row(max_blocks, batch, "max_blocks")                   # [B]
+    with tf.control_dependencies([tf.debugging.assert_non_negative(
+        cap, message="max_blocks must be at least 0 (0 runs no block)")]):
+      return tf.logical_and(keep, policy_lib.keep_at_most(prob, cap))
 
   def run_all_blocks(self, ids: tf.Tensor) -> tf.Tensor:
     """ids [B, W] -> hidden [B, W, C], every block executed."""

@@ -1,5 +1,5 @@
 """What a run does once training has stopped, each in its own function: the final evaluation of
-the best model, the threshold sweep, the plots, the export and metrics.json.
+the best model, the threshold and max_blocks sweeps, the plots, the export and metrics.json.
 
 Every function takes the trainer (after `restore_best`) or the results it returns, and all
 workers of a multi-worker run call the evaluations together (each evaluates on its own copy of
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from tf_skiprec.config import Config
 from tf_skiprec.data.synthetic import group_lag
 from tf_skiprec.export.exporter import export_model
@@ -19,6 +21,7 @@ from tf_skiprec.training.trainer import Trainer
 
 # Keep thresholds of the validation sweep; 0 keeps every block (P(keep) >= 0).
 SWEEP_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+CAP_POINTS = 10  # values of max_blocks in the compute-cap sweep, 1 to N, geometrically spaced
 
 
 def final_evaluation(trainer: Trainer) -> dict:
@@ -62,8 +65,31 @@ def threshold_sweep(trainer: Trainer) -> list[dict]:
   return sweep
 
 
+def sweep_caps(num_blocks: int, points: int = CAP_POINTS) -> list[int]:
+  """The max_blocks values of the cap sweep: 1, N and up to `points` in all, evenly spaced on a
+  log scale (every value when N <= points)."""
+  if num_blocks <= points:
+    return list(range(1, num_blocks + 1))
+  return sorted({1, num_blocks, *(int(round(m)) for m in np.geomspace(1, num_blocks, points))})
+
+
+def max_blocks_sweep(trainer: Trainer) -> list[dict]:
+  """Validation accuracy when each user runs exactly its m most probable blocks (threshold 0, cap
+  m), for m from 1 to N (sweep_caps): [{"max_blocks", "mean_blocks", "HR@5", ...}, ...].
+
+  The serving `max_blocks` input: unlike the threshold, which a decisive policy hardly moves, it
+  spans every compute level from 1 block to N. With the run's threshold instead of 0 it only
+  lowers compute (a user keeps min(its blocks, m)).
+  """
+  sweep = []
+  for cap in sweep_caps(trainer.model.backbone.num_blocks):
+    out = trainer.evaluate(trainer.data.valid, 0.0, cap)
+    sweep.append({"max_blocks": cap, "mean_blocks": out["blocks"]["mean"], **out["metrics"]})
+  return sweep
+
+
 def draw_plots(results: dict, workdir: str) -> dict:
-  """usage_by_block.png and accuracy_vs_blocks.png (the sweep, against every block) in
+  """usage_by_block.png and accuracy_vs_blocks.png (both sweeps, against every block) in
   `workdir`; returns their paths."""
   sweep = results["threshold_sweep"]
   full = next(p for p in sweep if p["threshold"] == 0.0)
@@ -77,7 +103,7 @@ def draw_plots(results: dict, workdir: str) -> dict:
                                              os.path.join(workdir, "usage_by_block.png")),
       "accuracy_vs_blocks": plots.accuracy_vs_blocks(
           [p for p in sweep if p["threshold"] > 0], full,
-          os.path.join(workdir, "accuracy_vs_blocks.png")),
+          os.path.join(workdir, "accuracy_vs_blocks.png"), results.get("max_blocks_sweep")),
   }
 
 

@@ -12,6 +12,8 @@ from tf_skiprec.metrics import RankingMetrics
 from tf_skiprec.training import cluster
 from tf_skiprec.training.steps import local_concat, make_eval_step
 
+NO_CAP = np.iinfo(np.int32).max  # max_blocks None: more blocks than any model has
+
 
 class Evaluator:
   """Evaluates the trained model on a split at a keep threshold.
@@ -36,22 +38,25 @@ class Evaluator:
     self.batch_size = batch_size
     self._step = make_eval_step(self.model, self.strategy)
 
-  def __call__(self, windows: Windows, threshold: float) -> dict:
-    """Evaluates `windows` (data.valid or data.test) with decisions at `threshold`; see
-    `evaluate` for the result."""
+  def __call__(self, windows: Windows, threshold: float, max_blocks: int | None = None) -> dict:
+    """Evaluates `windows` (data.valid or data.test) with decisions at `threshold`, at most
+    `max_blocks` per user (None: no cap); see `evaluate` for the result."""
     cluster.copy_variables(self.trained, self.model)  # multi-worker: every worker, the same moment
     dataset = self.data.pipelines.evaluation(windows, self.batch_size)
-    return evaluate(self._step, dataset, self.strategy, self.data.user_kinds, threshold)
+    return evaluate(self._step, dataset, self.strategy, self.data.user_kinds, threshold,
+                    max_blocks)
 
 
 def evaluate(step, dataset: tf.data.Dataset, strategy: tf.distribute.Strategy,
-             user_kinds: np.ndarray, threshold: float = 0.5) -> dict:
+             user_kinds: np.ndarray, threshold: float = 0.5,
+             max_blocks: int | None = None) -> dict:
   """Runs `step` (from make_eval_step) over every batch.
 
   Args:
     dataset: the evaluation dataset (tf_skiprec.data.pipeline.Pipelines.evaluation).
     user_kinds: [U] kind of each user ("" when unknown).
     threshold: keep block i iff P(keep_i) >= threshold (SkipRec).
+    max_blocks: and among the user's max_blocks most probable blocks (None: no cap).
 
   Returns:
     {"metrics": {"NDCG@10": float, ...}, "by_kind": {kind: {...}},
@@ -61,8 +66,9 @@ def evaluate(step, dataset: tf.data.Dataset, strategy: tf.distribute.Strategy,
   ranks = np.full(len(user_kinds), -1, dtype=np.int64)
   keep = None
   threshold = tf.constant(threshold, tf.float32)
+  cap = tf.constant(NO_CAP if max_blocks is None else max_blocks, tf.int32)
   for batch in strategy.experimental_distribute_dataset(dataset):
-    out = local_concat(strategy, step(batch, threshold))
+    out = local_concat(strategy, step(batch, threshold, cap))
     if keep is None:
       keep = np.zeros((len(user_kinds), out["keep"].shape[1]), dtype=np.int8)
     ranks[out["user"]] = out["rank"]

@@ -22,15 +22,26 @@ def usage_by_block(block_usage: list[float], path: str, title: str = "") -> str:
   return save(fig, path)
 
 
-def accuracy_vs_blocks(points: list[dict], full: dict | None, path: str) -> str:
-  """NDCG@10 against mean executed blocks, one point per keep threshold.
+def accuracy_vs_blocks(points: list[dict], full: dict | None, path: str,
+                       capped: list[dict] | None = None) -> str:
+  """NDCG@10 against mean executed blocks, one point per keep threshold and, with `capped`, one
+  per compute cap (max_blocks, at threshold 0).
 
   points: [{"threshold": t, "mean_blocks": b, "NDCG@10": x}, ...]; full: the same keys (no
-  threshold) for the backbone with every block, or None.
+  threshold) for the backbone with every block, or None; capped: [{"max_blocks": m,
+  "mean_blocks": b, "NDCG@10": x}, ...] or None.
   """
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  if capped:
+    cap = sorted(capped, key=lambda p: p["mean_blocks"])
+    ax.plot([p["mean_blocks"] for p in cap], [p["NDCG@10"] for p in cap], "^--", color="#d08030",
+            label="max_blocks m (threshold 0)")
+    for p in cap:
+      ax.annotate(f"m={p['max_blocks']}", (p["mean_blocks"], p["NDCG@10"]), fontsize=7,
+                  color="#a05010", textcoords="offset points", xytext=(3, -9))
   pts = sorted(points, key=lambda p: p["mean_blocks"])
-  ax.plot([p["mean_blocks"] for p in pts], [p["NDCG@10"] for p in pts], "o-", label="SkipRec")
+  ax.plot([p["mean_blocks"] for p in pts], [p["NDCG@10"] for p in pts], "o-",
+          label="keep threshold")
   for p in pts:
     ax.annotate(f"{p['threshold']:g}", (p["mean_blocks"], p["NDCG@10"]), fontsize=7,
                 textcoords="offset points", xytext=(3, 3))
@@ -38,8 +49,8 @@ def accuracy_vs_blocks(points: list[dict], full: dict | None, path: str) -> str:
     ax.plot([full["mean_blocks"]], [full["NDCG@10"]], "s", color="black", label="all blocks")
   ax.set_xlabel("mean blocks executed per user")
   ax.set_ylabel("validation NDCG@10")
-  ax.set_title("Accuracy against compute, across keep thresholds")
-  ax.legend()
+  ax.set_title("Accuracy against compute: keep threshold and max_blocks")
+  ax.legend(fontsize=8)
   return save(fig, path)
 
 

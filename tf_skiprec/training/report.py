@@ -58,4 +58,9 @@ def result_table(result: dict) -> str:
     text += "\n\nvalidation across keep thresholds (0 = every block):\n" + "\n".join(
         f"  threshold {p['threshold']:.2f}: {p['mean_blocks']:6.2f} blocks, "
         f"NDCG@10 {p['NDCG@10']:.4f}" for p in result["threshold_sweep"])
+    if result.get("max_blocks_sweep"):
+      text += ("\n\nvalidation across max_blocks (threshold 0: each user runs its m most probable "
+               "blocks):\n" + "\n".join(
+                   f"  max_blocks {p['max_blocks']:4d}: {p['mean_blocks']:6.2f} blocks, "
+                   f"NDCG@10 {p['NDCG@10']:.4f}" for p in result["max_blocks_sweep"]))
   return text

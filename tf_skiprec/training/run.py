@@ -57,6 +57,7 @@ def run(config: Config, workdir: str, *, continue_finished: bool = False) -> dic
   results = end_of_run.final_evaluation(trainer)
   if config.train.mode != "pretrain":
     results["threshold_sweep"] = end_of_run.threshold_sweep(trainer)
+    results["max_blocks_sweep"] = end_of_run.max_blocks_sweep(trainer)
     if trainer.chief:
       results["plots"] = end_of_run.draw_plots(results, workdir)
   results.update(trainer.summary())

@@ -103,21 +103,22 @@ def _finite(stats: dict) -> tf.Tensor:
 
 
 def make_eval_step(model, strategy: tf.distribute.Strategy) -> Callable:
-  """Returns step(distributed_batch, threshold) -> per-replica {"rank": [b], "user": [b],
-  "keep": [b, N]}.
+  """Returns step(distributed_batch, threshold, max_blocks) -> per-replica {"rank": [b],
+  "user": [b], "keep": [b, N]}.
 
-  The decisions are the model's deterministic ones at `threshold` ([] float32; every block for
-  the backbone alone).
+  The decisions are the model's deterministic ones at `threshold` ([] float32), each row capped
+  at its `max_blocks` ([] int32) most probable blocks (every block for the backbone alone, its
+  first max_blocks with a cap).
   """
 
-  def replica_step(batch, threshold):
-    keep = model.decisions(batch["history"], threshold)                # [b, N]
+  def replica_step(batch, threshold, max_blocks):
+    keep = model.decisions(batch["history"], threshold, max_blocks)    # [b, N]
     scores = model.score(batch["history"], block_mask=keep)            # [b, V]
     return {"rank": target_ranks(scores, batch["target"]), "user": batch["user"], "keep": keep}
 
   @tf.function
-  def step(dist_batch, threshold):
-    return strategy.run(replica_step, args=(dist_batch, threshold))
+  def step(dist_batch, threshold, max_blocks):
+    return strategy.run(replica_step, args=(dist_batch, threshold, max_blocks))
 
   return step
 
