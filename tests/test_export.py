@@ -179,6 +179,24 @@ def test_a_head_layer_norm_is_exported_with_the_model(tmp_path):
   assert np.abs(without - expected).max() > 0.1
 
 
+@pytest.mark.parametrize("body", ["gru", "pool"])
+def test_every_policy_body_exports_with_the_in_memory_decisions(body, tmp_path):
+  # export_model refuses an export whose top-k or blocks differ from the in-memory model's on
+  # the sample histories; the decisions are compared here as well.
+  model, id_map = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN, body=body)
+  dense = histories(ITEMS, 8, MAX_LEN, seed=5)
+  info = export_model(model, id_map, threshold=0.5, base_dir=str(tmp_path), model_name="m",
+                      max_len=MAX_LEN, sample_histories=dense, top_k=5)
+  keep = model.decisions(tf.constant(dense), 0.5).numpy()
+  assert 0 < keep.sum() < keep.size                                     # mixed decisions
+  runner = SavedModelRunner(info["path"])
+  try:
+    out = runner.run({"history": raw_histories(dense, id_map)}, "decisions")
+  finally:
+    runner.close()
+  np.testing.assert_array_equal(out["keep"], keep)
+
+
 def test_no_op_of_the_model_is_pinned_to_a_device(exported):
   """TF Serving's GPU build places unpinned ops on the GPU. Only TensorFlow's own checkpoint
   save/restore functions (file I/O, host-only by design) carry a device."""

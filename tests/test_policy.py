@@ -14,7 +14,7 @@ def _ids():
   return tf.constant(ids)
 
 
-@pytest.mark.parametrize("body", ["cnn", "gru"])
+@pytest.mark.parametrize("body", ["cnn", "gru", "pool"])
 def test_policy_gives_logits_per_user_and_block_and_starts_near_keep(body):
   policy = PolicyNetwork(30, 8, num_decisions=5, body=body, initial_keep_prob=0.9)
   logits = policy(_ids())
@@ -25,7 +25,8 @@ def test_policy_gives_logits_per_user_and_block_and_starts_near_keep(body):
 
 
 @pytest.mark.parametrize("body, path", [("cnn", "policy/blocks/1/conv2/kernel"),
-                                        ("gru", "policy/gru/cell/kernel")])
+                                        ("gru", "policy/gru/cell/kernel"),
+                                        ("pool", "policy/mlp/kernel")])
 def test_the_body_registry_keeps_the_checkpoint_paths_of_earlier_work_directories(body, path,
                                                                                    tmp_path):
   """Each body's layers are tracked as the policy's own (policy/blocks/..., policy/gru/...), as
@@ -175,3 +176,22 @@ def test_policy_dilations_reach_the_config_and_set_how_far_the_policy_sees():
     for block in policy.encoder.blocks:
       x, x2 = block(x, mask), block(x2, mask)
     assert bool(tf.reduce_max(tf.abs(x[0, -1] - x2[0, -1])) > 1e-6) == sees, dilations
+
+
+def test_the_pool_body_is_relu_of_the_mean_and_the_recent_mean_and_ignores_padding():
+  from tf_skiprec.policy import PoolBody
+  body = PoolBody(4, recent=3)
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(2, 6, 4)).astype(np.float32)
+  mask = np.ones((2, 6, 1), np.float32)
+  mask[1, :4] = 0.0                              # row 1: 2 real items, left-padded
+  x = x * mask
+  out = body(tf.constant(x), tf.constant(mask)).numpy()
+  kernel, bias = (w.numpy() for w in body.mlp.weights)
+  for row, n in ((0, 6), (1, 2)):
+    real = x[row, 6 - n:]
+    features = np.concatenate([real.mean(0), real[-3:].mean(0)])
+    np.testing.assert_allclose(out[row], np.maximum(features @ kernel + bias, 0), atol=1e-5)
+  # The same history unpadded gives the same summary.
+  alone = body(tf.constant(x[1:, 4:]), tf.constant(mask[1:, 4:])).numpy()
+  np.testing.assert_allclose(alone[0], out[1], atol=1e-6)

@@ -74,7 +74,8 @@ class ModelConfig:
 @dataclasses.dataclass
 class PolicyConfig:
   """SkipRec's policy network and how it is trained (modes "gumbel" and "rl")."""
-  body: str = "cnn"                  # "cnn" (2 NextItNet+ blocks) or "gru"
+  body: str = "cnn"                  # "cnn" (2 NextItNet+ blocks), "gru", or "pool" (cheap:
+                                     # pooled embeddings, all and the last 8, one dense layer)
   dilations: tuple[int, ...] = (1, 4)  # "cnn": its blocks' dilations; a block of dilation d sees
                                        # 6d steps back, so (1, 4) sees 30 and (1, 8) 54
   learning_rate: float = 1e-3        # the policy's own Adam

@@ -25,7 +25,7 @@ from tf_skiprec.data.readers import FORMATS as DATA_FORMATS  # data.dataset = FO
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.backbone": ("nextitnet",),
-    "policy.body": ("cnn", "gru"),
+    "policy.body": ("cnn", "gru", "pool"),
     "policy.cost": ("quadratic", "lagrangian"),
     "policy.reward": ("likelihood", "quadratic", "reference"),
     "policy.tau_schedule": ("exponential", "linear", "constant"),

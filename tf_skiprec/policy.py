@@ -3,9 +3,10 @@
 Chen et al., "A User-Adaptive Layer Selection Framework for Very Deep Sequential Recommender
 Models", AAAI 2021. The policy reads the user's history through its own item embedding
 (initialised from the backbone's), a body that summarises it (POLICY_BODIES, by `policy.body`:
-a shallow NextItNet+ with a mean over the real items, or a GRU), batch normalisation of the
-summary, and a dense head; it emits logits [B, N, 2] per user and block: index 0 = skip,
-1 = keep. Unlike the reference code there is no sigmoid before sampling (it capped P(keep) in 0.27..0.73).
+a shallow NextItNet+ with a mean over the real items, a GRU, or "pool", the cheap one: pooled
+embeddings through one dense layer), batch normalisation of the summary, and a dense head; it
+emits logits [B, N, 2] per user and block: index 0 = skip, 1 = keep. Unlike the reference code
+there is no sigmoid before sampling (it capped P(keep) in 0.27..0.73).
 """
 
 from __future__ import annotations
@@ -69,11 +70,42 @@ class GruBody(keras.layers.Layer):
     return {**super().get_config(), "channels": self.channels}
 
 
+@keras.utils.register_keras_serializable(package="tf_skiprec")
+class PoolBody(keras.layers.Layer):
+  """`policy.body = "pool"`: the cheap policy. The mean of the real items' embeddings and the mean
+  of the last `recent` of them, concatenated, through one ReLU layer. No convolution and no
+  recurrence, so at serving it costs a lookup, two sums and a [B, 2C] x [2C, C] product.
+  x [B, L, C], seq_mask [B, L, 1] -> pooled [B, C]."""
+
+  TRACKED = ("mlp",)
+
+  def __init__(self, channels: int, num_blocks: int = 2, kernel_size: int = 3,
+               dilations=(1, 4), recent: int = 8, **kwargs):
+    del num_blocks, kernel_size, dilations  # the cnn body's shape: every body takes the same
+    super().__init__(**kwargs)
+    self.channels = channels
+    self.recent = int(recent)
+    self.mlp = keras.layers.Dense(channels, activation="relu", name="mlp")
+
+  def call(self, x: tf.Tensor, seq_mask: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+    del training
+    whole = tf.math.divide_no_nan(tf.reduce_sum(x * seq_mask, axis=1),
+                                  tf.reduce_sum(seq_mask, axis=1))                         # [B, C]
+    # Histories are left-padded, so the last `recent` positions hold the most recent items.
+    tail, tail_mask = x[:, -self.recent:], seq_mask[:, -self.recent:]
+    recent = tf.math.divide_no_nan(tf.reduce_sum(tail * tail_mask, axis=1),
+                                   tf.reduce_sum(tail_mask, axis=1))                       # [B, C]
+    return self.mlp(tf.concat([whole, recent], axis=-1))                                   # [B, C]
+
+  def get_config(self):
+    return {**super().get_config(), "channels": self.channels, "recent": self.recent}
+
+
 # The policy bodies by name (`policy.body`; tf_skiprec/config_rules.py lists the same names): each
 # is built as Body(channels, num_blocks=, kernel_size=, dilations=, name=), maps (x [B, L, C],
 # seq_mask [B, L, 1]) to a summary of the history [B, C], and names in TRACKED the attributes
 # holding its layers.
-POLICY_BODIES = {"cnn": CnnBody, "gru": GruBody}
+POLICY_BODIES = {"cnn": CnnBody, "gru": GruBody, "pool": PoolBody}
 
 
 @keras.utils.register_keras_serializable(package="tf_skiprec")
