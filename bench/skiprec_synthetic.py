@@ -66,6 +66,7 @@ def train_one(variant: str, seed: int, workdir: str, init_from: str, num_blocks:
   if variant == "equal_cost":
     pretrain_epochs = config.train.pretrain_epochs
     config.train.mode, config.train.epochs = "pretrain", pretrain_epochs
+    config.train.window_stride = config.train.pretrain_window_stride  # as the full backbone
     config.model.num_blocks = num_blocks
   if quick:
     config.train.epochs = 1

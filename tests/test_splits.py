@@ -78,6 +78,52 @@ def test_windows_use_every_training_item_exactly_once_as_a_label():
     assert (covered[1:] == 1).all() and (n_train < 1 or covered[0] == 0)
 
 
+@pytest.mark.parametrize("stride", [1, 2, 3, 5])
+def test_overlapping_windows_count_each_label_once_with_the_most_history(stride):
+  rng = np.random.default_rng(1)
+  sizes = [3, 4, 9, 12, 13, 25, 40]
+  rows = []
+  for u, n in enumerate(sizes):
+    rows += [(f"u{u}", f"i{rng.integers(0, 30)}", t) for t in range(n)]
+  data = build_sequences(_log(rows))
+  max_len = 5
+  windows = train_windows(data, max_len, stride)
+  if stride == max_len:
+    end_to_end = train_windows(data, max_len)
+    np.testing.assert_array_equal(windows.ends, end_to_end.ends)
+  for u in range(data.num_users):
+    start, n_train = int(data.offsets[u]), int(data.lengths[u]) - 2
+    counted = np.zeros(n_train, int)
+    for e, l, c in zip(windows.ends, windows.lengths, windows.counted):
+      if not (start <= e - l and e <= start + n_train):
+        continue
+      first = e - l == start
+      for label in range(e - min(c, l - 1), e):            # absolute index of a counted label
+        counted[label - start] += 1
+        history = label - (e - l)                           # items before it in this window
+        # The most history any window gives it: all of it (first window) or max_len - stride.
+        assert history >= (label - start if first else max_len - stride), (u, label)
+    assert (counted[1:] == 1).all() and (n_train < 1 or counted[0] == 0), (u, counted)
+  # The pipeline zeroes the labels another window counts: an epoch counts each label once.
+  seen = 0
+  for b in Pipelines(data, max_len).train(windows, 4, seed=0, epoch=0):
+    inputs, labels = b["inputs"].numpy(), b["labels"].numpy()
+    shifted = inputs[:, 1:]
+    np.testing.assert_array_equal(np.where(labels[:, :-1] != 0, shifted, 0), labels[:, :-1])
+    seen += int(((labels != 0) & (inputs != 0)).sum())
+  assert seen == sum(max(n - 3, 0) for n in sizes)
+  more = len(windows) > len(train_windows(data, max_len)) if stride < max_len else True
+  assert more
+
+
+def test_a_window_stride_above_max_len_is_refused_with_the_fix():
+  from tf_skiprec.errors import ConfigError
+  from tf_skiprec.experiments import get_config
+  config = get_config("smoke").override("train.window_stride=99")
+  with pytest.raises(ConfigError, match=r"train.window_stride = 99 is above data.max_len.*Fix"):
+    config.validate()
+
+
 def test_history_is_truncated_to_the_last_max_len_items():
   rows = [("u", f"i{t}", t) for t in range(12)] + [("v", "i0", 0), ("v", "i1", 1), ("v", "i2", 2)]
   data = build_sequences(_log(rows))

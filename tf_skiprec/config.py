@@ -143,6 +143,13 @@ class TrainConfig:
   pretrain_epochs: int = 0           # gumbel/rl without init_from: pretrain first, in workdir/pretrain
   pretrain_learning_rate: float = 0.0  # that pretrain stage's backbone lr; 0 = learning_rate
   pretrain_patience: int = 0         # that pretrain stage's patience; 0 = patience
+  # Training windows (data/splits.py) of data.max_len + 1 items start every window_stride items
+  # from the end of each user's training part; 0 = data.max_len (end to end). Below max_len they
+  # overlap, and each label counts once, in the window where it has the most history (at least
+  # max_len - window_stride items), so that a policy deciding per window sees the context of
+  # every label it is trained on. More windows: about max_len / window_stride times the cost.
+  window_stride: int = 0
+  pretrain_window_stride: int = 0    # the pretrain stage's window_stride (0 = end to end)
   batch_size: int = 64
   eval_batch_size: int = 256
   learning_rate: float = 1e-3

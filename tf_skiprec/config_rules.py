@@ -82,6 +82,8 @@ RANGES: dict[str, str] = {
     "train.pretrain_epochs": ">= 0",
     "train.pretrain_learning_rate": ">= 0",
     "train.pretrain_patience": ">= 0",
+    "train.window_stride": ">= 0",
+    "train.pretrain_window_stride": ">= 0",
     "train.batch_size": ">= 1",
     "train.eval_batch_size": ">= 1",
     "train.learning_rate": "> 0",
@@ -170,6 +172,12 @@ def _between_fields(config) -> list[str]:
     found.append(f"data.synthetic.group_lags = {_show(lags)}: each lag must be >= 1 and the lags "
                  "distinct. Fix: --override data.synthetic.group_lags=2,8,24,48 (or empty for the "
                  "two-kind log).")
+  for key in ("window_stride", "pretrain_window_stride"):
+    stride = getattr(config.train, key)
+    if stride > config.data.max_len:
+      found.append(f"train.{key} = {stride} is above data.max_len = {config.data.max_len}: "
+                   "windows would leave items out. Fix: --override "
+                   f"train.{key}={config.data.max_len // 2} (or 0 for end to end).")
   found += _dataset_problems(config.data.dataset)
   name = config.export.model_name
   if not name or "/" in name or os.sep in name or name in (".", ".."):

@@ -97,7 +97,9 @@ class Pipelines:
                 batch_size: int) -> tuple[tf.data.Dataset, int]:
     """The epoch's windows (ends, lengths) in their shuffled order, those trained on only, and
     how many they are."""
-    ds = tf.data.Dataset.from_tensor_slices((windows.ends, windows.lengths))
+    counted = (windows.counted if windows.counted is not None
+               else np.full(len(windows), self.max_len, np.int32))
+    ds = tf.data.Dataset.from_tensor_slices((windows.ends, windows.lengths, counted))
     ds = ds.shuffle(len(windows), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False)
     used = train_windows_used(len(windows), batch_size, replicas)
     return (ds.take(used) if used < len(windows) else ds), used
@@ -106,9 +108,13 @@ class Pipelines:
     """Batches of (ends, lengths) -> {"inputs", "labels"} (see `train`), prefetched."""
     width, items = self.max_len + 1, self._items
 
-    def to_example(ends, lengths):
+    def to_example(ends, lengths, counted):
       tokens = _gather(items, ends, lengths, width)  # [B, max_len + 1]
-      return {"inputs": tokens[:, :-1], "labels": tokens[:, 1:]}
+      # Overlapping windows: a label counted in another window is 0 here (no loss).
+      position = tf.range(self.max_len)[tf.newaxis, :]                            # [1, max_len]
+      counts = position >= self.max_len - counted[:, tf.newaxis]                  # [B, max_len]
+      labels = tf.where(counts, tokens[:, 1:], tf.zeros_like(tokens[:, 1:]))
+      return {"inputs": tokens[:, :-1], "labels": labels}
 
     return batches.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

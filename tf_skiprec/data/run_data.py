@@ -32,10 +32,12 @@ class RunData:
   pipelines: Pipelines
 
   @classmethod
-  def load(cls, config: DataConfig) -> "RunData":
-    """Reads (or generates) `config.dataset` and splits it; DataError on a bad source."""
+  def load(cls, config: DataConfig, window_stride: int = 0) -> "RunData":
+    """Reads (or generates) `config.dataset` and splits it, training windows every
+    `window_stride` items (train.window_stride; 0 = end to end); DataError on a bad source."""
     sequences = build_sequences(load_interactions(config), config.min_interactions)
-    data = cls(sequences=sequences, train=train_windows(sequences, config.max_len),
+    data = cls(sequences=sequences,
+               train=train_windows(sequences, config.max_len, window_stride),
                valid=eval_windows(sequences, "valid", config.max_len),
                test=eval_windows(sequences, "test", config.max_len),
                pipelines=Pipelines(sequences, config.max_len))

@@ -7,9 +7,10 @@ are materialised batch by batch in the tf.data pipeline (tf_skiprec.data.pipelin
 For a user with sequence s_1..s_n (sorted by timestamp, ties in file order):
   test target s_n, history s_1..s_{n-1} (last max_len items);
   validation target s_{n-1}, history s_1..s_{n-2};
-  training sequence s_1..s_{n-2}, cut into windows of max_len + 1 items from the end, each window
-  overlapping the previous one by one item, so that every training item s_2..s_{n-2} is a label
-  exactly once.
+  training sequence s_1..s_{n-2}, cut into windows of max_len + 1 items from the end, one every
+  `stride` items (max_len by default: each window overlaps the previous one by one item); every
+  training item s_2..s_{n-2} is a counted label exactly once, in the window where it has the most
+  history before it.
 """
 
 from __future__ import annotations
@@ -103,26 +104,40 @@ class Windows:
     lengths: [W] int32 number of items in each range (<= the window width).
     targets: [W] int32 item to predict after the range (evaluation only; None for training).
     users: [W] int32 user index of each range (evaluation only; None for training).
+    counted: [W] int32 how many of the range's last labels count in the loss (training only;
+      the earlier ones count in another, overlapping, range).
   """
   ends: np.ndarray
   lengths: np.ndarray
   targets: np.ndarray | None = None
   users: np.ndarray | None = None
+  counted: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.ends)
 
 
-def train_windows(data: SequenceData, max_len: int) -> Windows:
-  """Windows of up to max_len + 1 items over each user's training part (all but the last 2)."""
+def train_windows(data: SequenceData, max_len: int, stride: int = 0) -> Windows:
+  """Windows of up to max_len + 1 items over each user's training part (all but the last 2), the
+  j-th from the end ending stride * j items before it, down to the one that starts the part.
+
+  stride: 0 or max_len = end to end (consecutive windows share one item). Below max_len the
+  windows overlap; window j counts only its last `stride` labels (they have >= max_len - stride
+  items of history in it) and the first window counts all of its own, so each label counts once.
+  """
+  stride = stride or max_len
   starts = data.offsets[:-1]
   n_train = data.lengths - 2                              # [U]
-  n_windows = np.where(n_train >= 2, -(-(n_train - 1) // max_len), 0)  # ceil((n - 1) / max_len)
+  # The first window starts the part once n - j * stride <= max_len + 1.
+  later = np.maximum(0, -(-(n_train - max_len - 1) // stride))  # windows after the first
+  n_windows = np.where(n_train >= 2, later + 1, 0)
   user = np.repeat(np.arange(data.num_users), n_windows)  # [W]
   j = np.arange(len(user)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
-  ends = starts[user] + n_train[user] - j * max_len
+  ends = starts[user] + n_train[user] - j * stride
   lengths = np.minimum(max_len + 1, ends - starts[user]).astype(np.int32)
-  return Windows(ends=ends.astype(np.int64), lengths=lengths)
+  first = j == n_windows[user] - 1
+  counted = np.where(first, max_len, stride).astype(np.int32)
+  return Windows(ends=ends.astype(np.int64), lengths=lengths, counted=counted)
 
 
 def eval_windows(data: SequenceData, split: str, max_len: int) -> Windows:

@@ -18,10 +18,14 @@ Pretraining (up to PRETRAIN_EPOCHS) uses prefix stochastic depth: half the seque
 their first k blocks, k uniform in 1..31, so that every depth is a usable model and the first
 blocks carry what most users need. Then SkipRec-Gumbel at a 0.15 budget (usage target annealed
 from 1 over ~7 epochs, entropy term ramped in), after 2 epochs of the policy alone on the frozen
-backbone; the backbone goes on training at 2e-3. Model selection: the best validation NDCG@10
-among the epochs at usage <= 0.25 (budget + slack 0.10). `default_rl` follows `default` for 8 epochs,
-then trains the policy by REINFORCE for the other 6 (SkipNet's hybrid RL). The recipes'
-measurements: BUILD_NOTES.md, issue 14.
+backbone; the backbone goes on training at 2e-3. The SkipRec stage trains on overlapping windows
+(train.window_stride 32 of 64): the policy decides once per window, and with windows cut end to
+end only 42% of the lag-32 group's labels had their context in the window (62% for lag 20), so
+depth was worth less to the group that needs the most of it (BUILD_NOTES.md, issue 14, fifth
+pass); now every label past a user's 32nd item has at least 32 items of history in its window.
+Model selection: the best validation NDCG@10 among the epochs at usage <= 0.25 (budget + slack
+0.10). `default_rl` follows `default` for 8 epochs, then trains the policy by REINFORCE for the
+other 6 (SkipNet's hybrid RL). The recipes' measurements: BUILD_NOTES.md, issue 14.
 Exports to saved_models/skiprec/<version>/.
 """
 
@@ -63,6 +67,8 @@ def default() -> Config:
   config.train.epochs = 14
   config.train.patience = 14               # the usage target falls for 7 epochs: no early stop
   config.policy.learning_rate = 3e-3
+  config.train.window_stride = 32          # SkipRec stage: each label with >= 32 items of history
+  config.train.pretrain_window_stride = 0  # pretraining: windows end to end (its time budget)
   config.policy.dilations = (1, 8)         # sees 54 steps back: every group's context
   config.policy.freeze_backbone_epochs = 2  # the policy learns first on the pretrained backbone
   config.policy.budget = 0.15

@@ -46,7 +46,7 @@ def run(config: Config, workdir: str, *, continue_finished: bool = False) -> dic
   pretrained, init_from = pretrain_stage(config, workdir)
 
   keras.utils.set_random_seed(config.train.seed)
-  data = RunData.load(config.data)
+  data = RunData.load(config.data, config.train.window_stride)
   config.validate(num_items=data.id_map.num_items)  # what depends on the data, before training
   trainer = Trainer(config, workdir, data, strategy)
   trainer.restore(init_from, continue_finished)
@@ -83,6 +83,7 @@ def pretrain_stage(config: Config, workdir: str) -> tuple[dict | None, str]:
   stage.train.mode, stage.train.epochs = "pretrain", train.pretrain_epochs
   stage.train.learning_rate = train.pretrain_learning_rate or train.learning_rate
   stage.train.patience = train.pretrain_patience or train.patience
+  stage.train.window_stride = train.pretrain_window_stride
   stage.export.base_dir = ""  # only the finished model is exported
   directory = os.path.join(workdir, "pretrain")
   logging.info("Pretraining the backbone for up to %d epochs in %s.", train.pretrain_epochs,
