@@ -113,6 +113,9 @@ VARIANTS = {
         overrides=("model.final_norm=true", "policy.freeze_backbone_epochs=10")),
     "rl_10_sd_fn": Variant("ml100k_10", "rl", None, "rl_10_sd_fn", "full10_sd_fn",
                            overrides=("policy.budget=0.65", "model.final_norm=true")),
+    # Issue 15: the ml100k_skiprec recipe (gumbel40_10_sd) with the cheap policy body.
+    "gumbel40_10_sd_pool": Variant("ml100k_10", "gumbel", 0.4, "gumbel40_10_sd_pool", "full10_sd",
+                                   overrides=("policy.body=pool",)),
 }
 FULL = tuple(name for name, v in VARIANTS.items() if v.mode == "pretrain")
 # What the acceptance looks at: SkipRec at a budget of 0.5 or below (rl has no budget).

@@ -90,6 +90,12 @@ def test_objective_ranks_trials_over_the_limit_below_all_within_it():
   assert within_limit(3.0, 10.0, 0.0, 5.0) == (False, 1.0)           # MFLOPs limit alone
   # smoke: 16 channels, kernel 3, window 20; pretrain mode: blocks + softmax only
   assert flops_per_request(config, 3.0, 80) == 3 * 4 * 3 * 16 * 16 * 20 + 2 * 16 * 81
+  # SkipRec: + the policy, by body: the cnn body is 2 blocks, the pool body one 32 x 16 layer.
+  config.train.mode = "gumbel"
+  block, head = 4 * 3 * 16 * 16 * 20, 2 * 16 * 2 * config.model.num_blocks
+  for body, cost in (("cnn", 2 * block), ("gru", 12 * 16 * 16 * 20), ("pool", 4 * 16 * 16)):
+    config.policy.body = body
+    assert flops_per_request(config, 3.0, 80) == 3 * block + 2 * 16 * 81 + cost + head
 
 
 def _metrics(ndcg, blocks, limit_blocks=2.0, limit_mflops=0.0, selection_lambda=0.5):
