@@ -200,8 +200,8 @@ def keep_at_most(prob: tf.Tensor, max_blocks) -> tf.Tensor:
   With the threshold, a row runs the blocks it would keep anyway, minus the ones it ranks lowest,
   down to m: an operator's latency knob that spans 0..N blocks whatever the policy's certainty.
   """
-  order = tf.argsort(prob, axis=1, direction="DESCENDING", stable=True)   # [B, N] blocks, best first
-  rank = tf.argsort(order, axis=1, stable=True)                           # [B, N] each block's place
+  order = tf.argsort(prob, axis=1, direction="DESCENDING", stable=True)   # [B, N] best first
+  rank = tf.argsort(order, axis=1, stable=True)                           # [B, N] their places
   m = tf.cast(max_blocks, tf.int32)
   m = m[:, tf.newaxis] if m.shape.rank == 1 else m
   return rank < m

@@ -1,5 +1,5 @@
 """A search's reports: the table of trials (Markdown) and the Pareto plot of validation NDCG@10
-against mean executed blocks."""
+against the estimated MFLOPs per request (executed blocks, the policy network and the softmax)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def trials_table(rows: list[dict], keys: list[str]) -> str:
 
 
 def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
-  """The points no other point beats on both axes (fewer or equal blocks and higher or equal
-  NDCG, one strictly): (mean blocks, NDCG@10, label), sorted by blocks."""
+  """The points no other point beats on both axes (less or equal compute and higher or equal
+  NDCG, one strictly): (compute, NDCG@10, label), sorted by compute."""
   front = [p for p in points
            if not any(q[0] <= p[0] and q[1] >= p[1] and (q[0] < p[0] or q[1] > p[1])
                       for q in points)]
@@ -37,8 +37,9 @@ def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, fl
 
 
 def pareto(points: list[tuple[float, float, str]], path: str, limit: float | None = None) -> str:
-  """Scatter of a search's trials, validation NDCG@10 against mean executed blocks, with the
-  Pareto front drawn and labelled by trial, and the blocks limit if there is one."""
+  """Scatter of a search's trials, validation NDCG@10 against MFLOPs per request (the blocks run,
+  the policy and the softmax: tuning/space.py), with the Pareto front drawn and labelled by
+  trial, and the MFLOPs limit if there is one."""
   fig, ax = plt.subplots(figsize=(6, 4))
   ax.scatter([p[0] for p in points], [p[1] for p in points], color="#9aa9bd", label="trials")
   front = pareto_front(points)
@@ -47,8 +48,8 @@ def pareto(points: list[tuple[float, float, str]], path: str, limit: float | Non
   for blocks, ndcg, label in front:
     ax.annotate(label, (blocks, ndcg), fontsize=7, textcoords="offset points", xytext=(3, 3))
   if limit:
-    ax.axvline(limit, color="black", linestyle=":", label="blocks limit")
-  ax.set_xlabel("mean blocks executed per user (validation)")
+    ax.axvline(limit, color="black", linestyle=":", label="MFLOPs limit")
+  ax.set_xlabel("MFLOPs per request: blocks run, policy, softmax (validation)")
   ax.set_ylabel("validation NDCG@10")
   ax.set_title("Search: accuracy against compute")
   ax.legend()
