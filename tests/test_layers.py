@@ -70,6 +70,22 @@ def test_mask_mixes_per_row():
   np.testing.assert_allclose(out[0], x.numpy()[0], atol=1e-5)
 
 
+def test_at_inference_a_block_no_row_keeps_is_not_run_and_the_result_is_bit_identical():
+  net = _backbone()
+  ids = _ids()
+  mask = tf.constant([[1, 0, 1, 0], [0, 0, 1, 0], [1, 0, 0, 0]], tf.float32)   # block 1, 3: none
+  trained = net(ids, block_mask=mask, training=True).numpy()    # every block computed, masked
+  inferred = net(ids, block_mask=mask, training=False).numpy()
+  np.testing.assert_array_equal(inferred, trained)                  # x + 0 = x: bit for bit
+  # Proof that block 1 does not run at inference: with NaN weights, masking still reads them
+  # (NaN * 0 = NaN), skipping does not.
+  conv = net.blocks[1].conv1.kernel
+  conv.assign(tf.fill(conv.shape, float("nan")))
+  assert np.isnan(net(ids, block_mask=mask, training=True).numpy()).any()
+  np.testing.assert_array_equal(net(ids, block_mask=mask, training=False).numpy(), inferred)
+  assert np.isnan(net(ids, block_mask=tf.ones([3, 4]), training=False).numpy()).all()
+
+
 def test_left_padding_does_not_change_outputs():
   net = _backbone()
   history = np.array([[5, 9, 3, 17]], np.int32)

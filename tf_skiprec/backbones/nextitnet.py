@@ -70,17 +70,27 @@ class NextItNet(keras.layers.Layer):
            training: bool | None = None) -> tf.Tensor:
     """item_ids: [B, L] int; block_mask: optional [B, N] in {0, 1} -> hidden [B, L, C].
 
-    Every block is computed; a row whose mask is 0 for block i keeps x unchanged there
-    (x + m * alpha * F(x)). Conditional execution that saves time lives in the export.
+    A row whose mask is 0 for block i keeps x unchanged there (x + m * alpha * F(x)). In
+    training every block is computed: the straight-through gradient of a skipped block's
+    decision is alpha * F(x). At inference (training None or False) a block that no row of the
+    batch keeps is not run (tf.cond), which leaves the result bit for bit the same (x + 0 = x)
+    and saves its time in evaluation and the sweeps. Per-row conditional execution lives in the
+    export.
     """
     x, seq_mask = self.embed(item_ids, training=training)
     if block_mask is not None:
       block_mask = tf.cast(block_mask, x.dtype)
+    inference = training is None or training is False
     for i, block in enumerate(self.blocks):
-      h = block.branch(x, seq_mask, training=training)   # [B, L, C]
-      if block_mask is not None:
-        h = h * block_mask[:, i, tf.newaxis, tf.newaxis]
-      x = x + h
+      if block_mask is None:
+        x = x + block.branch(x, seq_mask, training=training)
+        continue
+      m = block_mask[:, i, tf.newaxis, tf.newaxis]                          # [B, 1, 1]
+
+      def run(x=x, block=block, m=m):
+        return x + block.branch(x, seq_mask, training=training) * m
+
+      x = tf.cond(tf.reduce_any(m > 0), run, lambda x=x: x) if inference else run()
     return x
 
   def output_weights(self) -> tuple[tf.Tensor, tf.Tensor]:
