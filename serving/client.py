@@ -16,7 +16,8 @@ history. TF
 Serving's server-side batching concatenates requests along the first dimension and pads shorter
 inputs at the END with the FIRST element of each request (tensorflow/serving issue 1279): a
 shorter history would get real item ids appended after its last item. Full-length histories and
-per-row k/threshold/max_blocks leave nothing for it to pad, so batched and unbatched answers are the same.
+per-row k/threshold/max_blocks leave nothing for it to pad, so batched and unbatched answers are
+the same.
 """
 
 from __future__ import annotations

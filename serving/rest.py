@@ -7,8 +7,9 @@
 
 Row format: each instance is a dict of named inputs (stacked along a new first dimension, so a
 scalar per instance becomes a [B] input, as `k`, `threshold` and `max_blocks` are), or a plain
-value for the signature's one required input. JSON values are converted to the dtype the signature declares;
-a value of another type is INVALID_ARGUMENT (HTTP 400), an unknown model or version NOT_FOUND (404).
+value for the signature's one required input. JSON values are converted to the dtype the
+signature declares; a value of another type is INVALID_ARGUMENT (HTTP 400), an unknown model or
+version NOT_FOUND (404).
 
 Every malformed request gets a 4xx with {"error": ...} naming the field and the fix, never a 500
 or a dropped connection: a body that is not JSON, nested deeper than MAX_DEPTH, with a bad or
