@@ -1,4 +1,5 @@
-"""What the ML-100k benchmarks share: where the data is, and mean ± std over seeds."""
+"""What the benchmarks share: where the ML-100k data is, mean ± std over seeds, fresh processes,
+and a finished run's best model restored."""
 
 from __future__ import annotations
 
@@ -48,6 +49,25 @@ def in_fresh_process(fn, *args):
   import multiprocessing
   with multiprocessing.get_context("spawn").Pool(1) as pool:
     return pool.apply(fn, args)
+
+
+def restore_best_run(workdir: str):
+  """Child process only: a finished run's (config, RunData, model), the model restored from
+  workdir/best. FileNotFoundError names the directory when it holds no best checkpoint."""
+  import tensorflow as tf
+
+  from tf_skiprec.config import Config
+  from tf_skiprec.data.run_data import RunData
+  from tf_skiprec.training.builders import build_model
+
+  config = Config.from_json_file(os.path.join(workdir, "config.json"))
+  best = tf.train.latest_checkpoint(os.path.join(workdir, "best"))
+  if best is None:
+    raise FileNotFoundError(f"{workdir}/best holds no checkpoint. Fix: give a finished run.")
+  data = RunData.load(config.data)
+  model = build_model(config, data.vocab_size)
+  tf.train.Checkpoint(model=model).restore(best).expect_partial()
+  return config, data, model
 
 
 def ml100k_config(experiment: str, data_dir: str, seed: int):

@@ -34,7 +34,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from ml100k_common import REPO, in_fresh_process  # noqa: E402  (bench/)
+from ml100k_common import REPO, in_fresh_process, restore_best_run  # noqa: E402  (bench/)
 
 RUNS = flags.DEFINE_multi_string("run", [], "NAME=WORKDIR of a finished gumbel/rl run.")
 USERS = flags.DEFINE_integer("users", 256, "Validation histories cycled through.")
@@ -52,18 +52,11 @@ def export_parts(workdir: str, base: str, users: int) -> dict:
   import tensorflow as tf  # noqa: PLC0415
   from absl import logging  # noqa: PLC0415
 
-  from tf_skiprec.config import Config  # noqa: PLC0415
-  from tf_skiprec.data.run_data import RunData  # noqa: PLC0415
   from tf_skiprec.export.exporter import raw_histories  # noqa: PLC0415
   from tf_skiprec.export.serving_module import ServingModule  # noqa: PLC0415
-  from tf_skiprec.training.builders import build_model  # noqa: PLC0415
 
   logging.set_verbosity(logging.WARNING)
-  config = Config.from_json_file(os.path.join(workdir, "config.json"))
-  data = RunData.load(config.data)
-  model = build_model(config, data.vocab_size)
-  tf.train.Checkpoint(model=model).restore(
-      tf.train.latest_checkpoint(os.path.join(workdir, "best"))).expect_partial()
+  config, data, model = restore_best_run(workdir)
   vocab = os.path.join(base, "vocab.txt")
   with open(vocab, "w", encoding="utf-8", newline="\n") as f:
     f.write("\n".join(data.id_map.raw_ids.tolist()) + "\n")

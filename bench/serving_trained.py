@@ -34,7 +34,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from ml100k_common import REPO, in_fresh_process  # noqa: E402  (bench/)
+from ml100k_common import REPO, in_fresh_process, restore_best_run  # noqa: E402  (bench/)
 
 RUNS = flags.DEFINE_multi_string("run", [], "NAME=WORKDIR of a finished gumbel/rl run.")
 USERS = flags.DEFINE_integer("users", 512, "Validation histories used (the first ones).")
@@ -54,23 +54,13 @@ def export_run(workdir: str, base: str, users: int) -> dict:
   """Child process only: the run's best model exported (SkipRec and backbone-only) under `base`,
   and its first `users` validation histories as raw ids in base/histories.npy."""
   import tf_skiprec  # noqa: F401, PLC0415  (Keras 2 before TensorFlow loads)
-  import tensorflow as tf  # noqa: PLC0415
   from absl import logging  # noqa: PLC0415
 
-  from tf_skiprec.config import Config  # noqa: PLC0415
-  from tf_skiprec.data.run_data import RunData  # noqa: PLC0415
   from tf_skiprec.export.exporter import export_model, raw_histories  # noqa: PLC0415
   from tf_skiprec.model import BackboneModel  # noqa: PLC0415
-  from tf_skiprec.training.builders import build_model  # noqa: PLC0415
 
   logging.set_verbosity(logging.WARNING)
-  config = Config.from_json_file(os.path.join(workdir, "config.json"))
-  data = RunData.load(config.data)
-  model = build_model(config, data.vocab_size)
-  best = tf.train.latest_checkpoint(os.path.join(workdir, "best"))
-  if best is None:
-    raise FileNotFoundError(f"{workdir}/best holds no checkpoint. Fix: give a finished run.")
-  tf.train.Checkpoint(model=model).restore(best).expect_partial()
+  config, data, model = restore_best_run(workdir)
   dense = next(iter(data.pipelines.evaluation(data.valid, users)))["history"].numpy()
   common = dict(id_map=data.id_map, base_dir=base, max_len=config.data.max_len,
                 sample_histories=dense[:32], threshold=config.policy.threshold)
