@@ -68,7 +68,11 @@ def build_config() -> Config:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:  # e.g. `--override a=1 b=2`: b=2 would be silently ignored
+    print(f"error: unexpected argument(s) {' '.join(argv[1:])!r}: flags take one value each; "
+          "give every assignment its own flag, e.g. --override train.epochs=4 "
+          "--override train.patience=2", file=sys.stderr)
+    return 2
   logging.set_verbosity(logging.INFO)
   # Our INFO lines, but not the INFO chatter of installed libraries (TF checkpoint sharding).
   logging.get_absl_handler().addFilter(

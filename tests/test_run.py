@@ -128,6 +128,8 @@ def test_resuming_with_a_different_model_is_refused(tmp_path):
     (["--dataset=parquet:/x"], "parquet"),
     (["--override", "model.depth=3"], "model has no field 'depth'"),
     (["--experiment=nope"], "'nope' is not registered"),
+    (["--override", "train.epochs=1", "train.patience=2"],
+     "unexpected argument(s) 'train.patience=2'"),
 ])
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, args, message):
   out = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"),
