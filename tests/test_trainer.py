@@ -35,8 +35,8 @@ def loop_sizes(monkeypatch):
   sizes = []
   original = Trainer._loop_size
 
-  def recorded(self, batches_left):
-    sizes.append(original(self, batches_left))
+  def recorded(self):
+    sizes.append(original(self))
     return sizes[-1]
 
   monkeypatch.setattr(Trainer, "_loop_size", recorded)
@@ -48,10 +48,10 @@ def test_steps_per_loop_gives_the_same_run_bit_for_bit(tmp_path, loop_sizes):
   assert loop_sizes == [1] * (7 + 14)                 # pretrain: 7 steps; SkipRec: 2 x 7
   loop_sizes.clear()
   five = run(_skiprec_config(5), str(tmp_path / "five"))
-  # Loops of up to 5 steps, cut at each checkpoint step (every 3), at the end of each epoch's
-  # 6 full batches and after its last, smaller batch (7 steps): the pretrain stage's steps 0-7,
-  # then the SkipRec stage's 0-14.
-  assert loop_sizes == [3, 3, 1] + [3, 3, 1, 2, 3, 1, 1]
+  # Loops of up to 5 steps, cut at each checkpoint step (every 3) and at the end of each epoch
+  # (7 steps, the last a smaller batch): the pretrain stage's steps 0-7, then the SkipRec
+  # stage's 0-14.
+  assert loop_sizes == [3, 3, 1] + [3, 3, 1, 2, 3, 2]
   for key in ("valid", "test", "valid_blocks", "test_blocks", "threshold_sweep", "steps",
               "best_epoch"):
     assert one[key] == five[key], key
@@ -60,6 +60,35 @@ def test_steps_per_loop_gives_the_same_run_bit_for_bit(tmp_path, loop_sizes):
   for name in a:
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
   assert float(a["model/multiplier/.ATTRIBUTES/VARIABLE_VALUE"]) > 0  # dual ascent ran
+
+
+def test_each_loop_and_the_evaluation_step_are_traced_once_whatever_the_batch_size(
+    tmp_path, monkeypatch):
+  """An epoch's last training batch (214 windows = 6 x 32 + 22) and the last evaluation batch
+  (120 users = 3 x 32 + 24) are smaller: neither is traced again (a trace of the 32-block
+  default costs ~20 s)."""
+  from tf_skiprec.training import evaluate, trainer  # noqa: PLC0415
+
+  made = {"loops": [], "eval": []}
+
+  def recording(module, name, key):
+    original = getattr(module, name)
+
+    def make(*args, **kwargs):
+      made[key].append(original(*args, **kwargs))
+      return made[key][-1]
+
+    monkeypatch.setattr(module, name, make)
+
+  recording(trainer, "make_train_loop", "loops")
+  recording(evaluate, "make_eval_step", "eval")
+  config = get_config("smoke")
+  config.train.mode, config.train.pretrain_epochs, config.train.epochs = "gumbel", 1, 2
+  config.policy.freeze_backbone_epochs = 1
+  config.train.eval_batch_size = 32
+  run(config, str(tmp_path / "w"))
+  assert len(made["loops"]) == 3 and len(made["eval"]) == 2  # pretrain, frozen, SkipRec
+  assert [f.experimental_get_tracing_count() for f in made["loops"] + made["eval"]] == [1] * 5
 
 
 def test_stateful_random_draws_do_not_depend_on_steps_per_loop(tmp_path):

@@ -66,43 +66,27 @@ class Pipelines:
     depends only on (seed, epoch), so `skip_batches` resumes an epoch exactly where it stopped.
     With `replicas` > 1 the global batch is split across them; a last batch too small to give
     every replica a row is left out (`train_windows_used`).
+
+    B is unknown in the element spec (the last batch may be smaller), so the training loop that
+    takes its batches from this dataset is traced once, not once more for the last batch
+    (BUILD_NOTES.md, issue 14, sixth pass: the same run, bit for bit, on `make train`).
     """
-    ds, _ = self._shuffled(windows, seed, epoch, replicas, batch_size)
+    ds = self._shuffled(windows, seed, epoch, replicas, batch_size)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if skip_batches:
       ds = ds.skip(skip_batches)
     return self._examples(ds)
 
-  def train_parts(self, windows: Windows, batch_size: int, *, seed: int, epoch: int,
-                  skip_batches: int = 0, replicas: int = 1) -> list[tuple[tf.data.Dataset, int]]:
-    """The epoch of `train`, batch for batch, as (dataset, number of batches) parts whose batch
-    size is static: the full batches, then the last smaller batch alone (when there is one).
-
-    A training step traced on a static batch size folds what depends on it into constants (the
-    count of a mean, say), as it did when it was traced on each eager batch; a dynamic size
-    would give other float roundings.
-    """
-    ds, used = self._shuffled(windows, seed, epoch, replicas, batch_size)
-    full, rest = divmod(used, batch_size)
-    parts = []
-    if skip_batches < full:
-      batches = ds.take(full * batch_size).batch(batch_size, drop_remainder=True)
-      parts.append((self._examples(batches.skip(skip_batches)), full - skip_batches))
-    if rest and skip_batches <= full:
-      parts.append((self._examples(ds.skip(full * batch_size).batch(rest, drop_remainder=True)),
-                    1))
-    return parts
-
   def _shuffled(self, windows: Windows, seed: int, epoch: int, replicas: int,
-                batch_size: int) -> tuple[tf.data.Dataset, int]:
-    """The epoch's windows (ends, lengths) in their shuffled order, those trained on only, and
-    how many they are."""
+                batch_size: int) -> tf.data.Dataset:
+    """The epoch's windows (ends, lengths, counted labels) in their shuffled order, those trained
+    on only."""
     counted = (windows.counted if windows.counted is not None
                else np.full(len(windows), self.max_len, np.int32))
     ds = tf.data.Dataset.from_tensor_slices((windows.ends, windows.lengths, counted))
     ds = ds.shuffle(len(windows), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False)
     used = train_windows_used(len(windows), batch_size, replicas)
-    return (ds.take(used) if used < len(windows) else ds), used
+    return ds.take(used) if used < len(windows) else ds
 
   def _examples(self, batches: tf.data.Dataset) -> tf.data.Dataset:
     """Batches of (ends, lengths) -> {"inputs", "labels"} (see `train`), prefetched."""

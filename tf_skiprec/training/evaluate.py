@@ -67,7 +67,10 @@ def evaluate(step, dataset: tf.data.Dataset, strategy: tf.distribute.Strategy,
   keep = None
   threshold = tf.constant(threshold, tf.float32)
   cap = tf.constant(NO_CAP if max_blocks is None else max_blocks, tf.int32)
-  for batch in strategy.experimental_distribute_dataset(dataset):
+  batches = strategy.experimental_distribute_dataset(dataset)
+  # Traced once for any batch size (the last batch is smaller), on the dataset's element spec.
+  step = step.get_concrete_function(batches.element_spec, threshold, cap)
+  for batch in batches:
     out = local_concat(strategy, step(batch, threshold, cap))
     if keep is None:
       keep = np.zeros((len(user_kinds), out["keep"].shape[1]), dtype=np.int8)

@@ -47,8 +47,7 @@ class _Epoch:
   index: int
   mode: str
   frozen: bool
-  parts: list                     # [[dataset or its iterator, batches left]]: the full
-                                  # batches, then the last smaller one
+  batches: tf.data.Dataset | object  # the epoch's batches left; their iterator once started
   loop: Callable
   bar: keras.utils.Progbar
   first_step: int                 # epoch_step when the epoch (re)started: batches already done
@@ -154,34 +153,28 @@ class Trainer:
       self._loops[mode, frozen] = make_train_loop(self.model, used, self.strategy,
                                                   self.state.step, train.seed, train.clipnorm,
                                                   mode)
-    parts = self.data.pipelines.train_parts(
+    batches = self.data.pipelines.train(
         self.data.train, train.batch_size, seed=train.seed, epoch=index,
         replicas=self.strategy.num_replicas_in_sync, skip_batches=done)
     bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["seq/s", "tau"],
                               verbose=1 if self.config.runtime.progress else 0)
     now = time.perf_counter()
-    return _Epoch(index=index, mode=mode, frozen=frozen, parts=[list(p) for p in parts],
+    return _Epoch(index=index, mode=mode, frozen=frozen, batches=batches,
                   loop=self._loops[mode, frozen], bar=bar, first_step=done, start=now, tick=now)
 
   def train_loop(self, epoch: _Epoch) -> dict:
-    """Runs the next loop of steps (traced) on the epoch's current part; returns its outputs as
-    numpy values."""
-    part = epoch.parts[0]
-    if isinstance(part[0], tf.data.Dataset):  # its iterator once it is the current part
-      part[0] = iter(self.strategy.experimental_distribute_dataset(part[0]))
-    size = self._loop_size(part[1])
-    out = tf.nest.map_structure(lambda t: t.numpy(),
-                                epoch.loop(part[0], tf.constant(size, tf.int64)))
-    part[1] -= int(out["steps"])
-    if part[1] == 0:
-      epoch.parts.pop(0)
-    return out
+    """Runs the next loop of steps (traced) on the epoch's batches; returns its outputs as numpy
+    values."""
+    if isinstance(epoch.batches, tf.data.Dataset):  # its iterator from the first loop on
+      epoch.batches = iter(self.strategy.experimental_distribute_dataset(epoch.batches))
+    size = tf.constant(self._loop_size(), tf.int64)
+    return tf.nest.map_structure(lambda t: t.numpy(), epoch.loop(epoch.batches, size))
 
-  def _loop_size(self, batches_left: int) -> int:
-    """runtime.steps_per_loop, fewer to stop at the end of the part (the epoch's full batches,
-    or its last smaller one) and at a checkpoint step."""
+  def _loop_size(self) -> int:
+    """runtime.steps_per_loop, fewer to stop at the end of the epoch and at a checkpoint step."""
     step, every = int(self.state.step.numpy()), self.config.train.checkpoint_every_steps
-    size = min(self.config.runtime.steps_per_loop, batches_left)
+    left = self.steps_per_epoch - int(self.state.epoch_step.numpy())
+    size = min(self.config.runtime.steps_per_loop, left)
     return min(size, every - step % every) if every else size
 
   def end_loop(self, epoch: _Epoch, out: dict) -> None:
