@@ -80,6 +80,20 @@ def test_a_block_no_row_keeps_is_not_executed_and_kept_blocks_run_on_their_rows(
   for i in range(BLOCKS):
     if keep[:, i].any():
       assert relus[i] == [int(keep[:, i].sum())] * 2, (i, relus.get(i))  # on its rows only
+  # One user (a functional If per block): exactly the blocks its row keeps ran.
+  patterns = {tuple(row) for row in keep}
+  assert len(patterns) >= 2
+  for row in [int(np.flatnonzero([tuple(r) == p for r in keep])[0]) for p in patterns]:
+    runner = SavedModelRunner(info["path"])
+    try:
+      metadata = tf.compat.v1.RunMetadata()
+      runner.run({"history": raw_histories(dense[row:row + 1], id_map)}, run_options=options,
+                 run_metadata=metadata)
+    finally:
+      runner.close()
+    ran = {i for device in metadata.step_stats.dev_stats for node in device.node_stats
+           for i in range(BLOCKS) if f"block_{i}_run/" in node.node_name}
+    assert ran == set(np.flatnonzero(keep[row]).tolist()), (row, ran)
 
 
 def test_max_blocks_caps_each_row_at_its_m_most_probable_blocks_in_the_export(exported):
