@@ -13,8 +13,8 @@ import pytest
 
 from tf_skiprec.experiments import get_config
 from tf_skiprec.errors import ConfigError
-from tf_skiprec.tuning.space import (DEFAULT_SPACE, build_space, flops_per_request,
-                                     parse_dimension, within_limit)
+from tf_skiprec.compute import flops_per_request
+from tf_skiprec.tuning.space import DEFAULT_SPACE, build_space, parse_dimension, within_limit
 from tf_skiprec.tuning.report import pareto_front
 from tf_skiprec.tuning.search import OVER_LIMIT, objective_rule, trial_metrics
 

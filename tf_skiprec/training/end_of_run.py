@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from tf_skiprec.compute import request_compute
 from tf_skiprec.config import Config
 from tf_skiprec.data.synthetic import group_lag
 from tf_skiprec.export.exporter import export_model
@@ -32,6 +33,8 @@ def final_evaluation(trainer: Trainer) -> dict:
   which this validation evaluation of the best model reproduces.
   min_blocks_by_kind: for the graded synthetic groups, the fewest blocks of this backbone that
   can see the context each group's next item depends on (backbone.blocks_to_reach).
+  test_compute: the estimated MFLOPs of a test request, the policy's beside the blocks'
+  (compute.request_compute).
   """
   results = {"mode": trainer.mode}
   for split, windows in (("valid", trainer.data.valid), ("test", trainer.data.test)):
@@ -43,6 +46,8 @@ def final_evaluation(trainer: Trainer) -> dict:
   minimums = min_blocks_by_kind(results["test_by_kind"], trainer.model.backbone)
   if minimums:
     results["min_blocks_by_kind"] = minimums
+  results["test_compute"] = request_compute(trainer.config, results["test_blocks"]["mean"],
+                                            trainer.data.sequences.id_map.num_items)
   return results
 
 

@@ -33,8 +33,8 @@ def metrics_table(rows: dict[str, dict[str, float]]) -> str:
 
 def result_table(result: dict) -> str:
   """The table of a `run()` result: validation and test with mean blocks executed, then by kind
-  of user, the rule that chose the best epoch, then (SkipRec) the blocks executed per user and
-  the threshold sweep."""
+  of user, the rule that chose the best epoch, then (SkipRec) the blocks executed per user, the
+  compute per request with the policy's beside the blocks', and the sweeps."""
   rows = {}
   for split in ("valid", "test"):
     rows[split] = {**result[split], "blocks": result[f"{split}_blocks"]["mean"]}
@@ -51,6 +51,12 @@ def result_table(result: dict) -> str:
     text += (f"\n\nblocks executed per user (test): mean {b['mean']:.2f} of {b['num_blocks']}, "
              f"min {b['min']}, max {b['max']}; {b['distinct_policies']} distinct policies")
     text += "\nusage by block: " + " ".join(f"{u:.2f}" for u in b["block_usage"])
+    if "test_compute" in result:
+      c = result["test_compute"]
+      text += (f"\ncompute per request (test, estimated): {c['total']:.3f} MFLOPs = blocks "
+               f"{c['blocks']:.3f} + policy {c['policy']:.3f} ({c['policy_in_blocks']:.1f} "
+               f"blocks' worth) + softmax {c['softmax']:.3f}; {c['of_full']:.0%} of the full "
+               f"backbone's {c['full']:.3f}")
     if b["by_kind"]:
       low = result.get("min_blocks_by_kind", {})
       text += "\nmean blocks by kind of user: " + ", ".join(

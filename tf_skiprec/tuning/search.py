@@ -61,10 +61,10 @@ import time
 
 import keras_tuner as kt
 
+from tf_skiprec.compute import flops_per_request
 from tf_skiprec.config import Config
 from tf_skiprec.errors import ConfigError
-from tf_skiprec.tuning.space import (Dimension, flops_per_request, trial_config,
-                                     within_limit)
+from tf_skiprec.tuning.space import Dimension, trial_config, within_limit
 from tf_skiprec.training import run
 from tf_skiprec.tuning.report import pareto, trials_table
 

@@ -118,34 +118,6 @@ def _value(config: Config, key: str, text: str):
   return parse_value(text, config.field(key, f"--tune {key}")[2], key)
 
 
-def flops_per_request(config: Config, mean_blocks: float, num_items: int) -> float:
-  """Estimated floating-point operations to serve one user with a full history window: the
-  executed blocks' convolutions (2 per block, 2·k·C² per position each), the policy network
-  (policy_flops; SkipRec modes only) and the softmax at the last position.
-  LayerNorm, ReLU and lookups are left out (a few percent at C >= 32)."""
-  flops = mean_blocks * block_flops(config) + 2 * config.model.channels * (num_items + 1)
-  if config.train.mode != "pretrain":
-    flops += policy_flops(config)
-  return float(flops)
-
-
-def block_flops(config: Config) -> float:
-  """One residual block over the window: 2 convolutions of 2·k·C² per position."""
-  channels = config.model.channels
-  return float(2 * 2 * config.model.kernel_size * channels * channels * config.data.max_len)
-
-
-def policy_flops(config: Config) -> float:
-  """The policy network's own cost per user, by body (policy.body), plus its head (2·C·2N):
-  "cnn", 2 residual blocks as the backbone's; "gru", 3 gates of 2·2·C² per position; "pool",
-  one dense layer of 2·2C·C on the pooled embeddings (the sums are left out, as LayerNorm is)."""
-  channels, length = config.model.channels, config.data.max_len
-  body = {"cnn": 2 * block_flops(config),
-          "gru": 3 * 2 * 2 * channels * channels * length,
-          "pool": 2 * 2 * channels * channels}[config.policy.body]
-  return float(body + 2 * channels * 2 * config.model.num_blocks)
-
-
 def within_limit(mean_blocks: float, mflops: float, limit_blocks: float, limit_mflops: float
                  ) -> tuple[bool, float]:
   """(within both limits, relative excess over the tighter one); a limit <= 0 is no limit."""

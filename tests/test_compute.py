@@ -1,0 +1,45 @@
+"""The compute a request costs (tf_skiprec/compute.py): closed forms, and the end-of-run report
+that puts the policy's cost beside the blocks'."""
+
+import pytest
+
+from tf_skiprec.compute import request_compute
+from tf_skiprec.experiments import get_config
+from tf_skiprec.training.report import result_table
+
+
+def test_request_compute_counts_the_policy_beside_the_blocks():
+  config = get_config("smoke")            # 4 blocks x 16 channels, kernel 3, window 20
+  config.train.mode = "gumbel"
+  block = 2 * 2 * 3 * 16 * 16 * 20        # two convolutions over the window
+  softmax, head = 2 * 16 * 81, 2 * 16 * 2 * 4
+  c = request_compute(config, 1.5, 80)
+  assert c["blocks"] == pytest.approx(1.5 * block / 1e6)
+  assert c["policy"] == pytest.approx((2 * block + head) / 1e6)           # the cnn body: 2 blocks
+  assert c["softmax"] == pytest.approx(softmax / 1e6)
+  assert c["total"] == pytest.approx(c["blocks"] + c["policy"] + c["softmax"])
+  assert c["full"] == pytest.approx((4 * block + softmax) / 1e6)
+  assert c["policy_in_blocks"] == pytest.approx(2 + head / block)
+  assert c["of_full"] == pytest.approx(c["total"] / c["full"])
+  assert c["of_full"] > 1.5 / 4                          # the policy is not free
+  config.policy.body = "pool"
+  assert request_compute(config, 1.5, 80)["policy_in_blocks"] == pytest.approx(
+      (4 * 16 * 16 + head) / block)
+  config.train.mode = "pretrain"                         # the backbone alone: no policy
+  assert request_compute(config, 4, 80)["policy"] == 0 and (
+      request_compute(config, 4, 80)["of_full"] == pytest.approx(1.0))
+
+
+def test_the_report_gives_the_policys_cost_beside_the_blocks():
+  config = get_config("smoke")
+  config.train.mode = "gumbel"
+  row = {f"{m}@{k}": 0.5 for m in ("HR", "NDCG", "MRR") for k in (5, 10, 20)}
+  blocks = {"mean": 1.5, "num_blocks": 4, "min": 1, "max": 2, "distinct_policies": 2,
+            "block_usage": [1.0, 0.5, 0.0, 0.0], "by_kind": {}}
+  result = {"mode": "gumbel", "valid": row, "test": row, "valid_blocks": blocks,
+            "test_blocks": blocks, "threshold_sweep": [],
+            "test_compute": request_compute(config, 1.5, 80)}
+  line = next(l for l in result_table(result).splitlines() if l.startswith("compute per request"))
+  # blocks 1.5 x 61,440; policy 2 x 61,440 + 256; softmax 2,592; full 4 x 61,440 + 2,592
+  assert line == ("compute per request (test, estimated): 0.218 MFLOPs = blocks 0.092 + policy "
+                  "0.123 (2.0 blocks' worth) + softmax 0.003; 88% of the full backbone's 0.248")
