@@ -17,6 +17,7 @@ thread, Eigen kernels). Variants:
   loop         a while loop over the kept blocks' indices (lowered: no function call), the
                weights gathered from stacked constants and the dilated convolutions done by a
                gather of the taps (the dilation is a tensor)
+  *_nested     ifs and case4 inside a functional If on the batch size, as in the export
 
 Every variant is checked against `ifs` (1e-5). Each is called --reps times, interleaved, with a
 Session callable (the feeds and fetches bound once, as TF Serving's C++ Session::Run has no
@@ -151,8 +152,16 @@ def variants(blocks, channels: int) -> dict:
       _, x = tf.while_loop(lambda i, x: i < count, body, [tf.constant(0), x])
     return x
 
+  def nested(inner):
+    """`inner` inside the export's dispatch between one user and a batch (a functional If)."""
+    def fn(x, mask, keep):
+      with _lowering(False):
+        return tf.cond(tf.equal(tf.shape(x)[0], 1), lambda: inner(x, mask, keep),
+                       lambda: run_all(x, mask, keep))
+    return fn
+
   return {"none": none, "all": run_all, "ifs": ifs, "case4": cases(4), "case8": cases(8),
-          "loop": loop}
+          "loop": loop, "ifs_nested": nested(ifs), "case4_nested": nested(cases(4))}
 
 
 def main(argv):
@@ -194,7 +203,7 @@ def main(argv):
                    "caller thread": session.make_callable([sig.outputs["y"].name], feeds,
                                                           accept_options=True)}
   reference = calls["ifs"]["pool"](x, keep)[0]
-  for name in ("case4", "case8", "loop"):
+  for name in ("case4", "case8", "loop", "ifs_nested", "case4_nested"):
     np.testing.assert_allclose(calls[name]["pool"](x, keep)[0], reference, atol=1e-5,
                                err_msg=name)
   result = {"command": "bench/one_user_paths.py " + " ".join(sys.argv[1:]), "num_blocks": n,
@@ -215,7 +224,7 @@ def main(argv):
     block = (ms["all"] - ms["none"]) / n
     result["median_ms"][mode] = ms
     result["overhead_ms"][mode] = {name: ms[name] - ms["none"] - KEPT.value * block
-                                   for name in ("ifs", "case4", "case8", "loop")}
+                                   for name in fns if name not in ("none", "all")}
     result["overhead_ms"][mode]["one block"] = block
   os.makedirs(OUT.value, exist_ok=True)
   path = os.path.join(OUT.value, f"{n}x{c}.json")
@@ -225,7 +234,7 @@ def main(argv):
     print(f"\n{mode}: median ms (overhead beyond none + {KEPT.value} blocks)")
     for name, value in result["median_ms"][mode].items():
       extra = result["overhead_ms"][mode].get(name)
-      print(f"  {name:6s} {value:7.3f}" + ("" if extra is None else f"   ({extra:+.3f})"))
+      print(f"  {name:12s} {value:7.3f}" + ("" if extra is None else f"   ({extra:+.3f})"))
   print(f"\nwrote {path}")
 
 
