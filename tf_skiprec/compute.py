@@ -34,13 +34,16 @@ def softmax_flops(config: Config, num_items: int) -> float:
   return float(2 * config.model.channels * (num_items + 1))
 
 
+def served_policy_flops(config: Config) -> float:
+  """The policy's cost in what is served: policy_flops in SkipRec modes, 0 for a backbone alone."""
+  return policy_flops(config) if config.train.mode != "pretrain" else 0.0
+
+
 def flops_per_request(config: Config, mean_blocks: float, num_items: int) -> float:
   """Serving one user with a full history window: `mean_blocks` blocks, the policy network
   (SkipRec modes only) and the softmax."""
-  flops = mean_blocks * block_flops(config) + softmax_flops(config, num_items)
-  if config.train.mode != "pretrain":
-    flops += policy_flops(config)
-  return float(flops)
+  return float(mean_blocks * block_flops(config) + softmax_flops(config, num_items)
+               + served_policy_flops(config))
 
 
 def request_compute(config: Config, mean_blocks: float, num_items: int) -> dict[str, float]:
@@ -48,7 +51,7 @@ def request_compute(config: Config, mean_blocks: float, num_items: int) -> dict[
   {"blocks", "policy", "softmax", "total", "full"} MFLOPs, "policy_in_blocks" (the policy's cost
   in blocks of the backbone) and "of_full" (total / full)."""
   mega = 1e6
-  policy = policy_flops(config) if config.train.mode != "pretrain" else 0.0
+  policy = served_policy_flops(config)
   parts = {"blocks": mean_blocks * block_flops(config) / mega, "policy": policy / mega,
            "softmax": softmax_flops(config, num_items) / mega}
   total = flops_per_request(config, mean_blocks, num_items) / mega
