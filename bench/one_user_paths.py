@@ -131,21 +131,18 @@ def variants(blocks, channels: int) -> dict:
     return tf.nn.bias_add(tf.einsum("blk,ko->blo", h, tf.reshape(kernel, [k * channels, -1])),
                           bias)
 
-  def norm(x, gamma, beta, epsilon):
-    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-    return tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
+  norm = blocks[0]._norm  # noqa: SLF001  (the export's LayerNorm, the same epsilon)
 
   def loop(x, mask, keep):
     index = tf.cast(tf.where(keep[0])[:, 0], tf.int32)
     count = tf.size(index)
-    eps = blocks[0].epsilon
 
     def body(i, x):
       b = index[i]
       w = {name: tf.gather(value, b) for name, value in stacked.items()}
       d = tf.gather(dilation, b)
-      h = tf.nn.relu(norm(conv(x, w["kernel1"], w["bias1"], d), w["gamma1"], w["beta1"], eps))
-      h = tf.nn.relu(norm(conv(h, w["kernel2"], w["bias2"], 2 * d), w["gamma2"], w["beta2"], eps))
+      h = tf.nn.relu(norm(conv(x, w["kernel1"], w["bias1"], d), w["gamma1"], w["beta1"]))
+      h = tf.nn.relu(norm(conv(h, w["kernel2"], w["bias2"], 2 * d), w["gamma2"], w["beta2"]))
       return i + 1, x + w["alpha"] * h * mask
 
     with _lowering(True):
@@ -165,7 +162,11 @@ def variants(blocks, channels: int) -> dict:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not 0 <= KEPT.value <= BLOCKS.value:
+    raise app.UsageError(f"--kept={KEPT.value}: the user keeps 0 to --blocks={BLOCKS.value} "
+                         "blocks. Fix: lower --kept or raise --blocks.")
   os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # TF Serving's standard CPU build: Eigen kernels
   sys.path.insert(0, REPO)
   import numpy as np  # noqa: PLC0415

@@ -54,7 +54,7 @@ def request_compute(config: Config, mean_blocks: float, num_items: int) -> dict[
   policy = served_policy_flops(config)
   parts = {"blocks": mean_blocks * block_flops(config) / mega, "policy": policy / mega,
            "softmax": softmax_flops(config, num_items) / mega}
-  total = flops_per_request(config, mean_blocks, num_items) / mega
+  total = sum(parts.values())
   full = (config.model.num_blocks * block_flops(config) + softmax_flops(config, num_items)) / mega
   return {**parts, "total": total, "full": full,
           "policy_in_blocks": policy / block_flops(config), "of_full": total / full}
