@@ -11,9 +11,10 @@ thread, Eigen kernels). Variants:
 
   none         returns its input: a Session run with nothing in it
   all          every block (the `full` signature's loop)
-  ifs          one functional If per block (the export's one-user path today)
+  ifs          one functional If per block (the export's one-user path before the Case)
   case4, case8 one functional Case per group of 4 or 8 blocks, a branch per keep pattern
-               (16 or 256 branches a group), each branch calling its kept blocks
+               (16 or 256 branches a group), each branch calling its kept blocks (case4 is
+               the export's one-user path)
   loop         a while loop over the kept blocks' indices (lowered: no function call), the
                weights gathered from stacked constants and the dilated convolutions done by a
                gather of the taps (the dilation is a tensor)
@@ -25,9 +26,9 @@ Python around it), and in a second pass with RunOptions.inter_op_thread_pool = -
 on the calling thread: what is left is the executor, not the thread hand-offs). Overhead =
 median - none - kept x (all - none) / N. Writes bench/results/one_user_paths/<N>x<C>.json.
 
-A micro-benchmark: its variants sit at the top of the signature. In the trained exports (inside
-the dispatch between one user and a batch) a Case per 4 blocks did not pay (BUILD_NOTES.md,
-issue 15, sixth pass), so the export keeps one If per block.
+A micro-benchmark: its variants sit at the top of the signature. In the trained exports an
+interleaved A/B confirmed case4 (0.11-0.14 ms saved per one-user request of a 32-block model;
+BUILD_NOTES.md, issue 15), and the export now uses it.
 """
 
 from __future__ import annotations

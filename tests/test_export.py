@@ -14,7 +14,7 @@ from conftest import histories, tiny_skiprec
 from tf_skiprec.errors import ExportError
 from tf_skiprec.export.exporter import export_model, next_version, raw_histories
 from tf_skiprec.export.runner import WARMUP_FILE, SavedModelRunner, SignatureError
-from tf_skiprec.export.serving_module import ServingModule
+from tf_skiprec.export.serving_module import ONE_USER_GROUP, ServingModule
 
 ITEMS, BLOCKS, MAX_LEN = 40, 6, 12
 
@@ -256,14 +256,16 @@ def test_one_user_conds_are_functional_and_batch_conds_lowered(exported):
   the one-user path would silently pay for dead-branch propagation again."""
   path = os.path.join(exported[3]["path"], "saved_model.pb")
   graph = saved_model_pb2.SavedModel.FromString(open(path, "rb").read()).meta_graphs[0].graph_def
-  lowered = {True: 0, False: 0}
+  lowered = {(op, lower): 0 for op in ("If", "Case") for lower in (True, False)}
   for function in graph.library.function:
     for node in function.node_def:
-      if node.op in ("If", "StatelessIf"):
-        lowered[node.attr["_lower_using_switch_merge"].b] += 1
-  # serving_default: the dispatch and one cond per block (B = 1) functional, two per block
-  # (B > 1) lowered; decisions and full have none.
-  assert lowered == {True: 2 * BLOCKS, False: BLOCKS + 1}, lowered
+      op = {"StatelessIf": "If", "StatelessCase": "Case"}.get(node.op, node.op)
+      if op in ("If", "Case"):
+        lowered[op, node.attr["_lower_using_switch_merge"].b] += 1
+  # serving_default: the dispatch If and one Case per group of blocks (B = 1) functional, two Ifs
+  # per block (B > 1) lowered; decisions and full have none.
+  assert lowered == {("If", True): 2 * BLOCKS, ("If", False): 1, ("Case", True): 0,
+                     ("Case", False): -(-BLOCKS // ONE_USER_GROUP)}, lowered
 
 
 def test_frozen_block_equals_the_trained_block_with_every_weight_random():

@@ -1,8 +1,8 @@
 """Inference copies of the residual blocks with their weights baked in as constants, for export.
 
 Why the export does not use the trained blocks' variables directly: in the one-user path every
-block runs under a functional `If`, and an `If` passes everything its branches capture to both
-branches as inputs. With variables, each block's conditional took its nine weight variables as
+block runs inside a functional conditional (a `Case` per group of blocks), and a conditional passes
+everything its branches capture to every branch as inputs. With variables, each block's conditional took its nine weight variables as
 inputs, so a skipped block still paid for about twenty ops (arguments, dispatch) and the
 dispatch between the one-user and the batch path passed all N x 9 of them. With the weights as
 constants created inside the branch, a block's conditional has one input, the hidden state, and
