@@ -16,11 +16,13 @@ best model, one SavedModel holds nested signatures, each a prefix of serving_def
   full       every block;  serving_default: the policy's blocks, as exported
 
 Timed in --timing_processes fresh processes (TF Serving's 1 + 1 threads, Eigen kernels), the
-signatures interleaved, on the run's validation histories. Parts: Session = nothing; lookups and
+signatures interleaved, on the run's validation histories, with each harness in turn
+(--harness): "c", TF_SessionRun from C as TF Serving calls Session::Run (bench/session_run.c),
+and "python", a Python Session (tf_skiprec/export/runner.py). Parts: Session = nothing; lookups and
 encoding = encode - nothing; embedding = embed - encode; policy = policy - encode; softmax, top-k
 and outputs = head - embed; one block = (full - head) / N; the conditionals = serving_default -
 (head + policy - encode + executed blocks x one block). Writes
-bench/results/request_parts/<name>.json and prints the table.
+bench/results/request_parts/<name>.json (a table per harness) and prints the tables.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ import time
 import numpy as np
 from absl import app, flags
 
+import c_session  # noqa: E402  (bench/)
 from ml100k_common import REPO, in_fresh_process, restore_best_run  # noqa: E402  (bench/)
 
 RUNS = flags.DEFINE_multi_string("run", [], "NAME=WORKDIR of a finished gumbel/rl run.")
 USERS = flags.DEFINE_integer("users", 256, "Validation histories cycled through.")
 REPS = flags.DEFINE_integer("reps", 600, "Calls per signature.")
-PROCESSES = flags.DEFINE_integer("timing_processes", 3, "Fresh timing processes.")
+PROCESSES = flags.DEFINE_integer("timing_processes", 3, "Fresh timing processes per harness.")
+HARNESS = flags.DEFINE_enum("harness", "both", ["both", "c", "python"],
+                            "c: TF_SessionRun from C; python: a Python Session; both: each.")
 OUT = flags.DEFINE_string("out", os.path.join(REPO, "bench", "results", "request_parts"),
                           "Directory of the JSON.")
 PARTS = ("nothing", "encode", "embed", "policy", "head", "one_block", "full", "serving_default")
@@ -122,6 +127,16 @@ def time_parts(export_dir: str, histories: str, reps: int) -> dict:
           "mean_blocks": float(np.mean(blocks))}
 
 
+def time_parts_c(binary: str, export_dir: str, histories: str, reps: int) -> dict:
+  """time_parts' numbers from one fresh process of bench/session_run.c."""
+  raw = np.load(histories, allow_pickle=True)
+  timed = c_session.time_signatures(binary, [export_dir], [(name, 0, name) for name in PARTS],
+                                    raw, [(1, reps)], intra=1, inter=1,
+                                    blocks_call="serving_default")[1]
+  return {**{name: statistics.median(t) for name, t in timed["times"].items()},
+          "mean_blocks": timed["mean_blocks"]}
+
+
 def parts_table(ms: dict, num_blocks: int) -> list[tuple[str, float]]:
   """[(part, ms)] from the signature medians (see the module docstring)."""
   block = (ms["full"] - ms["head"]) / num_blocks
@@ -145,31 +160,39 @@ def main(argv):
   if not RUNS.value:
     raise app.UsageError("give at least one --run=NAME=WORKDIR (a finished gumbel or rl run)")
   os.makedirs(OUT.value, exist_ok=True)
+  harnesses = ["c", "python"] if HARNESS.value == "both" else [HARNESS.value]
+  build = tempfile.TemporaryDirectory()
+  binary = c_session.build(build.name) if "c" in harnesses else None
   for spec in RUNS.value:
     name, _, workdir = spec.partition("=")
     if not name or not os.path.isfile(os.path.join(workdir, "config.json")):
       raise app.UsageError(f"--run={spec}: expected NAME=WORKDIR of a finished run.")
+    runs = {harness: [] for harness in harnesses}
     with tempfile.TemporaryDirectory() as base:
       info = in_fresh_process(export_parts, workdir, base, USERS.value)
-      runs = [in_fresh_process(time_parts, os.path.join(base, "parts"),
-                               os.path.join(base, "histories.npy"), REPS.value)
-              for _ in range(PROCESSES.value)]
-    ms = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-    parts = parts_table(ms, info["num_blocks"])
-    print(f"\n{name}: {info['num_blocks']} blocks x {info['channels']} channels, policy "
-          f"{info['policy_body']}, {info['num_items']} items, window {info['max_len']}; "
-          f"serving_default ran {ms['mean_blocks']:.2f} blocks")
-    print("| part of a B = 1 request | ms |\n|---|---|")
-    for part, value in parts:
-      print(f"| {part} | {value:.3f} |")
-    print(f"| full (every block) | {ms['full']:.3f} |\n| serving_default | "
-          f"{ms['serving_default']:.3f} |")
+      args = (os.path.join(base, "parts"), os.path.join(base, "histories.npy"), REPS.value)
+      for _ in range(PROCESSES.value):
+        for harness in harnesses:  # in turn, so that the machine's drift hits both alike
+          runs[harness].append(time_parts_c(binary, *args) if harness == "c"
+                               else in_fresh_process(time_parts, *args))
+    out = {"command": f"bench/request_parts.py --run={spec}", "workdir": workdir, **info}
+    for harness in harnesses:
+      ms = {key: statistics.median(run[key] for run in runs[harness]) for key in runs[harness][0]}
+      parts = parts_table(ms, info["num_blocks"])
+      print(f"\n{name} ({harness}): {info['num_blocks']} blocks x {info['channels']} channels, "
+            f"policy {info['policy_body']}, {info['num_items']} items, window {info['max_len']}; "
+            f"serving_default ran {ms['mean_blocks']:.2f} blocks")
+      print("| part of a B = 1 request | ms |\n|---|---|")
+      for part, value in parts:
+        print(f"| {part} | {value:.3f} |")
+      print(f"| full (every block) | {ms['full']:.3f} |\n| serving_default | "
+            f"{ms['serving_default']:.3f} |")
+      out[harness] = {"signature_ms": ms, "per_process": runs[harness], "parts_ms": dict(parts)}
     path = os.path.join(OUT.value, f"{name}.json")
     with open(path, "w") as f:
-      json.dump({"command": f"bench/request_parts.py --run={spec}", "workdir": workdir,
-                 **info, "signature_ms": ms, "per_process": runs,
-                 "parts_ms": dict(parts)}, f, indent=2)
+      json.dump(out, f, indent=2)
     print(f"written {path}")
+  build.cleanup()
 
 
 if __name__ == "__main__":

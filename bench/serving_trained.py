@@ -13,14 +13,18 @@ runs above were trained is in BUILD_NOTES.md (issue 15). For each run:
    between the two `decisions` latencies is the policy's own cost.
 2. Real histories: the run's validation histories (its own data), as raw ids.
 3. In --timing_processes fresh processes that only load and time the exports (TF Serving's
-   --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism, 1 and 1 by default;
-   a Session on the SignatureDefs, tf_skiprec/export/runner.py), serving_default at the export's
-   own threshold, full, and both `decisions` are called interleaved at B = 1 (cycling through the
-   users) and B = 64. Medians per process; the table takes the median over processes of each
-   process's speed-up.
-Prints a table and writes bench/results/serving_trained/summary.json: rows with model, batch,
-full_ms, skip_ms, speedup, mean_blocks, num_blocks, ideal (N / mean_blocks), fraction_of_ideal,
-policy_ms and policy_share (of skip_ms).
+   --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism, 1 and 1 by default),
+   serving_default at the export's own threshold, full, and both `decisions` are called
+   interleaved at B = 1 (cycling through the users) and B = 64. Medians per process; the table
+   takes the median over processes of each process's speed-up. Two harnesses (--harness), a
+   process of each in turn:
+   - c: TF Serving's own call with nothing around it: TF_LoadSessionFromSavedModel and
+     TF_SessionRun on the signatures' tensors from C (bench/session_run.c, bench/c_session.py);
+   - python: tf_skiprec/export/runner.py, a Python Session on the SignatureDefs (the local
+     server's path), whose Session.run adds ~0.2 ms a call that TF Serving does not pay.
+Prints a table and writes bench/results/serving_trained/summary.json: rows with model, harness,
+batch, full_ms, skip_ms, speedup, mean_blocks, num_blocks, ideal (N / mean_blocks),
+fraction_of_ideal, policy_ms and policy_share (of skip_ms).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import time
 import numpy as np
 from absl import app, flags
 
+import c_session  # noqa: E402  (bench/)
 from ml100k_common import REPO, in_fresh_process, restore_best_run  # noqa: E402  (bench/)
 
 RUNS = flags.DEFINE_multi_string("run", [], "NAME=WORKDIR of a finished gumbel/rl run.")
@@ -44,7 +49,10 @@ INTRA = flags.DEFINE_integer("intra_op_threads", 1, "TF Serving's "
                              "--tensorflow_intra_op_parallelism.")
 INTER = flags.DEFINE_integer("inter_op_threads", 1, "TF Serving's "
                              "--tensorflow_inter_op_parallelism.")
-PROCESSES = flags.DEFINE_integer("timing_processes", 3, "Fresh timing processes per run.")
+PROCESSES = flags.DEFINE_integer("timing_processes", 3, "Fresh timing processes per run and "
+                                 "harness.")
+HARNESS = flags.DEFINE_enum("harness", "both", ["both", "c", "python"],
+                            "c: TF_SessionRun from C; python: a Python Session; both: each.")
 OUT = flags.DEFINE_string("out", os.path.join(REPO, "bench", "results", "serving_trained"),
                           "Directory of summary.json.")
 BATCHES = (1, 64)
@@ -118,6 +126,19 @@ def time_exports(skiprec: str, backbone: str, histories: str, intra: int, inter:
   return rows
 
 
+def time_exports_c(binary: str, skiprec: str, backbone: str, histories: str, intra: int,
+                   inter: int, reps_1: int, reps_64: int) -> list[dict]:
+  """The same calls and rows as time_exports, in one fresh process of bench/session_run.c."""
+  raw = np.load(histories, allow_pickle=True)
+  calls = [("skip", 0, "serving_default"), ("full", 0, "full"), ("decisions", 0, "decisions"),
+           ("decisions_no_policy", 1, "decisions")]
+  timed = c_session.time_signatures(binary, [skiprec, backbone], calls, raw,
+                                    [(1, reps_1), (64, reps_64)], intra=intra, inter=inter,
+                                    blocks_call="skip")
+  return [{"batch": batch, **{f"{k}_ms": statistics.median(v) for k, v in entry["times"].items()},
+           "mean_blocks": entry["mean_blocks"]} for batch, entry in sorted(timed.items())]
+
+
 def combine(name: str, info: dict, runs: list[list[dict]]) -> list[dict]:
   """Per batch size: the median over processes of each process's speed-up and policy share,
   with the median latencies for scale."""
@@ -129,7 +150,7 @@ def combine(name: str, info: dict, runs: list[list[dict]]) -> list[dict]:
     speedup = statistics.median(speedups)
     ideal = info["num_blocks"] / first["mean_blocks"]
     rows.append({
-        "model": name, "batch": first["batch"],
+        "model": name, "harness": first["harness"], "batch": first["batch"],
         "full_ms": statistics.median(r["full_ms"] for r in per),
         "skip_ms": statistics.median(r["skip_ms"] for r in per),
         "speedup": speedup, "speedup_per_process": speedups,
@@ -143,11 +164,11 @@ def combine(name: str, info: dict, runs: list[list[dict]]) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-  lines = ["| model | B | full (ms) | serving_default (ms) | speed-up | blocks | ideal | of ideal "
-           "| policy (ms) | policy share |", "|---|---|---|---|---|---|---|---|---|---|"]
+  lines = ["| model | harness | B | full (ms) | serving_default (ms) | speed-up | blocks | ideal "
+           "| of ideal | policy (ms) | policy share |", "|---" * 11 + "|"]
   for r in rows:
-    lines.append(f"| {r['model']} ({r['policy_body']}, {r['channels']} ch) | {r['batch']} | "
-                 f"{r['full_ms']:.3f} | {r['skip_ms']:.3f} | **{r['speedup']:.2f}×** | "
+    lines.append(f"| {r['model']} ({r['policy_body']}, {r['channels']} ch) | {r['harness']} | "
+                 f"{r['batch']} | {r['full_ms']:.3f} | {r['skip_ms']:.3f} | **{r['speedup']:.2f}×** | "
                  f"{r['mean_blocks']:.2f} / {r['num_blocks']} | {r['ideal']:.2f}× | "
                  f"{r['fraction_of_ideal']:.0%} | {r['policy_ms']:.3f} | {r['policy_share']:.0%} |")
   return "\n".join(lines)
@@ -167,19 +188,25 @@ def main(argv):
     runs.append((name, workdir))
   started = time.perf_counter()
   rows = []
+  harnesses = ["c", "python"] if HARNESS.value == "both" else [HARNESS.value]
   with tempfile.TemporaryDirectory() as tmp:
+    binary = c_session.build(os.path.join(tmp, "build")) if "c" in harnesses else None
     for name, workdir in runs:
       base = os.path.join(tmp, name)
       os.makedirs(base)
       info = in_fresh_process(export_run, workdir, base, USERS.value)
-      timed = []
+      timed = {harness: [] for harness in harnesses}
+      args = (info["skiprec"], info["backbone"], os.path.join(base, "histories.npy"),
+              INTRA.value, INTER.value, REPS_1.value, REPS_64.value)
       for p in range(PROCESSES.value):
-        timed.append(in_fresh_process(time_exports, info["skiprec"], info["backbone"],
-                                      os.path.join(base, "histories.npy"), INTRA.value,
-                                      INTER.value, REPS_1.value, REPS_64.value))
-        print(f"{name}: timing process {p + 1}/{PROCESSES.value} done", flush=True)
-      rows += [{**row, "workdir": workdir} for row in combine(name, info, timed)]
-      print(table(rows[-len(BATCHES):]), flush=True)
+        for harness in harnesses:  # in turn, so that the machine's drift hits both alike
+          got = (time_exports_c(binary, *args) if harness == "c"
+                 else in_fresh_process(time_exports, *args))
+          timed[harness].append([{**row, "harness": harness} for row in got])
+        print(f"{name}: timing round {p + 1}/{PROCESSES.value} done", flush=True)
+      for harness in harnesses:
+        rows += [{**row, "workdir": workdir} for row in combine(name, info, timed[harness])]
+      print(table(rows[-len(BATCHES) * len(harnesses):]), flush=True)
   text = table(rows)
   print("\n" + text)
   os.makedirs(OUT.value, exist_ok=True)
@@ -187,7 +214,8 @@ def main(argv):
   with open(path, "w") as f:
     json.dump({"command": "bench/serving_trained.py " + " ".join(argv[1:] or [
         f"--run={s}" for s in RUNS.value]), "intra_op_threads": INTRA.value,
-        "inter_op_threads": INTER.value, "timing_processes": PROCESSES.value, "rows": rows,
+        "inter_op_threads": INTER.value, "timing_processes": PROCESSES.value,
+        "harnesses": harnesses, "rows": rows,
         "table": text, "wall_seconds": time.perf_counter() - started}, f, indent=2)
   print(f"written {path}")
 
