@@ -55,7 +55,8 @@ RESULT_FILE = "bench_result.json"  # in each run's work directory once it has fi
 class Variant:
   experiment: str                  # named config (tf_skiprec/experiments/ml100k.py)
   mode: str                        # train.mode
-  budget: float | None             # policy.budget (gumbel), None otherwise
+  budget: float | None             # the blocks' usage target (gumbel; policy.budget adds the
+                                   # policy's own cost), model selection's usage limit (rl)
   subdir: str                      # <workdir>/<seed>/<subdir>
   base: str | None = None          # the pretrain variant a SkipRec variant starts from
   overrides: tuple[str, ...] = ()  # config overrides, key=value
@@ -81,8 +82,7 @@ VARIANTS = {
     "gumbel30_10_sd": Variant("ml100k_10", "gumbel", 0.3, "gumbel30_10_sd", "full10_sd"),
     # REINFORCE with the dense likelihood reward (issue 14) on the best backbone; its budget is
     # only model selection's (epochs within 0.65 + slack 0.05 of usage rank first).
-    "rl_10_sd": Variant("ml100k_10", "rl", None, "rl_10_sd", "full10_sd",
-                        overrides=("policy.budget=0.65",)),
+    "rl_10_sd": Variant("ml100k_10", "rl", 0.65, "rl_10_sd", "full10_sd"),
     # The stochastic-depth rate for the full backbone, tuned on validation like the rest.
     "full10_sd10": Variant("ml100k_10", "pretrain", None, "full10_sd10",
                            overrides=("model.block_drop=0.1",)),
@@ -111,8 +111,8 @@ VARIANTS = {
     "gumbel40_10_sd_fn_frozen": Variant(
         "ml100k_10", "gumbel", 0.4, "gumbel40_10_sd_fn_frozen", "full10_sd_fn",
         overrides=("model.final_norm=true", "policy.freeze_backbone_epochs=10")),
-    "rl_10_sd_fn": Variant("ml100k_10", "rl", None, "rl_10_sd_fn", "full10_sd_fn",
-                           overrides=("policy.budget=0.65", "model.final_norm=true")),
+    "rl_10_sd_fn": Variant("ml100k_10", "rl", 0.65, "rl_10_sd_fn", "full10_sd_fn",
+                           overrides=("model.final_norm=true",)),
     # Issue 15: the ml100k_skiprec recipe (gumbel40_10_sd) with the cheap policy body.
     "gumbel40_10_sd_pool": Variant("ml100k_10", "gumbel", 0.4, "gumbel40_10_sd_pool", "full10_sd",
                                    overrides=("policy.body=pool",)),
@@ -147,11 +147,15 @@ def train_one(variant: str, seed: int, data_dir: str, workdir: str, init_from: s
   for assignment in v.overrides:
     config.override(assignment)
   if mode != "pretrain":
+    from tf_skiprec.compute import budget_for_usage
     from tf_skiprec.experiments.ml100k import skiprec_finetune
-    skiprec_finetune(config, budget, mode)  # lr / 10, 10 epochs, budget annealing, entropy ramp
+    # lr / 10, 10 epochs, budget annealing, entropy ramp
+    skiprec_finetune(config, budget if mode == "gumbel" else None, mode)
     config.train.init_from = init_from
     for assignment in v.overrides:  # again: skiprec_finetune sets some of the same fields
       config.override(assignment)
+    if budget is not None:          # the blocks' usage + the policy's own share of the compute
+      config.policy.budget = budget_for_usage(config, budget)
   if quick:
     config.train.epochs = 1
   return measured_run(config, workdir, seed=seed, variant=variant)

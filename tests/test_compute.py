@@ -43,3 +43,37 @@ def test_the_report_gives_the_policys_cost_beside_the_blocks():
   # blocks 1.5 x 61,440; policy 2 x 61,440 + 256; softmax 2,592; full 4 x 61,440 + 2,592
   assert line == ("compute per request (test, estimated): 0.218 MFLOPs = blocks 0.092 + policy "
                   "0.123 (2.0 blocks' worth) + softmax 0.003; 88% of the full backbone's 0.248")
+
+
+def test_the_budget_is_the_requests_compute_and_the_blocks_aim_at_what_the_policy_leaves():
+  from tf_skiprec.compute import block_budget, budget_for_usage, policy_share
+  from tf_skiprec.training.builders import make_schedules
+  config = get_config("smoke")            # 4 blocks x 16 channels, kernel 3, window 20
+  config.train.mode = "gumbel"
+  block, head = 2 * 2 * 3 * 16 * 16 * 20, 2 * 16 * 2 * 4
+  assert policy_share(config) == pytest.approx((2 * block + head) / (4 * block))   # 0.501
+  config.policy.budget = budget_for_usage(config, 0.3)
+  assert config.policy.budget == pytest.approx(0.3 + policy_share(config))
+  assert block_budget(config) == 0.3                  # exactly: the recipes' targets are kept
+  assert make_schedules(config).budget(10 ** 6).numpy() == pytest.approx(0.3)  # what the loss uses
+  config.policy.body = "pool"                         # the same budget leaves the blocks more
+  assert block_budget(config) == pytest.approx(0.3 + policy_share(get_config("smoke"))
+                                               - (4 * 16 * 16 + head) / (4 * block))
+  config.policy.budget_counts_policy = False          # the blocks' usage alone
+  assert block_budget(config) == config.policy.budget
+
+
+def test_a_budget_below_the_policys_own_cost_is_refused_with_a_fix_that_works():
+  from tf_skiprec.errors import ConfigError
+  config = get_config("smoke")
+  config.train.mode, config.policy.budget = "gumbel", 0.4    # the cnn policy alone costs 0.501
+  with pytest.raises(ConfigError, match="policy.budget = 0.4: below the policy network's own "
+                                        "cost, 0.501 of the full backbone's compute") as e:
+    config.validate()
+  for fix in str(e.value).split("Fix: ")[1].split(", or "):
+    candidate = get_config("smoke")
+    candidate.train.mode, candidate.policy.budget = "gumbel", 0.4
+    candidate.override(fix.split("--override ")[1].split(" ")[0])
+    candidate.validate()                                      # each fix is valid on its own
+  config.train.mode = "pretrain"                              # no policy: no such rule
+  config.validate()

@@ -139,6 +139,22 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, args, message):
   assert "Traceback" not in out.stderr
 
 
+def test_a_run_from_before_the_budget_counted_the_policy_resumes_only_as_it_was_trained(tmp_path):
+  workdir = tmp_path / "w"
+  config = get_config("smoke")
+  config.train.epochs = 1
+  run(config, str(workdir))
+  written = json.loads((workdir / "config.json").read_text())
+  del written["policy"]["budget_counts_policy"]  # as written before issue 15: a blocks' budget
+  (workdir / "config.json").write_text(json.dumps(written))
+  with pytest.raises(ConfigError, match=r"fields \['budget_counts_policy'\].*written before "
+                                        r"policy.budget counted the policy network's own cost; "
+                                        r"--override policy.budget_counts_policy=false resumes"):
+    run(config, str(workdir))
+  config.policy.budget_counts_policy = False
+  assert run(config, str(workdir))["resumed_from_step"] > 0
+
+
 def test_a_work_directory_from_before_a_new_config_field_still_resumes(tmp_path):
   workdir = tmp_path / "w"
   config = get_config("smoke")

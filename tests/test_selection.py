@@ -4,6 +4,7 @@ best epoch and reported rule must be what that rule gives on the epochs it saw."
 
 import pytest
 
+from tf_skiprec.compute import budget_for_usage
 from tf_skiprec.config import Config
 from tf_skiprec.experiments import get_config
 from tf_skiprec.training import run
@@ -20,6 +21,7 @@ def _config(mode: str = "gumbel", budget: float = 0.1, slack: float = 0.05,
             selection_lambda: float = 0.5) -> Config:
   config = Config()
   config.train.mode = mode
+  config.policy.budget_counts_policy = False  # the rule on the blocks' usage; the share: below
   config.policy.budget, config.policy.budget_slack = budget, slack
   config.policy.selection_lambda = selection_lambda
   return config
@@ -120,6 +122,26 @@ def test_the_rule_names_a_budget_that_does_not_round_to_two_decimals():
       "none within budget 0.125 + slack 0.00: NDCG@10 x (1 - 0.25 x usage)")
 
 
+@pytest.mark.parametrize("mode", ["gumbel", "rl"])
+def test_the_budget_counts_the_policy_networks_own_cost_beside_the_blocks(mode):
+  config = _config(mode, budget=0.45, slack=0.05)
+  config.policy.budget_counts_policy = True
+  # Config(): 8 blocks of 64 channels, kernel 3, window 50; the cnn policy is 2 blocks + its head.
+  block = 4 * 3 * 64 * 64 * 50
+  share = (2 * block + 2 * 64 * 2 * 8) / (8 * block)                 # 0.2503
+  limit = 0.45 + 0.05 - share                                        # the blocks' usage: 0.2497
+  assert selection_score(_valid(0.3, limit - 1e-3), config) == pytest.approx(2.3)   # within
+  assert selection_score(_valid(0.3, limit + 1e-3), config) < 1.0                   # over
+  assert selection_rule(_valid(0.3, 0.2), config) == (
+      f"best NDCG@10 within budget 0.45 (blocks {0.45 - share:g} + policy {share:.3f}) + "
+      "slack 0.05")
+  config.policy.body = "pool"                                        # one 2C x C layer: 0.0003
+  assert selection_score(_valid(0.3, 0.49), config) == pytest.approx(2.3)
+  config.policy.budget_counts_policy = False                         # the blocks' usage alone
+  assert selection_score(_valid(0.3, 0.5), config) == pytest.approx(2.3)
+  assert selection_score(_valid(0.3, 0.5 + 1e-3), config) < 1.0
+
+
 def test_the_table_says_which_rule_chose_the_best_epoch():
   result = {"valid": _row(), "test": _row(), "valid_blocks": {"mean": 4.0},
             "test_blocks": {"mean": 4.0}, "best_epoch": 7, "selection_rule": WITHIN}
@@ -144,7 +166,7 @@ def test_a_run_keeps_the_epoch_the_rule_picks_and_reports_its_rule(tmp_path, mon
   config = get_config("smoke")
   config.train.mode, config.train.pretrain_epochs, config.train.epochs = "gumbel", 1, 4
   config.train.patience = 4
-  config.policy.budget, config.policy.budget_anneal_steps = 0.3, 20
+  config.policy.budget, config.policy.budget_anneal_steps = budget_for_usage(config, 0.3), 20
   result = run(config, str(tmp_path))
   skiprec = seen[1:]                                                 # seen[0]: the pretrain stage
   assert len(skiprec) == 4
@@ -153,5 +175,7 @@ def test_a_run_keeps_the_epoch_the_rule_picks_and_reports_its_rule(tmp_path, mon
   assert result["valid"] == skiprec[best]["metrics"]
   assert result["valid_blocks"]["usage"] == skiprec[best]["blocks"]["usage"]
   assert result["selection_rule"] == selection_rule(skiprec[best], config)
-  assert result["selection_rule"].startswith(("best NDCG@10 within budget 0.30 + slack 0.05",
-                                              "none within budget 0.30 + slack 0.05: "))
+  # the blocks at 0.3 + the cnn policy's 0.501 on 4 blocks
+  budget = "budget 0.801042 (blocks 0.30 + policy 0.501) + slack 0.05"
+  assert result["selection_rule"].startswith((f"best NDCG@10 within {budget}",
+                                              f"none within {budget}: "))

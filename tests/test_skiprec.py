@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import histories, set_alphas, tiny_skiprec
+from tf_skiprec.compute import block_budget, budget_for_usage
 from tf_skiprec.experiments import get_config
 from tf_skiprec.experiments.ml100k import skiprec_finetune
 from tf_skiprec.errors import ConfigError
@@ -15,10 +16,13 @@ from tf_skiprec.training.steps import make_train_loop
 
 
 def _config(mode="gumbel", **policy):
+  """smoke in `mode`; a `budget` is the blocks' usage target (the policy's share is added)."""
   config = get_config("smoke")
   config.train.mode = mode
   for k, v in policy.items():
     setattr(config.policy, k, v)
+  if "budget" in policy:
+    config.policy.budget = budget_for_usage(config, policy["budget"])
   return config
 
 
@@ -327,12 +331,17 @@ def test_pretrain_stage_uses_its_own_learning_rate_and_patience(tmp_path):
 
 def test_skiprec_finetune_recipe_keeps_the_pretraining_settings_for_the_pretrain_stage():
   config = skiprec_finetune(get_config("ml100k_10"), budget=0.4)
-  assert config.train.mode == "gumbel" and config.policy.budget == 0.4
+  # The blocks aim at 0.4; the budget adds the cnn policy's own cost (2 blocks' worth of 10 + its
+  # head: (2 * 4·k·C²·L + 2·C·2N) / (10 · 4·k·C²·L) with k 3, C 64, L 50).
+  share = (2 * 4 * 3 * 64 * 64 * 50 + 2 * 64 * 2 * 10) / (10 * 4 * 3 * 64 * 64 * 50)
+  assert config.train.mode == "gumbel" and config.policy.budget == pytest.approx(0.4 + share)
+  assert block_budget(config) == 0.4
   assert config.train.pretrain_learning_rate == pytest.approx(2e-3)
   assert config.train.learning_rate == pytest.approx(2e-4)
   assert (config.train.pretrain_patience, config.train.patience) == (10, 4)
   skiprec = get_config("ml100k_skiprec")
   assert skiprec.model.block_drop == 0.2 and skiprec.train.pretrain_epochs > 0
+  assert skiprec.policy.body == "pool" and block_budget(skiprec) == 0.4   # the cheap policy
   rl = skiprec_finetune(get_config("ml100k_32"), budget=None, mode="rl")
   assert rl.train.mode == "rl" and rl.policy.budget_anneal_steps == 0
   with pytest.raises(ConfigError, match="already a 'gumbel' config"):

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tf_skiprec.errors import TrainingError
 from tf_skiprec.experiments import get_config
+from tf_skiprec.compute import budget_for_usage
 from tf_skiprec.training import run
 from tf_skiprec.training.trainer import Trainer
 
@@ -16,7 +17,7 @@ def _skiprec_config(steps_per_loop: int):
   config = get_config("smoke")
   config.train.mode, config.train.pretrain_epochs, config.train.epochs = "gumbel", 1, 2
   config.train.checkpoint_every_steps = 3
-  config.policy.cost, config.policy.budget = "lagrangian", 0.3
+  config.policy.cost, config.policy.budget = "lagrangian", budget_for_usage(config, 0.3)
   config.policy.budget_anneal_steps, config.policy.entropy_weight = 10, 0.5
   config.policy.entropy_ramp_steps, config.policy.tau_anneal_steps = 12, 14
   config.runtime.steps_per_loop = steps_per_loop

@@ -19,9 +19,11 @@ from tf_skiprec.tuning.report import pareto_front
 from tf_skiprec.tuning.search import OVER_LIMIT, objective_rule, trial_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Tiny trials: the smoke data, 2-3 blocks of 8 channels.
+# Tiny trials: the smoke data, 2-3 blocks of 8 channels, the pool policy (the cnn body costs as
+# much as 2 blocks: on 2 or 3 most budgets of the default space are infeasible).
 TINY = ["--experiment=smoke", "--tune=model.channels=8", "--tune=model.num_blocks=2,3",
-        "--override=train.pretrain_epochs=1", "--override=train.epochs=1"]
+        "--override=train.pretrain_epochs=1", "--override=train.epochs=1",
+        "--override=policy.body=pool"]
 
 
 def _train_py(args, workdir, env=None, **kwargs):
@@ -138,7 +140,7 @@ def test_objective_over_the_limit_closed_form_uses_the_configs_selection_lambda(
   assert tighter["score"] == pytest.approx(-2.0 + 0.4 / (1.0 + 0.5 * excess))
   assert _metrics(0.4, 2.0)["score"] == 0.4                          # within: NDCG@10 itself
   assert "-2 + NDCG@10 / (1 + 0.25 x relative excess)" in objective_rule(2.0, 0.0, 0.25)
-  assert objective_rule(0.0, 0.0, 0.5) == "score: validation NDCG@10 (no compute limit)."
+  assert objective_rule(0.0, 0.0, 0.5).startswith("score: validation NDCG@10 (no compute limit).")
   with pytest.raises(ConfigError, match="--override=policy.selection_lambda=x"):
     parse_dimension("policy.selection_lambda=0.1,0.5", get_config("smoke"))
 
@@ -263,6 +265,22 @@ def test_bayesian_and_hyperband_searches_run_and_hyperband_continues_earlier_rou
         assert result["steps"] > previous["steps"]        # ... and trained on from there
         continued += 1
     assert continued >= 1
+
+
+def test_a_trial_whose_budget_is_below_its_policys_cost_is_scored_infeasible_not_trained(tmp_path):
+  from tf_skiprec.tuning.space import Dimension
+  from tf_skiprec.tuning.search import INFEASIBLE, search
+  config = get_config("smoke")               # 4 blocks: the cnn policy costs 0.501 of them
+  config.train.mode, config.train.pretrain_epochs = "gumbel", 1
+  space = [Dimension("policy.budget", choices=(0.2, 0.4))]
+  with pytest.raises(ConfigError, match="no trial was trained: every trial's policy.budget is "
+                                        "below its policy network's own cost"):
+    search(config, str(tmp_path), space, max_trials=4)
+  trials = _trials(tmp_path)
+  assert {t["policy.budget"] for t in trials} == {0.2, 0.4}
+  assert all(t["score"] == INFEASIBLE for t in trials)
+  assert not list((tmp_path / "keras_tuner").glob("trial_*/run"))      # nothing was trained
+  assert "was not trained" in (tmp_path / "trials.md").read_text()
 
 
 def test_skiprec_trials_without_a_backbone_to_start_from_are_refused_before_searching(tmp_path):

@@ -1,6 +1,9 @@
 """What serving one user costs, in estimated floating-point operations: the blocks it runs, the
 policy network that decides them, and the softmax. Used by the end-of-run report (the policy's
-cost beside the blocks') and by the tuner (its MFLOPs limit and Pareto plot).
+cost beside the blocks'), by the tuner (its MFLOPs limit and Pareto plot), and by the budget the
+policy learns against: `policy.budget` is a request's compute (its blocks + the policy network)
+as a fraction of the full backbone's, so the blocks aim at budget - policy_share
+(`block_budget`; docs/method.md §2).
 
 The estimates count the matrix products only: each residual block's two convolutions (2·k·C² per
 position each, over the window), the policy's body and head, and the softmax at the last position.
@@ -9,16 +12,17 @@ LayerNorm, ReLU and lookups are left out (a few percent at C >= 32).
 
 from __future__ import annotations
 
-from tf_skiprec.config import Config
+# Every `config` below is a tf_skiprec.config.Config. It is not imported: config_rules checks the
+# budget with these functions, and the schema (config.py) imports config_rules.
 
 
-def block_flops(config: Config) -> float:
+def block_flops(config) -> float:
   """One residual block over the window: 2 convolutions of 2·k·C² per position."""
   channels = config.model.channels
   return float(2 * 2 * config.model.kernel_size * channels * channels * config.data.max_len)
 
 
-def policy_flops(config: Config) -> float:
+def policy_flops(config) -> float:
   """The policy network's own cost per user, by body (policy.body), plus its head (2·C·2N):
   "cnn", 2 residual blocks as the backbone's; "gru", 3 gates of 2·2·C² per position; "pool",
   one dense layer of 2·2C·C on the pooled embeddings (the sums are left out, as LayerNorm is)."""
@@ -29,24 +33,51 @@ def policy_flops(config: Config) -> float:
   return float(body + 2 * channels * 2 * config.model.num_blocks)
 
 
-def softmax_flops(config: Config, num_items: int) -> float:
+def softmax_flops(config, num_items: int) -> float:
   """The scores of every item (and padding) at the last position: 2·C·(V + 1)."""
   return float(2 * config.model.channels * (num_items + 1))
 
 
-def served_policy_flops(config: Config) -> float:
+def served_policy_flops(config) -> float:
   """The policy's cost in what is served: policy_flops in SkipRec modes, 0 for a backbone alone."""
   return policy_flops(config) if config.train.mode != "pretrain" else 0.0
 
 
-def flops_per_request(config: Config, mean_blocks: float, num_items: int) -> float:
+def policy_share(config) -> float:
+  """The policy network's cost (policy.body) as a fraction of the full backbone's, its N blocks:
+  ~2 / N for "cnn", ~1 / (3·N·W) for "pool" (kernel 3). Whatever train.mode: a pretrain config's
+  budget is the one its SkipRec stage will use."""
+  return policy_flops(config) / (config.model.num_blocks * block_flops(config))
+
+
+def budget_share(config) -> float:
+  """What the budget counts beside the blocks: policy_share, or 0 when policy.budget_counts_policy
+  is off (the budget is then the blocks' usage alone, as before issue 15)."""
+  return policy_share(config) if config.policy.budget_counts_policy else 0.0
+
+
+def block_budget(config) -> float:
+  """The mean usage (executed blocks / N) the policy aims at and model selection allows:
+  policy.budget - budget_share (config_rules refuses a budget below the share)."""
+  share = budget_share(config)
+  # Rounded so that budget_for_usage(u) gives back u exactly: the recipes' targets are unchanged.
+  return round(config.policy.budget - share, 12) if share else config.policy.budget
+
+
+def budget_for_usage(config, usage: float) -> float:
+  """The policy.budget whose blocks aim at `usage`: usage + budget_share (how the recipes state
+  theirs: e.g. 0.15 of the blocks + the cnn policy's 0.063 = 0.213 for `default`)."""
+  return usage + budget_share(config)
+
+
+def flops_per_request(config, mean_blocks: float, num_items: int) -> float:
   """Serving one user with a full history window: `mean_blocks` blocks, the policy network
   (SkipRec modes only) and the softmax."""
   return float(mean_blocks * block_flops(config) + softmax_flops(config, num_items)
                + served_policy_flops(config))
 
 
-def request_compute(config: Config, mean_blocks: float, num_items: int) -> dict[str, float]:
+def request_compute(config, mean_blocks: float, num_items: int) -> dict[str, float]:
   """The parts of `flops_per_request`, in MFLOPs, beside the backbone with every block:
   {"blocks", "policy", "softmax", "total", "full"} MFLOPs, "policy_in_blocks" (the policy's cost
   in blocks of the backbone) and "of_full" (total / full)."""

@@ -86,10 +86,15 @@ class PolicyConfig:
   #   cost "quadratic": penalty * (usage - budget)^2;
   #   cost "lagrangian": lambda * (usage - budget), lambda >= 0 raised by dual ascent
   #   (lambda += dual_lr * (usage - budget) after every step) until the budget holds.
-  budget: float = 0.5                # target mean usage (gumbel); model selection: gumbel, rl
-  budget_anneal_steps: int = 0       # the target falls linearly from 1 to `budget` over these
+  # The compute a request may use, as a fraction of the full backbone's: its blocks' usage
+  # (executed blocks / N) + the policy network's own cost (compute.policy_share: ~2 / N for the
+  # cnn body). The blocks aim at budget - that share (gumbel); model selection: gumbel, rl.
+  budget: float = 0.5
+  budget_counts_policy: bool = True  # false: the budget is the blocks' usage alone (runs from
+                                     # before issue 15 resume with false)
+  budget_anneal_steps: int = 0       # the blocks' target falls linearly from 1 to theirs
   budget_slack: float = 0.05         # model selection (gumbel, rl): an epoch is within budget
-                                     # if its validation usage <= budget + slack (0 = strict)
+                                     # if its usage + the policy's share <= budget + slack
   # Model selection when no epoch is within budget: NDCG@10 * (1 - selection_lambda * usage);
   # 0.5: 10 points more usage must buy > ~5% relative NDCG@10 (training/selection.py).
   selection_lambda: float = 0.5

@@ -4,7 +4,8 @@ range of every number, and the few rules between fields. `Config.validate()` app
 The registries hold what CHOICES names: tf_skiprec/backbones/ (model.backbone) and
 tf_skiprec/policy.py's POLICY_BODIES (policy.body); a new backbone is added to both
 (tests/test_layout.py checks that they agree). This module imports nothing of the project's but
-the readers' formats, so that the schema (config.py) can import it.
+the readers' formats and tf_skiprec/compute.py (the policy's share of a budget), neither of which
+imports the schema, so that the schema (config.py) can import it.
 
 Each problem is one line that names the field, says what is wrong and what is valid, and gives
 the fix as the `--override` that would correct it (or the `--dataset` flag). Ranges are written
@@ -21,6 +22,7 @@ import re
 import typing
 from typing import Any
 
+from tf_skiprec import compute
 from tf_skiprec.data.readers import FORMATS as DATA_FORMATS  # data.dataset = FORMAT:PATH
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -61,7 +63,7 @@ RANGES: dict[str, str] = {
     "policy.learning_rate": "> 0",
     "policy.initial_keep_prob": "(0, 1)",
     "policy.threshold": "[0, 1]",
-    "policy.budget": "[0, 1]",
+    "policy.budget": ">= 0",   # above 1 when the policy costs more than the blocks it skips
     "policy.budget_anneal_steps": ">= 0",
     "policy.budget_slack": ">= 0",
     "policy.selection_lambda": "[0, 1)",          # 1 - lambda * usage stays > 0
@@ -179,11 +181,33 @@ def _between_fields(config) -> list[str]:
                    "windows would leave items out. Fix: --override "
                    f"train.{key}={config.data.max_len // 2} (or 0 for end to end).")
   found += _dataset_problems(config.data.dataset)
+  found += _budget_problems(config)
   name = config.export.model_name
   if not name or "/" in name or os.sep in name or name in (".", ".."):
     found.append(f"export.model_name = {name!r}: must be a folder name (not empty, no '/'). "
                  "Fix: --override export.model_name=skiprec.")
   return found
+
+
+def _budget_problems(config) -> list[str]:
+  """A SkipRec budget below what the policy network alone costs cannot be met by any number of
+  blocks (policy.budget counts the policy's own share of the compute, tf_skiprec/compute.py)."""
+  p, m = config.policy, config.model
+  if config.train.mode == "pretrain" or p.body not in CHOICES["policy.body"] or min(
+      m.num_blocks, m.channels, m.kernel_size, config.data.max_len) < 1:
+    return []
+  share = compute.budget_share(config)
+  if p.budget >= share:
+    return []
+  pool = compute.policy_share(dataclasses.replace(config, policy=dataclasses.replace(
+      p, body="pool")))
+  return [f"policy.budget = {p.budget:g}: below the policy network's own cost, {share:.3f} of the "
+          f"full backbone's compute (policy.body {p.body!r}, "
+          f"{share * m.num_blocks:.1f} blocks' worth of {m.num_blocks}); the budget counts the "
+          f"policy beside the blocks, so no number of blocks meets it. Fix: --override "
+          f"policy.budget={share + 0.1:.3f} (the blocks at 0.1), or "
+          f"--override policy.body=pool (it costs {pool:.4f}), or "
+          "--override policy.budget_counts_policy=false (a budget on the blocks alone)."]
 
 
 def _dataset_problems(dataset: str) -> list[str]:

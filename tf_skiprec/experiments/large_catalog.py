@@ -13,6 +13,7 @@ and BUILD_NOTES.md.
 
 from __future__ import annotations
 
+from tf_skiprec.compute import budget_for_usage
 from tf_skiprec.config import Config, ModelConfig, SyntheticConfig
 from tf_skiprec.experiments.registry import register
 
@@ -36,6 +37,8 @@ def large_catalog() -> Config:
   config.train.num_sampled = 200
   config.train.batch_size = 2048     # 15 steps an epoch: each also updates every item's row
   config.train.mode = "gumbel"
+  # Half the blocks; with the cnn policy's own 2.0 blocks' worth, the compute of the full backbone.
+  config.policy.budget = budget_for_usage(config, 0.5)
   config.train.pretrain_epochs = 1
   config.train.epochs = 1
   config.runtime.progress = False

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from tf_skiprec.compute import budget_for_usage
 from tf_skiprec.config import Config, ModelConfig, SyntheticConfig
 from tf_skiprec.experiments.registry import register
 
@@ -21,4 +22,7 @@ def smoke() -> Config:
   config.train.batch_size = 32
   config.train.epochs = 2
   config.runtime.progress = False
+  # In gumbel or rl: the blocks at 0.5, + the cnn policy's own 2.0 blocks' worth of 4 (a budget of
+  # 1.001: on 4 blocks the policy costs as much as the half it saves).
+  config.policy.budget = budget_for_usage(config, 0.5)
   return config

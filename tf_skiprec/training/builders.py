@@ -13,7 +13,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tf_skiprec import backbones
-from tf_skiprec.config import Config, PolicyConfig, TrainConfig
+from tf_skiprec.compute import block_budget
+from tf_skiprec.config import Config, TrainConfig
 from tf_skiprec.errors import ConfigError
 from tf_skiprec.model import BackboneModel, SkipRecModel
 from tf_skiprec.policy import PolicyNetwork
@@ -29,12 +30,14 @@ def make_optimizer(learning_rate: float, weight_decay: float = 0.0) -> keras.opt
   return keras.optimizers.Adam(learning_rate=learning_rate)
 
 
-def make_schedules(policy: PolicyConfig) -> Schedules:
+def make_schedules(config: Config) -> Schedules:
   """The temperature, budget, entropy-weight, dual-ascent and compute-cost schedules of
-  `policy`."""
+  config.policy. The blocks' usage target is the budget less the policy network's own share of
+  the compute (compute.block_budget)."""
+  policy = config.policy
   return Schedules(tau_start=policy.tau_start, tau_end=policy.tau_end,
                    tau_schedule=policy.tau_schedule, tau_anneal_steps=policy.tau_anneal_steps,
-                   budget=policy.budget, budget_anneal_steps=policy.budget_anneal_steps,
+                   budget=block_budget(config), budget_anneal_steps=policy.budget_anneal_steps,
                    entropy_weight=policy.entropy_weight,
                    entropy_ramp_steps=policy.entropy_ramp_steps, dual_lr=policy.dual_lr,
                    compute_cost_ramp_steps=policy.compute_cost_ramp_steps)
@@ -57,7 +60,7 @@ def build_model(config: Config, vocab_size: int) -> BackboneModel:
                            dilations=p.dilations,
                            initial_keep_prob=p.initial_keep_prob, batch_norm=p.batch_norm,
                            name="policy")
-    model = SkipRecModel(backbone, policy, mode=mode, schedules=make_schedules(p), cost=p.cost,
+    model = SkipRecModel(backbone, policy, mode=mode, schedules=make_schedules(config), cost=p.cost,
                          penalty=p.penalty, user_charge=p.user_charge, reward=p.reward,
                          compute_cost=p.compute_cost,
                          advantage_norm=p.advantage_norm, reward_top_k=p.reward_top_k,

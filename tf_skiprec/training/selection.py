@@ -5,8 +5,10 @@ above the best so far (`improves`), starting from NO_SCORE; `best_epoch` replays
 list of epochs.
 
   "pretrain": validation NDCG@10 (every block runs).
-  "gumbel", "rl": an epoch is within budget if its validation usage (mean executed blocks / N)
-    is <= policy.budget + policy.budget_slack.
+  "gumbel", "rl": an epoch is within budget if its validation compute is <= policy.budget +
+    policy.budget_slack: its usage (mean executed blocks / N) + the policy network's own share of
+    the full backbone's compute (compute.budget_share), i.e. usage <= compute.block_budget +
+    slack.
     - Within budget, the best validation NDCG@10 wins: score 2 + NDCG@10, in [2, 3].
     - Every within-budget epoch ranks above every over-budget one. Over budget (used only when no
       epoch so far is within it), accuracy is traded against compute, relative to the NDCG@10
@@ -18,6 +20,7 @@ list of epochs.
 
 from __future__ import annotations
 
+from tf_skiprec.compute import block_budget, budget_share
 from tf_skiprec.config import Config
 
 SELECT_METRIC = "NDCG@10"
@@ -26,8 +29,9 @@ WITHIN_BUDGET = 2.0      # within-budget scores are WITHIN_BUDGET + NDCG@10: abo
 
 
 def within_budget(valid: dict, config: Config) -> bool:
-  """Whether an evaluation result's validation usage is <= policy.budget + policy.budget_slack."""
-  return valid["blocks"]["usage"] <= config.policy.budget + config.policy.budget_slack
+  """Whether an evaluation result's validation usage + the policy's share is <= policy.budget +
+  policy.budget_slack (compared as usage <= the blocks' budget + slack)."""
+  return valid["blocks"]["usage"] <= block_budget(config) + config.policy.budget_slack
 
 
 def selection_score(valid: dict, config: Config) -> float:
@@ -47,7 +51,9 @@ def selection_rule(valid: dict, config: Config) -> str:
   if config.train.mode == "pretrain":
     return f"{SELECT_METRIC} (all blocks)"
   policy = config.policy
-  budget = f"budget {_number(policy.budget)} + slack {_number(policy.budget_slack)}"
+  share = budget_share(config)
+  parts = f" (blocks {_number(block_budget(config))} + policy {share:.3f})" if share else ""
+  budget = f"budget {_number(policy.budget)}{parts} + slack {_number(policy.budget_slack)}"
   if within_budget(valid, config):
     return f"best {SELECT_METRIC} within {budget}"
   return (f"none within {budget}: {SELECT_METRIC} x (1 - {policy.selection_lambda:g} x usage)")

@@ -23,6 +23,9 @@ ID_MAP_FILE = "id_map.json"
 
 
 MUST_MATCH = ("data", "model", "policy")  # config sections a resumed work directory must share
+# Fields whose meaning in a config.json written before they existed is not their default: before
+# issue 15, policy.budget counted the blocks alone.
+WRITTEN_BEFORE = {("policy", "budget_counts_policy"): False}
 
 
 def check_resumable(config: Config, workdir: str) -> None:
@@ -33,16 +36,24 @@ def check_resumable(config: Config, workdir: str) -> None:
   with open(path) as f:
     previous = json.load(f)
   current = json.loads(config.to_json())  # tuples become lists, as in the file
-  # A field added since the work directory was written counts as its default there.
+  # A field added since the work directory was written counts as its default there, or as what
+  # the run did before the field existed (WRITTEN_BEFORE).
+  for (section, name), value in WRITTEN_BEFORE.items():
+    if isinstance(previous.get(section), dict):
+      previous[section].setdefault(name, value)
   previous = _with_defaults(previous, json.loads(Config().to_json()))
   for section in MUST_MATCH:
     if previous.get(section) != current[section]:
       before = previous.get(section) or {}
       diff = sorted(k for k in set(before) | set(current[section])
                     if before.get(k) != current[section].get(k))
+      hint = ""
+      if "budget_counts_policy" in diff:
+        hint = (" It was written before policy.budget counted the policy network's own cost; "
+                "--override policy.budget_counts_policy=false resumes it as it was trained.")
       raise ConfigError(
           f"{path}: this work directory holds a run with a different {section} config "
-          f"(fields {diff}). Fix: use a new --workdir, or the same config to resume.")
+          f"(fields {diff}). Fix: use a new --workdir, or the same config to resume.{hint}")
 
 
 def claim(config: Config, workdir: str, id_map: IdMap) -> None:

@@ -30,6 +30,10 @@ one (mean_blocks / limit_blocks - 1 or mflops / limit_mflops - 1; 0 within the l
     1 - lambda e it never reaches 0 (no clipping needed): far over the limit (e = 2 and more at
     lambda = 0.5), a clipped linear factor would tie every trial at 0 and ignore accuracy, while
     here score + 2 tends to NDCG@10 per unit of compute. An infinite excess scores -2.
+  - A trial whose policy.budget is below its own policy network's cost (compute.budget_share:
+    e.g. the cnn body on 4 blocks costs 0.5 of the backbone) is not trained: no number of blocks
+    can meet it. It scores INFEASIBLE (-3), below every trained trial, and is left out of the
+    Pareto plot and the choice of the best.
 Every trial records NDCG@10, mean executed blocks and MFLOPs; trials.md states the rule.
 
 A search's work directory:
@@ -61,7 +65,7 @@ import time
 
 import keras_tuner as kt
 
-from tf_skiprec.compute import flops_per_request
+from tf_skiprec.compute import budget_share, flops_per_request
 from tf_skiprec.config import Config
 from tf_skiprec.errors import ConfigError
 from tf_skiprec.tuning.space import Dimension, trial_config, within_limit
@@ -69,6 +73,7 @@ from tf_skiprec.training import run
 from tf_skiprec.tuning.report import pareto, trials_table
 
 OBJECTIVE = "score"
+INFEASIBLE = -3.0   # a budget below the trial's own policy network's cost: not trained
 OVER_LIMIT = -2.0   # over-limit scores are OVER_LIMIT + NDCG@10 / (1 + lambda excess): in [-2, -1],
                     # below every within-limit score (NDCG@10, in [0, 1])
 TUNERS = ("random", "bayesian", "hyperband")
@@ -116,6 +121,13 @@ class SkipRecTuner(kt.engine.base_tuner.BaseTuner):
                           "started": time.time()}) + "\n")
     logging.info("Trial %s (%s): %s", trial.trial_id, self.tuner_id,
                  ", ".join(f"{k}={v}" for k, v in values.items()))
+    share = budget_share(config)
+    if config.train.mode != "pretrain" and config.policy.budget < share:
+      logging.warning("Trial %s: policy.budget %.3f is below its policy network's own cost, %.3f "
+                      "of the full backbone (policy.body %s, %d blocks): not trained, scored %g.",
+                      trial.trial_id, config.policy.budget, share, config.policy.body,
+                      config.model.num_blocks, INFEASIBLE)
+      return {OBJECTIVE: INFEASIBLE, "valid_ndcg10": 0.0, "mean_blocks": 0.0, "mflops": 0.0}
     result = run(config, workdir, continue_finished=continued)
     return trial_metrics(config, result, self.limit_blocks, self.limit_mflops)
 
@@ -147,11 +159,13 @@ def objective_rule(limit_blocks: float, limit_mflops: float, lam: float) -> str:
   """The objective in words, for trials.md: the limits and lambda of this search."""
   limits = [f"{name} <= {value:g}" for name, value in
             (("mean_blocks", limit_blocks), ("mflops", limit_mflops)) if value > 0]
+  infeasible = (f" A trial scored {INFEASIBLE:g} was not trained: its policy.budget is below "
+                "its own policy network's cost.")
   if not limits:
-    return "score: validation NDCG@10 (no compute limit)."
+    return "score: validation NDCG@10 (no compute limit)." + infeasible
   return (f"score: validation NDCG@10 within the limit ({' and '.join(limits)}); over it, "
           f"{OVER_LIMIT:g} + NDCG@10 / (1 + {lam:g} x relative excess), in [-2, -1]: every trial "
-          f"within the limit ranks above every trial over it.")
+          f"within the limit ranks above every trial over it." + infeasible)
 
 
 def make_oracle(kind: str, space: list[Dimension], max_trials: int, max_epochs: int,
@@ -205,7 +219,7 @@ def report(tuner: SkipRecTuner, workdir: str, retrain_best: bool) -> dict:
     rows.append(row)
   rows.sort(key=lambda r: (len(r["trial"]), r["trial"]))              # "2" before "10"
   done = [r for r in rows if r["status"] == "COMPLETED" and r[OBJECTIVE] is not None
-          and math.isfinite(r[OBJECTIVE])]
+          and math.isfinite(r[OBJECTIVE]) and r[OBJECTIVE] > INFEASIBLE]
   out = {"trials": rows, "table": os.path.join(workdir, "trials.md")}
   with open(out["table"], "w") as f:
     f.write(trials_table(rows, [d.key for d in tuner.space]) + "\n\n" +
@@ -213,6 +227,10 @@ def report(tuner: SkipRecTuner, workdir: str, retrain_best: bool) -> dict:
                            tuner.base_config.policy.selection_lambda) + "\n")
   with open(os.path.join(workdir, "trials.json"), "w") as f:
     json.dump(rows, f, indent=2)
+  if not done and rows and all(r[OBJECTIVE] == INFEASIBLE for r in rows):
+    raise ConfigError(f"{workdir}: no trial was trained: every trial's policy.budget is below its "
+                      "policy network's own cost (trials.md). Fix: a higher budget range, e.g. "
+                      "--tune=policy.budget=0.6:1.0, more blocks, or --override policy.body=pool.")
   if not done:
     raise ConfigError(f"{workdir}: no trial finished; see keras_tuner/trial_*/trial.json for "
                       f"each trial's error.")

@@ -49,7 +49,7 @@ DEFAULT_SPACE = (
     Dimension("model.channels", choices=(32, 64)),
     Dimension("train.learning_rate", low=3e-4, high=3e-3, log=True),
     Dimension("policy.learning_rate", low=3e-4, high=3e-3, log=True),
-    Dimension("policy.budget", low=0.1, high=0.7),          # gumbel: target mean usage
+    Dimension("policy.budget", low=0.1, high=0.7),          # gumbel: compute, policy included
     Dimension("policy.compute_cost", low=0.1, high=2.0, log=True),  # rl: nats per full usage
     Dimension("policy.tau_start", choices=(1.0, 5.0, 10.0)),
     Dimension("policy.tau_end", choices=(0.1, 0.5, 1.0)),
