@@ -27,6 +27,7 @@ bench/results/request_parts/<name>.json (a table per harness) and prints the tab
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import statistics
@@ -92,9 +93,15 @@ def export_parts(workdir: str, base: str, users: int) -> dict:
   tf.saved_model.save(module, os.path.join(base, "parts"), signatures=signatures)
   dense = next(iter(data.pipelines.evaluation(data.valid, users)))["history"].numpy()
   np.save(os.path.join(base, "histories.npy"), raw_histories(dense, data.id_map))
+  # The per-block op count: the ops of one block's function as exported (before the grappler
+  # passes a Session runs on load), without its arguments and return.
+  graph = module.blocks[0].run.get_concrete_function().graph
+  ops = [op.type for op in graph.get_operations()
+         if op.type not in ("Placeholder", "Identity", "NoOp", "Const")]
   return {"num_blocks": config.model.num_blocks, "channels": config.model.channels,
           "policy_body": config.policy.body, "num_items": data.id_map.num_items,
-          "max_len": config.data.max_len}
+          "max_len": config.data.max_len, "block_ops": len(ops),
+          "block_op_types": dict(sorted(collections.Counter(ops).items()))}
 
 
 def time_parts(export_dir: str, histories: str, reps: int) -> dict:
@@ -181,7 +188,8 @@ def main(argv):
       parts = parts_table(ms, info["num_blocks"])
       print(f"\n{name} ({harness}): {info['num_blocks']} blocks x {info['channels']} channels, "
             f"policy {info['policy_body']}, {info['num_items']} items, window {info['max_len']}; "
-            f"serving_default ran {ms['mean_blocks']:.2f} blocks")
+            f"serving_default ran {ms['mean_blocks']:.2f} blocks; {info['block_ops']} ops a block "
+            f"({', '.join(f'{k} {v}' for k, v in info['block_op_types'].items())})")
       print("| part of a B = 1 request | ms |\n|---|---|")
       for part, value in parts:
         print(f"| {part} | {value:.3f} |")
