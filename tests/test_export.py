@@ -284,20 +284,6 @@ def test_frozen_block_equals_the_trained_block_with_every_weight_random():
   assert not np.allclose(expected, x.numpy(), atol=1e-2)       # the block does something
 
 
-def test_a_frozen_block_runs_its_dilated_convolutions_without_space_to_batch():
-  """The export's block: 45 ops, against 83 in Keras 2's form (tf.nn.convolution with a dilation
-  reshapes through SpaceToBatchND and ~30 ops of dynamic shape arithmetic on every call)."""
-  from tf_skiprec.export.frozen import FrozenResidualBlock
-  from tf_skiprec.layers import ResidualBlock
-  block = ResidualBlock(8, kernel_size=3, dilation=4)
-  block(tf.zeros([1, 5, 8]), tf.ones([1, 5, 1]))
-  graph = FrozenResidualBlock(block).run.get_concrete_function().graph
-  ops = [op.type for op in graph.get_operations()
-         if op.type not in ("Placeholder", "Identity", "NoOp", "Const")]
-  assert "SpaceToBatchND" not in ops and ops.count("Conv2D") == 2, ops
-  assert len(ops) <= 45, ops
-
-
 def test_frozen_policy_equals_the_trained_policy_with_every_weight_random():
   from tf_skiprec.export.frozen import FrozenPolicy
   model, _ = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN)

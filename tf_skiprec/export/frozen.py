@@ -9,14 +9,9 @@ constants created inside the branch, a block's conditional has one input, the hi
 TensorFlow folds what depends on the weights alone (the kernels' reshapes) when it loads the
 model. bench/serving_latency.py measures the difference.
 
-The arithmetic is `ResidualBlock.branch(training=False)`'s with fewer ops (83 a block in Keras 2's
-form, 45 here; BUILD_NOTES, issue 15): a dilated causal convolution as its k taps (slices of the
-left-padded input with constant bounds) concatenated along the channels and one 1 x 1 convolution
-with the kernel reshaped to [1, k·C, C'] (`tf.nn.convolution` with a dilation goes through
-SpaceToBatchND / BatchToSpaceND and ~30 ops of dynamic shape arithmetic), and the layer norm
-written out (x - mean) · rsqrt(var + eps) · gamma + beta. Outputs agree to float rounding
-(tests/test_export.py, 1e-5 with every weight random); tf_skiprec.export checks the reloaded export
-against the in-memory model.
+The arithmetic is the same as `ResidualBlock.branch(training=False)` op for op (Keras 2's causal
+Conv1D and unfused LayerNormalization), so outputs agree to float rounding; tf_skiprec.export
+checks the reloaded export against the in-memory model.
 """
 
 from __future__ import annotations
@@ -71,23 +66,14 @@ class FrozenResidualBlock:
     return h if seq_mask is None else h * seq_mask
 
   def _conv(self, x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor, dilation: int) -> tf.Tensor:
-    """Causal dilated convolution, kernel [k, C, C']: [B, L, C] -> [B, L, C'].
-
-    y[t] = sum_j x[t - (k - 1 - j) * dilation] · kernel[j]: tap j is the left-padded input from
-    j * dilation on, the taps are stacked along the channels ([B, L, k·C]) and one 1 x 1
-    convolution applies the kernel as [1, k·C, C']."""
-    k, span = self.kernel_size, (self.kernel_size - 1) * dilation
-    padded = tf.pad(x, [[0, 0], [span, 0], [0, 0]])                           # [B, L + span, C]
-    taps = tf.concat([padded[:, j * dilation:(j * dilation - span) or None] for j in range(k)],
-                     axis=-1)                                                 # [B, L, k·C]
-    flat = tf.reshape(kernel, [1, k * kernel.shape[1], kernel.shape[2]])     # [1, k·C, C']
-    return tf.nn.bias_add(tf.nn.conv1d(taps, flat, stride=1, padding="VALID"), bias)
+    """Causal dilated convolution: [B, L, C] -> [B, L, C'] (left padding (k - 1) * dilation)."""
+    x = tf.pad(x, [[0, 0], [(self.kernel_size - 1) * dilation, 0], [0, 0]])
+    return tf.nn.bias_add(tf.nn.convolution(x, kernel, padding="VALID", dilations=dilation), bias)
 
   def _norm(self, x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) -> tf.Tensor:
     """Layer normalisation over channels: [B, L, C] -> [B, L, C]."""
-    centred = x - tf.reduce_mean(x, axis=-1, keepdims=True)
-    variance = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
-    return centred * (tf.math.rsqrt(variance + self.epsilon) * gamma) + beta
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    return tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
 
 
 # The frozen copy of each kind of residual block: a backbone with another kind adds its own here.
