@@ -168,7 +168,8 @@ def table(rows: list[dict]) -> str:
            "| of ideal | policy (ms) | policy share |", "|---" * 11 + "|"]
   for r in rows:
     lines.append(f"| {r['model']} ({r['policy_body']}, {r['channels']} ch) | {r['harness']} | "
-                 f"{r['batch']} | {r['full_ms']:.3f} | {r['skip_ms']:.3f} | **{r['speedup']:.2f}×** | "
+                 f"{r['batch']} | {r['full_ms']:.3f} | {r['skip_ms']:.3f} | "
+                 f"**{r['speedup']:.2f}×** | "
                  f"{r['mean_blocks']:.2f} / {r['num_blocks']} | {r['ideal']:.2f}× | "
                  f"{r['fraction_of_ideal']:.0%} | {r['policy_ms']:.3f} | {r['policy_share']:.0%} |")
   return "\n".join(lines)

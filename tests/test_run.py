@@ -139,12 +139,17 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, args, message):
   assert "Traceback" not in out.stderr
 
 
-def test_a_run_from_before_the_budget_counted_the_policy_resumes_only_as_it_was_trained(tmp_path):
+def _one_epoch_smoke_run(tmp_path):
+  """A finished 1-epoch smoke run: its config, work directory and config.json as written."""
   workdir = tmp_path / "w"
   config = get_config("smoke")
   config.train.epochs = 1
   run(config, str(workdir))
-  written = json.loads((workdir / "config.json").read_text())
+  return config, workdir, json.loads((workdir / "config.json").read_text())
+
+
+def test_a_run_from_before_the_budget_counted_the_policy_resumes_only_as_it_was_trained(tmp_path):
+  config, workdir, written = _one_epoch_smoke_run(tmp_path)
   del written["policy"]["budget_counts_policy"]  # as written before issue 15: a blocks' budget
   (workdir / "config.json").write_text(json.dumps(written))
   with pytest.raises(ConfigError, match=r"fields \['budget_counts_policy'\].*written before "
@@ -156,11 +161,7 @@ def test_a_run_from_before_the_budget_counted_the_policy_resumes_only_as_it_was_
 
 
 def test_a_work_directory_from_before_a_new_config_field_still_resumes(tmp_path):
-  workdir = tmp_path / "w"
-  config = get_config("smoke")
-  config.train.epochs = 1
-  run(config, str(workdir))
-  written = json.loads((workdir / "config.json").read_text())
+  config, workdir, written = _one_epoch_smoke_run(tmp_path)
   del written["policy"]["budget_slack"]        # as written before the field existed
   del written["data"]["synthetic"]["zipf_exponent"]
   (workdir / "config.json").write_text(json.dumps(written))

@@ -3,7 +3,7 @@ policy network that decides them, and the softmax. Used by the end-of-run report
 cost beside the blocks'), by the tuner (its MFLOPs limit and Pareto plot), and by the budget the
 policy learns against: `policy.budget` is a request's compute (its blocks + the policy network)
 as a fraction of the full backbone's, so the blocks aim at budget - policy_share
-(`block_budget`; docs/method.md §2).
+(`block_budget`; docs/method.md §3.2).
 
 The estimates count the matrix products only: each residual block's two convolutions (2·k·C² per
 position each, over the window), the policy's body and head, and the softmax at the last position.

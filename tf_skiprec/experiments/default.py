@@ -14,19 +14,19 @@ A LayerNorm before the softmax head (model.final_norm) makes the scores' scale i
 number of blocks run, so that one block nearly saturates the lag-2 group (BUILD_NOTES.md, issue
 14, fourth pass).
 
-Pretraining (up to PRETRAIN_EPOCHS) uses prefix stochastic depth: half the sequences run only
-their first k blocks, k uniform in 1..31, so that every depth is a usable model and the first
-blocks carry what most users need. Then SkipRec-Gumbel with the blocks at 0.15 (usage target annealed
-from 1 over ~7 epochs, entropy term ramped in), after 2 epochs of the policy alone on the frozen
+Pretraining (up to PRETRAIN_EPOCHS) uses prefix stochastic depth: half the sequences run only their
+first k blocks, k uniform in 1..31, so that every depth is a usable model and the first blocks
+carry what most users need. Then SkipRec-Gumbel with the blocks at 0.15 (usage target annealed from
+1 over ~7 epochs, entropy term ramped in), after 2 epochs of the policy alone on the frozen
 backbone; the backbone goes on training at 2e-3. The SkipRec stage trains on overlapping windows
-(train.window_stride 32 of 64): the policy decides once per window, and with windows cut end to
-end only 42% of the lag-32 group's labels had their context in the window (62% for lag 20), so
-depth was worth less to the group that needs the most of it (BUILD_NOTES.md, issue 14, fifth
-pass); now every label past a user's 32nd item has at least 32 items of history in its window.
-The budget counts the cnn policy's own cost too (2.0 blocks' worth, 0.063): 0.213 in all.
-Model selection: the best validation NDCG@10 among the epochs at usage <= 0.25 (the blocks'
-0.15 + slack 0.10). `default_rl` follows `default` for 8 epochs, then trains the policy by REINFORCE for the
-other 6 (SkipNet's hybrid RL). The recipes' measurements: BUILD_NOTES.md, issue 14.
+(train.window_stride 32 of 64): the policy decides once per window, and with windows cut end to end
+only 42% of the lag-32 group's labels had their context in the window (62% for lag 20), so depth
+was worth less to the group that needs the most of it (BUILD_NOTES.md, issue 14, fifth pass); now
+every label past a user's 32nd item has at least 32 items of history in its window. The budget
+counts the cnn policy's own cost too (2.0 blocks' worth, 0.063): 0.213 in all. Model selection: the
+best validation NDCG@10 among the epochs at usage <= 0.25 (the blocks' 0.15 + slack 0.10).
+`default_rl` follows `default` for 8 epochs, then trains the policy by REINFORCE for the other 6
+(SkipNet's hybrid RL). The recipes' measurements: BUILD_NOTES.md, issue 14.
 Exports to saved_models/skiprec/<version>/.
 """
 

@@ -71,8 +71,10 @@ def ml100k_skiprec() -> Config:
   of the blocks (a budget of 0.4006: the pool policy costs 0.0006 of the backbone, the cnn body
   0.2) with the backbone fine-tuned at a tenth of the lr. About 4.5 min in all. 3 seeds: test
   NDCG@10 0.0663 ± 0.0047 at 4.4 ± 0.2 of 10 blocks (seed 0: 0.0717), against 0.0624 ± 0.0059
-  for the same recipe with the cnn policy (`--override policy.body=cnn`, before issue 15's
-  default), which also costs 2 blocks' worth more per request (BUILD_NOTES.md, issue 15).
+  for the same recipe with the cnn policy (the bench's `gumbel40_10_sd`, this recipe before
+  issue 15), which also costs 2 blocks' worth more per request (BUILD_NOTES.md, issue 15). With
+  `--override policy.body=cnn` the budget stays 0.4006, which leaves the blocks 0.2; add
+  `--override policy.budget=0.6001` for the cnn body at 0.4 of the blocks.
 
   Pretrains in <workdir>/pretrain (or starts from --override train.init_from=<a pretrain
   work directory>). Runs ~4.4 of 10 blocks per user.

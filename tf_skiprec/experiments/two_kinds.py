@@ -5,8 +5,8 @@
 
 2,000 users and 300 items; shallow users' next item follows from their last two items, deep
 users' from the item 24 steps back ("echo" rule). 16 blocks x 64 channels: pretrain (up to 15
-epochs), then the Gumbel policy with the blocks at 0.1 (8 epochs; target annealed from 1, entropy term
-ramped in). Shallow users need one dilation-1 block, deep users a dilation-1 and a dilation-4
+epochs), then the Gumbel policy with the blocks at 0.1 (8 epochs; target annealed from 1, entropy
+term ramped in). Shallow users need one dilation-1 block, deep users a dilation-1 and a dilation-4
 block. Exports to saved_models/skiprec/<version>/.
 """
 

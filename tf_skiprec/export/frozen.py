@@ -2,12 +2,12 @@
 
 Why the export does not use the trained blocks' variables directly: in the one-user path every
 block runs inside a functional conditional (a `Case` per group of blocks), and a conditional passes
-everything its branches capture to every branch as inputs. With variables, each block's conditional took its nine weight variables as
-inputs, so a skipped block still paid for about twenty ops (arguments, dispatch) and the
-dispatch between the one-user and the batch path passed all N x 9 of them. With the weights as
-constants created inside the branch, a block's conditional has one input, the hidden state, and
-TensorFlow folds what depends on the weights alone (the kernels' reshapes) when it loads the
-model. bench/serving_latency.py measures the difference.
+everything its branches capture to every branch as inputs. With variables, each block's conditional
+took its nine weight variables as inputs, so a skipped block still paid for about twenty ops
+(arguments, dispatch) and the dispatch between the one-user and the batch path passed all N x 9 of
+them. With the weights as constants created inside the branch, a block's conditional has one input,
+the hidden state, and TensorFlow folds what depends on the weights alone (the kernels' reshapes)
+when it loads the model. bench/serving_latency.py measures the difference.
 
 The arithmetic is the same as `ResidualBlock.branch(training=False)` op for op (Keras 2's causal
 Conv1D and unfused LayerNormalization), so outputs agree to float rounding; tf_skiprec.export

@@ -228,15 +228,15 @@ class ServingModule(tf.Module):
   def run_kept_blocks(self, ids: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
     """ids [B, W], keep [B, N] bool -> hidden [B, W, C]; block i runs only on rows keeping it.
 
-    One user: a Case per group of ONE_USER_GROUP blocks on the group's keep pattern. A batch: each block runs directly when every
-    row keeps it, on the gathered rows that keep it (scattered back) when some do, and not at all
-    when none does.
+    One user: a Case per group of ONE_USER_GROUP blocks on the group's keep pattern. A batch:
+    each block runs directly when every row keeps it, on the gathered rows that keep it
+    (scattered back) when some do, and not at all when none does.
 
-    The one-user Cases (and the dispatch cond) are functional ops: only the taken branch is touched. Lowered to
-    Switch/Merge, as TensorFlow does by default, every op of the untaken branch would still be
-    visited to propagate "dead" tensors, which at 64 channels costs about half a block per
-    skipped block. The batch conds are lowered, so their ops join the main graph (and its
-    optimisations). Both are measured in bench/serving_latency.py.
+    The one-user Cases (and the dispatch cond) are functional ops: only the taken branch is
+    touched. Lowered to Switch/Merge, as TensorFlow does by default, every op of the untaken
+    branch would still be visited to propagate "dead" tensors, which at 64 channels costs about
+    half a block per skipped block. The batch conds are lowered, so their ops join the main graph
+    (and its optimisations). Both are measured in bench/serving_latency.py.
     """
     x, seq_mask = self.backbone.embed(ids, training=False)
     blocks = list(enumerate(self.blocks))
