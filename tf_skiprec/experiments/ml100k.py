@@ -67,17 +67,18 @@ def ml100k_10_sd() -> Config:
 @register("ml100k_skiprec")
 def ml100k_skiprec() -> Config:
   """SkipRec, the best recipe measured (bench/skiprec_ml100k.py, `gumbel40_10_sd_pool`): pretrain
-  `ml100k_10_sd` (stochastic depth), then the Gumbel policy with the cheap `pool` body at 0.4
-  of the blocks (a budget of 0.4006: the pool policy costs 0.0006 of the backbone, the cnn body
-  0.2) with the backbone fine-tuned at a tenth of the lr. About 4.5 min in all. 3 seeds: test
-  NDCG@10 0.0663 ± 0.0047 at 4.4 ± 0.2 of 10 blocks (seed 0: 0.0717), against 0.0624 ± 0.0059
-  for the same recipe with the cnn policy (the bench's `gumbel40_10_sd`, this recipe before
-  issue 15), which also costs 2 blocks' worth more per request (BUILD_NOTES.md, issue 15). With
-  `--override policy.body=cnn` the budget stays 0.4006, which leaves the blocks 0.2; add
-  `--override policy.budget=0.6001` for the cnn body at 0.4 of the blocks.
+  `ml100k_10_sd` (stochastic depth), then the Gumbel policy with the cheap `pool` body at 0.4 of
+  the blocks (a budget of 0.4006: the pool policy costs 0.0006 of the backbone, the cnn body 0.2)
+  with the backbone fine-tuned at a tenth of the lr. About 4.5 min in all. 3 seeds, today's code:
+  test NDCG@10 0.0611 ± 0.0074 at 4.6 ± 0.2 of 10 blocks, against 0.0602 ± 0.0082 for the same
+  recipe with the cnn policy (the bench's `gumbel40_10_sd`, this recipe before issue 15), which
+  also costs 2 blocks' worth more per request, and 0.0595 ± 0.0086 for the full backbone
+  (BUILD_NOTES.md, issue 15). With `--override policy.body=cnn` the budget stays 0.4006, which
+  leaves the blocks 0.2; add `--override policy.budget=0.6001` for the cnn body at 0.4 of the
+  blocks.
 
   Pretrains in <workdir>/pretrain (or starts from --override train.init_from=<a pretrain
-  work directory>). Runs ~4.4 of 10 blocks per user.
+  work directory>). Runs ~4.6 of 10 blocks per user.
   """
   config = ml100k_10_sd()
   config.policy.body = "pool"  # before the budget: it counts the policy's own cost

@@ -104,6 +104,15 @@ class SkipRecTuner(kt.engine.base_tuner.BaseTuner):
     config = trial_config(self.base_config, values)
     config.name = f"{self.base_config.name}-trial{trial.trial_id}"
     config.export.base_dir = ""                         # only --retrain_best exports
+    # No number of blocks meets a budget below the policy's own cost. Checked before Hyperband
+    # copies an earlier round's run: an infeasible trial has none.
+    share = budget_share(config)
+    if config.train.mode != "pretrain" and config.policy.budget < share:
+      logging.warning("Trial %s: policy.budget %.3f is below its policy network's own cost, %.3f "
+                      "of the full backbone (policy.body %s, %d blocks): not trained, scored %g.",
+                      trial.trial_id, config.policy.budget, share, config.policy.body,
+                      config.model.num_blocks, INFEASIBLE)
+      return {OBJECTIVE: INFEASIBLE, "valid_ndcg10": 0.0, "mean_blocks": 0.0, "mflops": 0.0}
     trial_dir = self.get_trial_dir(trial.trial_id)
     workdir = os.path.join(trial_dir, "run")
     continued = False
@@ -121,13 +130,6 @@ class SkipRecTuner(kt.engine.base_tuner.BaseTuner):
                           "started": time.time()}) + "\n")
     logging.info("Trial %s (%s): %s", trial.trial_id, self.tuner_id,
                  ", ".join(f"{k}={v}" for k, v in values.items()))
-    share = budget_share(config)
-    if config.train.mode != "pretrain" and config.policy.budget < share:
-      logging.warning("Trial %s: policy.budget %.3f is below its policy network's own cost, %.3f "
-                      "of the full backbone (policy.body %s, %d blocks): not trained, scored %g.",
-                      trial.trial_id, config.policy.budget, share, config.policy.body,
-                      config.model.num_blocks, INFEASIBLE)
-      return {OBJECTIVE: INFEASIBLE, "valid_ndcg10": 0.0, "mean_blocks": 0.0, "mflops": 0.0}
     result = run(config, workdir, continue_finished=continued)
     return trial_metrics(config, result, self.limit_blocks, self.limit_mflops)
 
