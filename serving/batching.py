@@ -49,8 +49,8 @@ MAX_PAD_RANK = 6  # TF Serving pads tensors of rank 1 to 6
 class _Task:
   """One request: its inputs ({alias: [size, ...]}), and its answer once its batch has run."""
 
-  def __init__(self, inputs: dict[str, np.ndarray], size: int):
-    self.inputs, self.size = inputs, size
+  def __init__(self, inputs: dict[str, np.ndarray], size: int, run: Callable):
+    self.inputs, self.size, self.run = inputs, size, run
     self.outputs: dict[str, np.ndarray] | None = None
     self.error: SignatureError | None = None
     self.done = threading.Event()
@@ -59,8 +59,7 @@ class _Task:
 class _Queue:
   """One key's batches, oldest first; the last is open while `open_since` is set."""
 
-  def __init__(self, run: Callable):
-    self.run = run
+  def __init__(self):
     self.batches: collections.deque[list[_Task]] = collections.deque()
     self.open_since: float | None = None   # when the open batch's first request came
 
@@ -88,19 +87,19 @@ class BatchScheduler:
 
   def submit(self, key: Hashable, run: Callable[[dict], dict],
              inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Queues one request under `key` and waits for its slice of its batch's outputs. `run` is
-    called with the merged inputs (the same `run` for every request of a key). Raises
-    SignatureError with TF Serving's code."""
+    """Queues one request under `key` and waits for its slice of its batch's outputs. The batch
+    is run by its first request's `run`, called with the merged inputs (requests of one key have
+    equivalent ones). Raises SignatureError with TF Serving's code."""
     size = batch_size(inputs)
     limit = self.params.max_batch_size
     if size > limit:
       raise SignatureError("INVALID_ARGUMENT", f"Task size {size} is larger than maximum input "
                            f"batch size {limit}. Fix: send at most {limit} histories a request.")
-    task = _Task(inputs, size)
+    task = _Task(inputs, size, run)
     with self._cond:
       if self._stopped:
         raise SignatureError("UNAVAILABLE", "the batch scheduler has stopped")
-      queue = self._queues.setdefault(key, _Queue(run))
+      queue = self._queues.setdefault(key, _Queue())
       batches = queue.batches
       if queue.open_since is not None and queue.size(batches[-1]) + size <= limit:
         batches[-1].append(task)
@@ -137,9 +136,9 @@ class BatchScheduler:
           if self._stopped and not any(q.batches for q in self._queues.values()):
             return
           self._cond.wait(timeout=self._wait())
-      self._process(*found)
+      self._process(found)
 
-  def _next_batch(self) -> tuple[_Queue, list[_Task]] | None:
+  def _next_batch(self) -> list[_Task] | None:
     """Under the lock: the next batch that may run, round-robin over the queues, or None."""
     queues = list(self._queues.values())
     now = self._clock()
@@ -157,7 +156,7 @@ class BatchScheduler:
         if is_open:
           queue.open_since = None
         self._turn = (self._turn + offset + 1) % len(queues)
-        return queue, first
+        return first
     return None
 
   def _wait(self) -> float:
@@ -168,12 +167,12 @@ class BatchScheduler:
         wait = min(wait, queue.open_since + self.params.batch_timeout_micros / 1e6 - now)
     return max(wait, 0.0005)
 
-  def _process(self, queue: _Queue, batch: list[_Task]) -> None:
+  def _process(self, batch: list[_Task]) -> None:
     """Merges, runs and splits one batch; every request gets its answer or the batch's error."""
     padding = 0
     try:
       merged, padding = merge([task.inputs for task in batch], self.params)
-      outputs = queue.run(merged)
+      outputs = batch[0].run(merged)
       for task, part in zip(batch, split(outputs, [task.size for task in batch], padding)):
         task.outputs = part
     except SignatureError as e:

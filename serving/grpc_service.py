@@ -31,6 +31,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from serving.batching import BatchScheduler
 from serving.model_store import AVAILABLE, END, LOADING, MAX_BATCH, UNLOADING, ModelStore
 from tf_skiprec.export.runner import SignatureError, short
 
@@ -44,10 +45,22 @@ _STATES = {LOADING: get_model_status_pb2.ModelVersionStatus.LOADING,
 
 
 class Models:
-  """The served models by name; `lookup(spec)` resolves a ModelSpec to (store, version)."""
+  """The served models by name; `lookup(spec)` resolves a ModelSpec to (store, version). With a
+  BatchScheduler (--enable_batching), `run` merges concurrent requests as TF Serving does."""
 
-  def __init__(self, stores: dict[str, ModelStore]):
+  def __init__(self, stores: dict[str, ModelStore], batching: BatchScheduler | None = None):
     self.stores = stores
+    self.batching = batching
+
+  def run(self, store: ModelStore, version: int, call, inputs: dict[str, np.ndarray],
+          output_filter: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Runs a prepared call (tf_skiprec/export/runner.py's Request) alone, or with batching in
+    one batch with the concurrent requests of the same model, version, signature, input aliases
+    and output filter (serving/batching.py: TF Serving queues by the input and output tensors)."""
+    if self.batching is None:
+      return call.run(inputs, output_filter)
+    key = (store.name, version, call.name, tuple(sorted(inputs)), tuple(output_filter or ()))
+    return self.batching.submit(key, lambda merged: call.run(merged, output_filter), inputs)
 
   def store(self, name: str) -> ModelStore:
     if name not in self.stores:
@@ -74,7 +87,7 @@ def predict(models: Models, request: predict_pb2.PredictRequest) -> predict_pb2.
   version, runner = store.runner(models.version_of(request.model_spec))
   call = runner.prepare(request.model_spec.signature_name, request.inputs)
   inputs = {alias: parse_tensor(alias, proto) for alias, proto in request.inputs.items()}
-  outputs = call.run(inputs, list(request.output_filter) or None)
+  outputs = models.run(store, version, call, inputs, list(request.output_filter) or None)
   response = predict_pb2.PredictResponse()
   response.model_spec.name = store.name
   response.model_spec.version.value = version

@@ -97,7 +97,7 @@ def _string(alias: str, leaf) -> bytes:
 def predict_json(models: grpc_service.Models, name: str, version: str | None, body: dict) -> dict:
   """A REST predict body -> the response body."""
   store = models.store(name)
-  _, runner = store.runner(_version(name, version))
+  number, runner = store.runner(_version(name, version))
   signature_name = body.get("signature_name", "")
   if not isinstance(signature_name, str):
     raise SignatureError("INVALID_ARGUMENT", "\"signature_name\" must be a string. Fix: name one "
@@ -111,7 +111,8 @@ def predict_json(models: grpc_service.Models, name: str, version: str | None, bo
   named = _named_inputs(body["instances"] if rows else body["inputs"], rows, signature)
   call = runner.prepare(signature_name, named)
   arrays = {alias: to_array(alias, value, call.dtype(alias)) for alias, value in named.items()}
-  outputs = {alias: _to_json(value) for alias, value in call.run(arrays).items()}
+  outputs = {alias: _to_json(value)
+             for alias, value in models.run(store, number, call, arrays).items()}
   if not rows:
     return {"outputs": outputs if len(outputs) > 1 else next(iter(outputs.values()))}
   count = len(next(iter(outputs.values()))) if outputs else 0

@@ -6,7 +6,8 @@ for development and for tests on machines without the tensorflow_model_server bi
   make serve                                                              # the latest export
 
 Flags follow tensorflow_model_server's (--port 8500 for gRPC, --rest_api_port 8501 for REST,
---file_system_poll_wait_seconds); --model_version_policy is "all" (every version under the base
+--file_system_poll_wait_seconds, --enable_batching with --batching_parameters_file: requests
+merged as TF Serving merges them, serving/batching.py); --model_version_policy is "all" (every version under the base
 path, the default here), "latest[:N]" or "specific:1,2". Signatures run by their SignatureDef in
 a Session on the `serve` MetaGraph (tf_skiprec/export/runner.py), with TF Serving's status
 codes; every error is answered and the server keeps serving.
@@ -15,6 +16,7 @@ codes; every error is answered and the server keeps serving.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import signal
@@ -27,6 +29,8 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import rest
+from serving.batching import BatchScheduler
+from serving.batching_parameters import BatchingConfigError, BatchingParameters, parse, read
 from serving.grpc_service import ModelService, Models, PredictionService
 from serving.model_store import ModelStore, VersionPolicy
 
@@ -35,8 +39,11 @@ class LocalServer:
   """gRPC (and optionally REST) over some ModelStores. Port 0 picks a free port."""
 
   def __init__(self, stores: dict[str, ModelStore], *, host: str = "127.0.0.1",
-               port: int = 0, rest_api_port: int | None = None, workers: int = 16):
-    self.models = Models(stores)
+               port: int = 0, rest_api_port: int | None = None, workers: int = 16,
+               batching: BatchingParameters | None = None):
+    # With batching, each waiting request holds one of the `workers` gRPC threads, so at most
+    # `workers` requests are merged at once.
+    self.models = Models(stores, BatchScheduler(batching) if batching is not None else None)
     self.host = host
     self._grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=workers))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
@@ -68,6 +75,8 @@ class LocalServer:
     if self._rest is not None:
       self._rest.shutdown()
       self._rest.server_close()
+    if self.models.batching is not None:
+      self.models.batching.stop()
     for store in self.models.stores.values():
       store.stop()
 
@@ -106,11 +115,33 @@ flags.DEFINE_string("model_name", "skiprec", "Model name (with --model_base_path
 flags.DEFINE_string("model_base_path", None, "Folder of integer version folders.")
 flags.DEFINE_string("model_config_file", None, "A ModelServerConfig text file (several models).")
 flags.DEFINE_string("model_version_policy", "all", "all, latest[:N] or specific:1,2.")
+flags.DEFINE_bool("enable_batching", False, "TF Serving's server-side batching: concurrent "
+                  "requests merged along dimension 0 (serving/batching.py).")
+flags.DEFINE_string("batching_parameters_file", None, "A BatchingParameters text file (with "
+                    "--enable_batching), e.g. serving/batching_parameters.txt; none: TF "
+                    "Serving's defaults.")
 flags.DEFINE_float("file_system_poll_wait_seconds", 1.0, "How often to look for new versions.")
 flags.DEFINE_integer("tensorflow_intra_op_parallelism", 0, "Threads per op; 0 = TensorFlow's "
                      "default (all cores). 1 serves small models fastest on few cores.")
 flags.DEFINE_integer("tensorflow_inter_op_parallelism", 0, "Ops (and requests) run at once; "
                      "0 = TensorFlow's default.")
+
+
+def batching_parameters(enabled: bool, path: str | None) -> BatchingParameters | None:
+  """--enable_batching and --batching_parameters_file -> the scheduler's parameters (None: off).
+  As tensorflow_model_server: no file means TF Serving's defaults; a file without
+  --enable_batching is an error."""
+  if not enabled:
+    if path:
+      raise app.UsageError("--batching_parameters_file needs --enable_batching. Fix: add "
+                           "--enable_batching, or drop the file.")
+    return None
+  try:
+    params = read(path) if path else parse("", "TF Serving's default batching parameters")
+  except BatchingConfigError as e:
+    raise app.UsageError(str(e)) from None
+  return params if path else dataclasses.replace(params,
+                                                 thread_pool_name="model_server_batch_threads")
 
 
 def main(argv):
@@ -131,7 +162,9 @@ def main(argv):
   else:
     raise app.UsageError("pass --model_base_path (with --model_name) or --model_config_file.")
   server = LocalServer(stores, host=FLAGS.host, port=FLAGS.port,
-                       rest_api_port=FLAGS.rest_api_port or None).start()
+                       rest_api_port=FLAGS.rest_api_port or None,
+                       batching=batching_parameters(FLAGS.enable_batching,
+                                                    FLAGS.batching_parameters_file)).start()
   for name, store in stores.items():
     versions = [v.number for v in store.status()]
     logging.info("Model %s from %s: versions %s.", name, store.base_path, versions or "none yet")

@@ -57,3 +57,17 @@ def test_an_unreadable_file_is_named(tmp_path):
   with pytest.raises(BatchingConfigError, match="--batching_parameters_file=.*nope.txt: cannot "
                                                 "read it"):
     read(str(tmp_path / "nope.txt"))
+
+
+def test_the_servers_flags_follow_tensorflow_model_server():
+  from absl import app
+
+  from serving.server import batching_parameters
+  assert batching_parameters(False, None) is None
+  defaults = batching_parameters(True, None)          # no file: TF Serving's defaults
+  assert defaults.max_batch_size == 1000 and defaults.thread_pool_name == (
+      "model_server_batch_threads")
+  shipped = os.path.join(REPO, "serving", "batching_parameters.txt")
+  assert batching_parameters(True, shipped).max_batch_size == 64
+  with pytest.raises(app.UsageError, match="needs --enable_batching"):
+    batching_parameters(False, shipped)

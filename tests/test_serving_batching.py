@@ -1,0 +1,116 @@
+"""The local server with TF Serving's server-side batching (--enable_batching), over real gRPC on
+loopback: concurrent requests are merged (the scheduler's counters show it), each gets exactly
+the answer it gets alone, and a full queue answers UNAVAILABLE while the server goes on."""
+
+import os
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import histories, tiny_skiprec
+from serving.batching_parameters import BatchingParameters
+from serving.client import SkipRecClient
+from serving.model_store import ModelStore
+from serving.server import LocalServer
+from tf_skiprec.export.exporter import export_model
+
+ITEMS, BLOCKS, MAX_LEN, K = 40, 6, 12, 5
+
+
+@pytest.fixture(scope="module")
+def export_base(tmp_path_factory):
+  tf.keras.utils.set_random_seed(13)
+  model, id_map = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN)
+  base = str(tmp_path_factory.mktemp("models"))
+  export_model(model, id_map, threshold=0.5, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
+               sample_histories=histories(ITEMS, 8, MAX_LEN), top_k=K)
+  raw = [[str(i) for i in id_map.decode(row[row > 0])]
+         for row in histories(ITEMS, 16, MAX_LEN, seed=3)]
+  return base, raw
+
+
+def _server(base, batching=None, workers=16):
+  store = ModelStore("skiprec", os.path.join(base, "skiprec"), poll_seconds=0.2)
+  return LocalServer({"skiprec": store}, batching=batching, workers=workers).start()
+
+
+def test_sixteen_concurrent_requests_are_batched_and_each_gets_its_answer_alone(export_base):
+  base, raw = export_base
+  alone = _server(base)
+  client = SkipRecClient(alone.address, "skiprec")
+  ks = [1 + i % K for i in range(16)]
+  thresholds = [0.1 + 0.05 * i for i in range(16)]
+  expected = [client.recommend([raw[i]], k=ks[i], threshold=thresholds[i]) for i in range(16)]
+  client.close()
+  alone.stop()
+  params = BatchingParameters(max_batch_size=16, batch_timeout_micros=2_000_000,
+                              num_batch_threads=2, allowed_batch_sizes=(4, 8, 16))
+  server = _server(base, params, workers=32)
+  clients = [SkipRecClient(server.address, "skiprec") for _ in range(16)]
+  got = [None] * 16
+  barrier = threading.Barrier(16)
+
+  def one(i):
+    barrier.wait()
+    got[i] = clients[i].recommend([raw[i]], k=ks[i], threshold=thresholds[i])
+  threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(timeout=60)
+  stats = server.models.batching.stats
+  for c in clients:
+    c.close()
+  server.stop()
+  assert stats["requests"] == 16 and stats["batches"] < 16, stats          # batches formed
+  assert max(stats["batch_sizes"]) > 1
+  for i in range(16):
+    assert got[i].item_ids == expected[i].item_ids, i
+    np.testing.assert_allclose(got[i].scores, expected[i].scores, atol=1e-5)
+    assert got[i].blocks_executed == expected[i].blocks_executed
+
+
+def test_a_full_queue_answers_unavailable_and_the_server_goes_on(export_base, monkeypatch):
+  base, raw = export_base
+  params = BatchingParameters(max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1)
+  server = _server(base, params)
+  client = SkipRecClient(server.address, "skiprec")
+  client.recommend([raw[0]])                         # loaded and warm
+  from tf_skiprec.export.runner import SavedModelRunner
+  release, running = threading.Event(), threading.Event()
+  real = SavedModelRunner._session_run              # noqa: SLF001
+
+  def held(self, *args):                             # the first batch holds the only thread
+    running.set()
+    release.wait(timeout=30)
+    return real(self, *args)
+  monkeypatch.setattr(SavedModelRunner, "_session_run", held)
+  answers = {}
+  first = threading.Thread(target=lambda: answers.setdefault("a", client.recommend([raw[1]])))
+  first.start()
+  assert running.wait(timeout=30)
+  second = threading.Thread(target=lambda: answers.setdefault("b", client.recommend([raw[2]])))
+  second.start()                                     # waits as the open batch: the queue is full
+  scheduler = server.models.batching
+  deadline = time.monotonic() + 30
+  while time.monotonic() < deadline:
+    with scheduler._cond:                            # noqa: SLF001
+      if any(q.batches for q in scheduler._queues.values()):  # noqa: SLF001
+        break
+    time.sleep(0.01)
+  with pytest.raises(grpc.RpcError) as e:
+    client.recommend([raw[3]])
+  assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+  assert "queue to which this task was submitted is full" in e.value.details()
+  release.set()
+  first.join(timeout=30)
+  second.join(timeout=30)
+  monkeypatch.setattr(SavedModelRunner, "_session_run", real)
+  assert set(answers) == {"a", "b"}
+  assert len(client.recommend([raw[4]]).item_ids[0]) == K   # the server goes on answering
+  client.close()
+  server.stop()
