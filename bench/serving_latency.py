@@ -19,7 +19,9 @@ every block, and a gRPC load test against the local server.
 4. Load test: the local gRPC server in its own process, `--clients` concurrent clients (threads,
    one user per request, histories padded to the full window as the client library sends them)
    for `--seconds` each against serving_default (50% policy) and against full: queries per
-   second, p50/p99 latency, errors.
+   second, p50/p99 latency, errors; with TF Serving's server-side batching off and on
+   (`--batching`; on: --enable_batching with serving/batching_parameters.txt, so concurrent
+   one-user requests are merged and run the gather/scatter path).
 Prints a table and writes JSON to bench/out/.
 """
 
@@ -48,6 +50,9 @@ REPS_1 = flags.DEFINE_integer("reps_b1", 300, "Calls per configuration at B = 1.
 REPS_64 = flags.DEFINE_integer("reps_b64", 40, "Calls per configuration at B = 64.")
 CLIENTS = flags.DEFINE_integer("clients", 8, "Concurrent clients in the load test.")
 SECONDS = flags.DEFINE_float("seconds", 30.0, "Duration of each load test.")
+BATCHING = flags.DEFINE_list("batching", ["off", "on"], "Load tests against the server with "
+                             "TF Serving's server-side batching off and/or on (--enable_batching "
+                             "with serving/batching_parameters.txt).")
 QUICK = flags.DEFINE_bool("quick", False, "8 blocks, few calls, 5 s load tests.")
 INTRA = flags.DEFINE_integer("intra_op_threads", 1, "Threads per op (TF Serving's "
                              "--tensorflow_intra_op_parallelism); 0 = TensorFlow's default.")
@@ -213,22 +218,30 @@ def main(argv):
           for _ in range(PROCESSES.value)]
   rows = combine_processes(runs)
 
-  port = _free_port()
-  server = subprocess.Popen(
-      [sys.executable, "-m", "serving.server", f"--port={port}", "--rest_api_port=0",
-       "--host=127.0.0.1", "--model_name=skiprec",
-       f"--tensorflow_intra_op_parallelism={INTRA.value}",
-       f"--tensorflow_inter_op_parallelism={INTER.value}",
-       f"--model_base_path={os.path.join(base, 'skiprec')}"], cwd=REPO,
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  try:
-    _wait_for(f"127.0.0.1:{port}")
-    half = next(r["threshold"] for r in rows if r["batch"] == 1 and r["target"] == 0.5)
-    load = [load_test(f"127.0.0.1:{port}", raw, "serving_default", half, CLIENTS.value, seconds),
-            load_test(f"127.0.0.1:{port}", raw, "full", None, CLIENTS.value, seconds)]
-  finally:
-    server.terminate()
-    server.wait(timeout=60)
+  half = next(r["threshold"] for r in rows if r["batch"] == 1 and r["target"] == 0.5)
+  load = []
+  for batching in BATCHING.value:
+    if batching not in ("off", "on"):
+      raise app.UsageError(f"--batching={batching}: expected off and/or on, e.g. --batching=off,on")
+    port = _free_port()
+    extra = (["--enable_batching", "--batching_parameters_file="
+              + os.path.join(REPO, "serving", "batching_parameters.txt")]
+             if batching == "on" else [])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", f"--port={port}", "--rest_api_port=0",
+         "--host=127.0.0.1", "--model_name=skiprec",
+         f"--tensorflow_intra_op_parallelism={INTRA.value}",
+         f"--tensorflow_inter_op_parallelism={INTER.value}",
+         f"--model_base_path={os.path.join(base, 'skiprec')}", *extra], cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+      _wait_for(f"127.0.0.1:{port}")
+      for signature, threshold in (("serving_default", half), ("full", None)):
+        result = load_test(f"127.0.0.1:{port}", raw, signature, threshold, CLIENTS.value, seconds)
+        load.append({**result, "batching": batching})
+    finally:
+      server.terminate()
+      server.wait(timeout=60)
 
   print("\n| B | policy | mean executed blocks | full (ms) | skip (ms) | speed-up | ideal | "
         "fraction of ideal | per timing process |\n|---|---|---|---|---|---|---|---|---|")
@@ -237,10 +250,11 @@ def main(argv):
           f"{r['full_ms']:.2f} | {r['skip_ms']:.2f} | {r['speedup']:.2f} | {r['ideal']:.2f} | "
           f"{r['fraction_of_ideal']:.2f} | "
           f"{' / '.join(f'{f:.2f}' for f in r['fraction_per_process'])} |")
-  print("\n| load test | queries/s | p50 (ms) | p99 (ms) | errors |\n|---|---|---|---|---|")
+  print("\n| load test | batching | queries/s | p50 (ms) | p99 (ms) | errors |\n"
+        "|---|---|---|---|---|---|")
   for r in load:
-    print(f"| {r['signature']} ({r['clients']} clients, {r['seconds']:.0f} s) | {r['qps']:.1f} | "
-          f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")
+    print(f"| {r['signature']} ({r['clients']} clients, {r['seconds']:.0f} s) | {r['batching']} | "
+          f"{r['qps']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")
   total = time.perf_counter() - started
   print(f"\nTotal {total:.0f} s.")
   path = write_results(OUT.value, "serving_latency", QUICK.value, {
