@@ -69,3 +69,15 @@ def histories(num_items: int, batch: int, max_len: int, seed: int = 0) -> np.nda
   for row in range(batch):
     ids[row, : max(0, max_len - 2 - row * 3)] = 0
   return ids
+
+
+def export_tiny_skiprec(base: str, seed: int, num_items: int = 40, num_blocks: int = 6,
+                        max_len: int = 12, top_k: int = 5):
+  """A tiny_skiprec (random seed `seed`) exported as base/skiprec/1 with threshold 0.5;
+  returns (model, id_map). Raw ids need serving.* only in the caller."""
+  from tf_skiprec.export.exporter import export_model  # noqa: PLC0415
+  tf.keras.utils.set_random_seed(seed)
+  model, id_map = tiny_skiprec(num_items, num_blocks, max_len)
+  export_model(model, id_map, threshold=0.5, base_dir=base, model_name="skiprec", max_len=max_len,
+               sample_histories=histories(num_items, 8, max_len), top_k=top_k)
+  return model, id_map

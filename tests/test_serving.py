@@ -18,7 +18,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from conftest import histories, tiny_skiprec
+from conftest import export_tiny_skiprec, histories
 from serving.client import SkipRecClient
 from serving.model_store import ModelStore
 from serving.server import LocalServer
@@ -30,11 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-  tf.keras.utils.set_random_seed(11)
-  model, id_map = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN)
   base = str(tmp_path_factory.mktemp("models"))
-  export_model(model, id_map, threshold=0.5, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
-               sample_histories=histories(ITEMS, 8, MAX_LEN), top_k=K)
+  model, id_map = export_tiny_skiprec(base, 11, ITEMS, BLOCKS, MAX_LEN, K)
   store = ModelStore("skiprec", os.path.join(base, "skiprec"), poll_seconds=0.2)
   server = LocalServer({"skiprec": store}, rest_api_port=0).start()
   client = SkipRecClient(server.address, "skiprec")

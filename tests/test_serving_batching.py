@@ -9,25 +9,20 @@ import time
 import grpc
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from conftest import histories, tiny_skiprec
+from conftest import export_tiny_skiprec, histories
 from serving.batching_parameters import BatchingParameters
 from serving.client import SkipRecClient
 from serving.model_store import ModelStore
 from serving.server import LocalServer
-from tf_skiprec.export.exporter import export_model
 
 ITEMS, BLOCKS, MAX_LEN, K = 40, 6, 12, 5
 
 
 @pytest.fixture(scope="module")
 def export_base(tmp_path_factory):
-  tf.keras.utils.set_random_seed(13)
-  model, id_map = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN)
   base = str(tmp_path_factory.mktemp("models"))
-  export_model(model, id_map, threshold=0.5, base_dir=base, model_name="skiprec", max_len=MAX_LEN,
-               sample_histories=histories(ITEMS, 8, MAX_LEN), top_k=K)
+  _, id_map = export_tiny_skiprec(base, 13, ITEMS, BLOCKS, MAX_LEN, K)
   raw = [[str(i) for i in id_map.decode(row[row > 0])]
          for row in histories(ITEMS, 16, MAX_LEN, seed=3)]
   return base, raw
