@@ -84,10 +84,10 @@ class Models:
 def predict(models: Models, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
   """One Predict call; raises SignatureError with TF Serving's status code."""
   store = models.store(request.model_spec.name)
-  version, runner = store.runner(models.version_of(request.model_spec))
-  call = runner.prepare(request.model_spec.signature_name, request.inputs)
-  inputs = {alias: parse_tensor(alias, proto) for alias, proto in request.inputs.items()}
-  outputs = models.run(store, version, call, inputs, list(request.output_filter) or None)
+  with store.handle(models.version_of(request.model_spec)) as (version, runner):
+    call = runner.prepare(request.model_spec.signature_name, request.inputs)
+    inputs = {alias: parse_tensor(alias, proto) for alias, proto in request.inputs.items()}
+    outputs = models.run(store, version, call, inputs, list(request.output_filter) or None)
   response = predict_pb2.PredictResponse()
   response.model_spec.name = store.name
   response.model_spec.version.value = version

@@ -10,10 +10,16 @@ policy, a version the policy no longer asks for is unloaded only once one it ask
 AVAILABLE (or when it asks for none), so a broken newest version under "latest" does not take the
 model down. Exports are renamed into place whole (tf_skiprec/export/exporter.py), so a half-written
 version is normally never seen.
+
+A request holds its version from lookup to answer (`handle`, TF Serving's ServableHandle): a
+version being retired leaves the lookup at once (UNLOADING) but is closed only when the requests
+holding it have been answered (at most UNLOAD_WAIT_SECONDS), so a version swap under load, with
+requests waiting in a batch queue, loses none of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -26,6 +32,7 @@ from tf_skiprec.export.runner import (SavedModelRunner, SignatureError, code_nam
 
 LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"
 MAX_BATCH = 4096  # rows of one request (TF Serving with batching: max_batch_size, 64 here)
+UNLOAD_WAIT_SECONDS = 60.0  # how long a retired version waits for the requests holding it
 
 
 @dataclasses.dataclass
@@ -68,6 +75,7 @@ class Version:
   stamp: tuple = ()                     # the folder's fingerprint when loaded or tried
   runner: SavedModelRunner | None = None
   error_code: str = ""                  # a gRPC status name, with `error`
+  handles: int = 0                      # requests holding it (ModelStore.handle)
 
 
 class ModelStore:
@@ -81,15 +89,38 @@ class ModelStore:
     self.poll_seconds = poll_seconds
     self._versions: dict[int, Version] = {}
     self._lock = threading.Lock()
+    self._released = threading.Condition(self._lock)   # a handle was given back
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
 
   # ---- requests --------------------------------------------------------------------------------
 
   def runner(self, version: int | None = None) -> tuple[int, SavedModelRunner]:
-    """The runner of `version`, or of the newest available one. NOT_FOUND otherwise."""
-    with self._lock:  # the runner itself, not the Version: an unload may clear v.runner
-      ready = {n: v.runner for n, v in self._versions.items() if v.state == AVAILABLE}
+    """The runner of `version`, or of the newest available one, for a look that runs nothing
+    (metadata). NOT_FOUND otherwise. A request that runs the model holds it with `handle`."""
+    with self._lock:
+      chosen = self._lookup(version)
+      return chosen.number, chosen.runner
+
+  @contextlib.contextmanager
+  def handle(self, version: int | None = None):
+    """with store.handle(version) as (number, runner): ... -- the version (None: the newest
+    available) stays loaded until the block ends, even if the version policy retires it
+    meanwhile. NOT_FOUND if it is not available now."""
+    with self._lock:
+      chosen = self._lookup(version)
+      chosen.handles += 1
+      runner = chosen.runner      # the runner itself: an unload clears chosen.runner
+    try:
+      yield chosen.number, runner
+    finally:
+      with self._lock:
+        chosen.handles -= 1
+        self._released.notify_all()
+
+  def _lookup(self, version: int | None) -> Version:
+    """The AVAILABLE Version asked for (None: the newest); NOT_FOUND otherwise. Under _lock."""
+    ready = {n: v for n, v in self._versions.items() if v.state == AVAILABLE}
     if version is None:
       if not ready:
         raise SignatureError("NOT_FOUND", f"Servable not found for request: Latest({self.name}). "
@@ -101,7 +132,7 @@ class ModelStore:
                            f"Servable not found for request: Specific({self.name}, {version}). "
                            f"Fix: ask for an available version ({sorted(ready) or 'none'}) or "
                            "leave the version out for the newest.")
-    return version, ready[version]
+    return ready[version]
 
   def status(self, version: int | None = None) -> list[Version]:
     """Every known version (or one), newest first; possibly none."""
@@ -134,6 +165,11 @@ class ModelStore:
       for v in gone:
         v.state = UNLOADING
     for v in gone:
+      with self._lock:           # the requests holding it are answered first
+        if not self._released.wait_for(lambda v=v: v.handles == 0, UNLOAD_WAIT_SECONDS):
+          logging.warning("Unloading %s version %d with %d requests still holding it after "
+                          "%.0f s; they will get UNAVAILABLE.", self.name, v.number, v.handles,
+                          UNLOAD_WAIT_SECONDS)
       v.runner.close()
       with self._lock:
         v.state, v.runner = END, None

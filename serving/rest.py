@@ -97,7 +97,20 @@ def _string(alias: str, leaf) -> bytes:
 def predict_json(models: grpc_service.Models, name: str, version: str | None, body: dict) -> dict:
   """A REST predict body -> the response body."""
   store = models.store(name)
-  number, runner = store.runner(_version(name, version))
+  with store.handle(_version(name, version)) as (number, runner):
+    outputs, rows = _run_body(models, store, number, runner, body)
+  if not rows:
+    return {"outputs": outputs if len(outputs) > 1 else next(iter(outputs.values()))}
+  count = len(next(iter(outputs.values()))) if outputs else 0
+  if len(outputs) == 1:
+    return {"predictions": next(iter(outputs.values()))}
+  return {"predictions": [{alias: value[i] for alias, value in outputs.items()}
+                          for i in range(count)]}
+
+
+def _run_body(models: grpc_service.Models, store, number: int, runner, body: dict
+              ) -> tuple[dict, bool]:
+  """A predict body run on a held version -> ({alias: JSON value}, whether it was rows)."""
   signature_name = body.get("signature_name", "")
   if not isinstance(signature_name, str):
     raise SignatureError("INVALID_ARGUMENT", "\"signature_name\" must be a string. Fix: name one "
@@ -111,15 +124,8 @@ def predict_json(models: grpc_service.Models, name: str, version: str | None, bo
   named = _named_inputs(body["instances"] if rows else body["inputs"], rows, signature)
   call = runner.prepare(signature_name, named)
   arrays = {alias: to_array(alias, value, call.dtype(alias)) for alias, value in named.items()}
-  outputs = {alias: _to_json(value)
-             for alias, value in models.run(store, number, call, arrays).items()}
-  if not rows:
-    return {"outputs": outputs if len(outputs) > 1 else next(iter(outputs.values()))}
-  count = len(next(iter(outputs.values()))) if outputs else 0
-  if len(outputs) == 1:
-    return {"predictions": next(iter(outputs.values()))}
-  return {"predictions": [{alias: value[i] for alias, value in outputs.items()}
-                          for i in range(count)]}
+  return {alias: _to_json(value)
+          for alias, value in models.run(store, number, call, arrays).items()}, rows
 
 
 def status_json(models: grpc_service.Models, name: str, version: str | None) -> dict:

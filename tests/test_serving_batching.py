@@ -1,8 +1,10 @@
 """The local server with TF Serving's server-side batching (--enable_batching), over real gRPC on
 loopback: concurrent requests are merged (the scheduler's counters show it), each gets exactly
-the answer it gets alone, and a full queue answers UNAVAILABLE while the server goes on."""
+the answer it gets alone, a full queue answers UNAVAILABLE while the server goes on, and a
+version retired under load answers the requests it holds."""
 
 import os
+import shutil
 import threading
 import time
 
@@ -13,7 +15,7 @@ import pytest
 from conftest import export_tiny_skiprec, histories
 from serving.batching_parameters import BatchingParameters
 from serving.client import SkipRecClient
-from serving.model_store import ModelStore
+from serving.model_store import AVAILABLE, END, UNLOADING, ModelStore, VersionPolicy
 from serving.server import LocalServer
 
 ITEMS, BLOCKS, MAX_LEN, K = 40, 6, 12, 5
@@ -107,5 +109,50 @@ def test_a_full_queue_answers_unavailable_and_the_server_goes_on(export_base, mo
   monkeypatch.setattr(SavedModelRunner, "_session_run", real)
   assert set(answers) == {"a", "b"}
   assert len(client.recommend([raw[4]]).item_ids[0]) == K   # the server goes on answering
+  client.close()
+  server.stop()
+
+
+def test_a_version_retired_while_its_request_waits_in_a_batch_still_answers_it(export_base,
+                                                                                tmp_path,
+                                                                                monkeypatch):
+  """TF Serving's ServableHandle: the version policy retires version 1 while a request to it is
+  being run in a batch; the unload waits for that request, which gets version 1's answer."""
+  base, raw = export_base
+  model_dir = str(tmp_path / "skiprec")
+  shutil.copytree(os.path.join(base, "skiprec", "1"), os.path.join(model_dir, "1"))
+  store = ModelStore("skiprec", model_dir, VersionPolicy("latest"), poll_seconds=0.2)
+  params = BatchingParameters(max_batch_size=4, batch_timeout_micros=1000, num_batch_threads=2)
+  server = LocalServer({"skiprec": store}, batching=params).start()
+  client = SkipRecClient(server.address, "skiprec")
+  expected = client.recommend([raw[0]])
+  assert expected.version == 1
+  from tf_skiprec.export.runner import SavedModelRunner
+  release, running = threading.Event(), threading.Event()
+  real = SavedModelRunner._session_run              # noqa: SLF001
+  v1 = store.runner(1)[1]
+
+  def held(self, *args):                             # version 1's next run waits for `release`
+    if self is v1 and not running.is_set():
+      running.set()
+      release.wait(timeout=60)
+    return real(self, *args)
+  monkeypatch.setattr(SavedModelRunner, "_session_run", held)
+  answer = {}
+  waiting = threading.Thread(target=lambda: answer.setdefault("v1", client.recommend([raw[0]])))
+  waiting.start()
+  assert running.wait(timeout=30)
+  shutil.copytree(os.path.join(model_dir, "1"), os.path.join(model_dir, "2"))
+  deadline = time.monotonic() + 60
+  while {v.number: v.state for v in store.status()} != {1: UNLOADING, 2: AVAILABLE}:
+    assert time.monotonic() < deadline, store.status()
+    time.sleep(0.05)
+  assert client.recommend([raw[1]]).version == 2     # the swap went on meanwhile
+  release.set()
+  waiting.join(timeout=60)
+  assert answer["v1"].version == 1 and answer["v1"].item_ids == expected.item_ids
+  while store.status(1)[0].state != END:             # and version 1 is then unloaded
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
   client.close()
   server.stop()
