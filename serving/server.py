@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -175,6 +176,10 @@ def main(argv):
   signal.signal(signal.SIGINT, lambda *_: stop.set())
   stop.wait()
   server.stop()
+  if server.models.batching is not None:
+    stats = server.models.batching.stats
+    logging.info("Batching stats: %s", json.dumps(
+        {**stats, "batch_sizes": {str(n): c for n, c in sorted(stats["batch_sizes"].items())}}))
 
 
 if __name__ == "__main__":

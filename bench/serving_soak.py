@@ -1,0 +1,120 @@
+"""Soak: the batching server under version swaps, every answer checked (serving/soak.py).
+
+  .venv/bin/python bench/serving_soak.py                     # 10 min, 20 swaps: ~12 min here
+  .venv/bin/python bench/serving_soak.py --minutes=0.5 --swap_seconds=8 --ahead=4   # a quick look
+
+8 clients (threads) send one-user Predict requests without pause to the local server in its own
+process (`python -m serving.server --enable_batching` with serving/batching_parameters.txt, and a
+ModelServerConfig serving the newest 2 versions, as serving/models.config). A publisher process
+exports a new version (random weights, its own seed) every `--swap_seconds` while the clients run,
+computes each request's answer from that version alone, and renames the export into the model's
+folder; the server loads it and retires the oldest. Every answer is checked against the version
+it names; the server's RSS and versions' states are sampled every second.
+
+Prints the errors (by code), wrong answers, swaps, queries/s, p50/p99 and the RSS drift; writes
+bench/results/serving_soak/<name>.json and <name>_rss.png (RSS over time, swaps marked).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+from absl import app, flags
+
+from ml100k_common import REPO, write_results  # noqa: E402  (bench/)
+
+MINUTES = flags.DEFINE_float("minutes", 10.0, "How long the clients run.")
+SWAP = flags.DEFINE_float("swap_seconds", 30.0, "A new version every this many seconds.")
+CLIENTS = flags.DEFINE_integer("clients", 8, "Concurrent clients.")
+AHEAD = flags.DEFINE_integer("ahead", 1, "Versions exported before the clients start; the others "
+                             "are exported while they run, each before its turn.")
+NUM_VERSIONS = flags.DEFINE_integer("num_versions", 2, "The version policy: the newest N served.")
+BLOCKS = flags.DEFINE_integer("blocks", 8, "Residual blocks of each version.")
+CHANNELS = flags.DEFINE_integer("channels", 32, "Channels of each version.")
+BATCHING_FILE = flags.DEFINE_string("batching_parameters_file",
+                                    os.path.join(REPO, "serving", "batching_parameters.txt"),
+                                    "The server's --batching_parameters_file.")
+WORKDIR = flags.DEFINE_string("workdir", None, "Where the versions, answers and logs go (kept); "
+                              "default: a temporary folder, removed after a clean run.")
+NAME = flags.DEFINE_string("name", "soak", "Result file name.")
+OUT = flags.DEFINE_string("out", os.path.join(REPO, "bench", "results", "serving_soak"),
+                          "Directory of the JSON and the plot.")
+
+
+def main(argv):
+  del argv
+  import tf_skiprec  # noqa: F401, PLC0415  (Keras 2 before TensorFlow)
+  from serving.soak import SoakSpec, run_soak  # noqa: PLC0415
+
+  spec = SoakSpec(seconds=MINUTES.value * 60, swap_seconds=SWAP.value, clients=CLIENTS.value,
+                  ahead=AHEAD.value, num_versions=NUM_VERSIONS.value, blocks=BLOCKS.value,
+                  channels=CHANNELS.value, batching_parameters_file=BATCHING_FILE.value)
+  workdir = WORKDIR.value or tempfile.mkdtemp(prefix="serving_soak_")
+  started = time.time()
+  report = run_soak(spec, workdir, progress=lambda line: print(line, flush=True))
+  report["total_seconds"] = time.time() - started
+  with open(spec.batching_parameters_file) as f:
+    report["batching_parameters"] = f.read()
+  rss = report["rss_mb"]
+  print(f"\n{report['seconds']:.0f} s, {spec.clients} clients: {report['answers']} answers "
+        f"({report['qps']:.1f} queries/s, p50 {report['p50_ms']:.2f} ms, p99 "
+        f"{report['p99_ms']:.2f} ms)")
+  print(f"errors: {report['errors']} {report['errors_by_code'] or ''}")
+  print(f"wrong answers: {report['wrong_answers']}")
+  for line in report["error_examples"] + report["wrong_examples"]:
+    print(f"  {line}")
+  print(f"swaps: {report['swaps_published']} published, {report['swaps_answered']} answered "
+        f"(versions answered {list(report['answers_by_version'])}); versions retired: "
+        f"{report['versions_retired']}")
+  print(f"server RSS: {rss['first']:.0f} MiB at the start, {rss['after_first_swap']:.0f} after "
+        f"the first swap, {rss['last_tenth']:.0f} in the last tenth (drift "
+        f"{rss['drift']:+.1f} MiB), max {rss['max']:.0f}")
+  if report["server_batching"]:
+    b = report["server_batching"]
+    print(f"server batching: {b['requests']} requests in {b['batches']} batches "
+          f"({b['requests'] / max(1, b['batches']):.2f} per batch), {b['padding_rows']} padding "
+          f"rows; requests per batch {b['batch_sizes']}")
+  path = write_results(OUT.value, NAME.value, False, {**report, "command": _command(spec)})
+  plot = os.path.join(OUT.value, f"{NAME.value}_rss.png")
+  _plot(report, plot)
+  print(f"Results written to {path} and {plot}")
+  clean = report["errors"] == 0 and report["wrong_answers"] == 0 and report["publisher_ok"]
+  if clean and not WORKDIR.value:
+    shutil.rmtree(workdir, ignore_errors=True)
+  elif not clean:
+    print(f"Kept {workdir} (server.log, publisher.log, expected/).")
+
+
+def _command(spec) -> str:
+  return (f".venv/bin/python bench/serving_soak.py --minutes={spec.seconds / 60:g} "
+          f"--swap_seconds={spec.swap_seconds:g} --clients={spec.clients} --ahead={spec.ahead} "
+          f"--num_versions={spec.num_versions} --blocks={spec.blocks} "
+          f"--channels={spec.channels}")
+
+
+def _plot(report: dict, path: str) -> None:
+  """The server's RSS over the soak, each published version marked."""
+  import matplotlib  # noqa: PLC0415
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+  fig, ax = plt.subplots(figsize=(8, 3.5))
+  times = [t for t, _ in report["rss_samples"]]
+  ax.plot(times, [v for _, v in report["rss_samples"]], lw=1.2, label="server RSS")
+  for i, (version, at) in enumerate(report["published_at"]):
+    ax.axvline(at, color="0.75", lw=0.8, zorder=0, label="version published" if i == 0 else None)
+  ax.set_xlabel("seconds since the clients started")
+  ax.set_ylabel("MiB")
+  spec = report["spec"]
+  ax.set_title(f"Soak: {spec['clients']} clients, a version every {spec['swap_seconds']:g} s; "
+               f"{report['errors']} errors, {report['wrong_answers']} wrong answers", fontsize=10)
+  ax.legend(loc="lower right", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+if __name__ == "__main__":
+  app.run(main)
