@@ -1,5 +1,5 @@
 """What the benchmarks share: where the ML-100k data is, mean ± std over seeds, fresh processes,
-and a finished run's best model restored."""
+and a finished run's best model restored and exported."""
 
 from __future__ import annotations
 
@@ -112,3 +112,27 @@ def write_results(out_dir: str, name: str, quick: bool, payload: dict) -> str:
   with open(path, "w") as f:
     json.dump({**payload, "quick": quick, "python": sys.version.split()[0]}, f, indent=2)
   return path
+
+
+def export_run(workdir: str, base: str, users: int) -> dict:
+  """Child process only: the run's best model exported (SkipRec and backbone-only) under `base`,
+  and its first `users` validation histories as raw ids in base/histories.npy."""
+  import numpy as np  # noqa: PLC0415
+  import tf_skiprec  # noqa: F401, PLC0415  (Keras 2 before TensorFlow loads)
+  from absl import logging  # noqa: PLC0415
+
+  from tf_skiprec.export.exporter import export_model, raw_histories  # noqa: PLC0415
+  from tf_skiprec.model import BackboneModel  # noqa: PLC0415
+
+  logging.set_verbosity(logging.WARNING)
+  config, data, model = restore_best_run(workdir)
+  dense = next(iter(data.pipelines.evaluation(data.valid, users)))["history"].numpy()
+  common = dict(id_map=data.id_map, base_dir=base, max_len=config.data.max_len,
+                sample_histories=dense[:32], threshold=config.policy.threshold)
+  skiprec = export_model(model, model_name="skiprec", **common)
+  backbone = export_model(BackboneModel(model.backbone), model_name="backbone", **common)
+  np.save(os.path.join(base, "histories.npy"), raw_histories(dense, data.id_map))
+  return {"skiprec": skiprec["path"], "backbone": backbone["path"],
+          "num_blocks": config.model.num_blocks, "channels": config.model.channels,
+          "policy_body": config.policy.body, "threshold": config.policy.threshold,
+          "num_items": data.id_map.num_items, "max_len": config.data.max_len}

@@ -28,17 +28,16 @@ Prints a table and writes JSON to bench/out/.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
 from absl import app, flags
 
+from grpc_load import free_port, load_test  # noqa: E402  (bench/)
 from ml100k_common import REPO, in_fresh_process, write_results  # noqa: E402  (bench/)
 
 BLOCKS = flags.DEFINE_integer("blocks", 64, "Residual blocks.")
@@ -68,25 +67,10 @@ TARGETS = (0.75, 0.5, 0.25)
 
 
 def build_model(blocks: int, channels: int, num_items: int, max_len: int):
-  """A SkipRec model with a spread, user-dependent policy, and its IdMap (raw ids "i<n>")."""
-  import tf_skiprec  # noqa: F401, PLC0415
-  from tf_skiprec.config import Config  # noqa: PLC0415
-  from tf_skiprec.training import builders  # noqa: PLC0415
-
-  config = Config()
-  config.train.mode = "gumbel"
-  config.model.num_blocks, config.model.channels = blocks, channels
-  config.data.max_len = max_len
-  model = builders.build_model(config, vocab_size=num_items + 1)
-  rng = np.random.default_rng(0)
-  for block in model.backbone.blocks:
-    block.alpha.assign(0.1)
-  norm = model.policy.norm
-  norm.moving_variance.assign(np.full(norm.moving_variance.shape, 1e-4, np.float32))
-  head = model.policy.head
-  head.kernel.assign(rng.normal(0.0, 1.0, head.kernel.shape).astype(np.float32))
-  head.bias.assign(np.zeros(head.bias.shape, np.float32))
-  return model, bench_id_map(num_items)
+  """A SkipRec model with a spread, user-dependent policy, and its IdMap (raw ids "i<n>"):
+  serving.soak.random_skiprec with seed 0."""
+  from serving.soak import random_skiprec  # noqa: PLC0415
+  return random_skiprec(blocks, channels, num_items, max_len, seed=0)
 
 
 def bench_id_map(num_items: int):
@@ -138,58 +122,6 @@ def latency_table(runner, raw: np.ndarray, prob: np.ndarray, reps_1: int, reps_6
   return rows
 
 
-def load_test(address: str, raw: np.ndarray, signature: str, threshold: float | None,
-              clients: int, seconds: float) -> dict:
-  """`clients` threads sending one-user Predict calls for `seconds`."""
-  import grpc  # noqa: PLC0415
-  import tensorflow as tf  # noqa: PLC0415
-  from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: PLC0415
-
-  requests = []
-  for row in raw:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "skiprec"
-    request.model_spec.signature_name = signature
-    request.inputs["history"].CopyFrom(tf.make_tensor_proto(row[np.newaxis]))
-    if threshold is not None:
-      request.inputs["threshold"].CopyFrom(tf.make_tensor_proto(np.array([threshold], np.float32)))
-    requests.append(request)
-  latencies, errors, lock = [], [0], threading.Lock()
-  stop = time.perf_counter() + seconds
-
-  def client(seed: int):
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(address))
-    mine, failed, i = [], 0, seed
-    while time.perf_counter() < stop:
-      start = time.perf_counter()
-      try:
-        stub.Predict(requests[i % len(requests)], timeout=30)
-        mine.append(time.perf_counter() - start)
-      except grpc.RpcError:
-        failed += 1
-      i += clients
-    with lock:
-      latencies.extend(mine)
-      errors[0] += failed
-
-  threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-  began = time.perf_counter()
-  for t in threads:
-    t.start()
-  for t in threads:
-    t.join()
-  elapsed = time.perf_counter() - began
-  ms = np.array(latencies) * 1000
-  result = {"signature": signature, "threshold": threshold, "clients": clients,
-            "seconds": elapsed, "queries": len(latencies), "qps": len(latencies) / elapsed,
-            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "errors": errors[0]}
-  print(f"load {signature:<15} {result['qps']:7.1f} queries/s, p50 {result['p50_ms']:6.2f} ms, "
-        f"p99 {result['p99_ms']:6.2f} ms, {result['errors']} errors "
-        f"({result['queries']} queries, {clients} clients, {elapsed:.0f} s)", flush=True)
-  return result
-
-
 def main(argv):
   del argv
   blocks, reps_1, reps_64, seconds = BLOCKS.value, REPS_1.value, REPS_64.value, SECONDS.value
@@ -223,7 +155,7 @@ def main(argv):
   for batching in BATCHING.value:
     if batching not in ("off", "on"):
       raise app.UsageError(f"--batching={batching}: expected off and/or on, e.g. --batching=off,on")
-    port = _free_port()
+    port = free_port()
     extra = (["--enable_batching", "--batching_parameters_file="
               + os.path.join(REPO, "serving", "batching_parameters.txt")]
              if batching == "on" else [])
@@ -235,7 +167,8 @@ def main(argv):
          f"--model_base_path={os.path.join(base, 'skiprec')}", *extra], cwd=REPO,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-      _wait_for(f"127.0.0.1:{port}")
+      from serving.client import wait_until_available  # noqa: PLC0415
+      wait_until_available(f"127.0.0.1:{port}", "skiprec", watch={"the server": server})
       for signature, threshold in (("serving_default", half), ("full", None)):
         result = load_test(f"127.0.0.1:{port}", raw, signature, threshold, CLIENTS.value, seconds)
         load.append({**result, "batching": batching})
@@ -298,31 +231,6 @@ def time_rows(export_dir: str, users: int, num_items: int, max_len: int, intra: 
   rows = latency_table(runner, raw, prob, reps_1, reps_64)
   runner.close()
   return rows
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def _wait_for(address: str, timeout: float = 120.0) -> None:
-  """Until the server's model is AVAILABLE."""
-  import grpc  # noqa: PLC0415
-  from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc  # noqa: PLC0415
-  stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(address))
-  request = get_model_status_pb2.GetModelStatusRequest()
-  request.model_spec.name = "skiprec"
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    try:
-      status = stub.GetModelStatus(request, timeout=5).model_version_status
-      if any(s.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE for s in status):
-        return
-    except grpc.RpcError:
-      pass
-    time.sleep(0.5)
-  raise RuntimeError(f"the server at {address} did not come up in {timeout:.0f} s")
 
 
 if __name__ == "__main__":

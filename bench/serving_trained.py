@@ -39,7 +39,7 @@ import numpy as np
 from absl import app, flags
 
 import c_session  # noqa: E402  (bench/)
-from ml100k_common import REPO, in_fresh_process, restore_best_run  # noqa: E402  (bench/)
+from ml100k_common import REPO, export_run, in_fresh_process  # noqa: E402  (bench/)
 
 RUNS = flags.DEFINE_multi_string("run", [], "NAME=WORKDIR of a finished gumbel/rl run.")
 USERS = flags.DEFINE_integer("users", 512, "Validation histories used (the first ones).")
@@ -56,29 +56,6 @@ HARNESS = flags.DEFINE_enum("harness", "both", ["both", "c", "python"],
 OUT = flags.DEFINE_string("out", os.path.join(REPO, "bench", "results", "serving_trained"),
                           "Directory of summary.json.")
 BATCHES = (1, 64)
-
-
-def export_run(workdir: str, base: str, users: int) -> dict:
-  """Child process only: the run's best model exported (SkipRec and backbone-only) under `base`,
-  and its first `users` validation histories as raw ids in base/histories.npy."""
-  import tf_skiprec  # noqa: F401, PLC0415  (Keras 2 before TensorFlow loads)
-  from absl import logging  # noqa: PLC0415
-
-  from tf_skiprec.export.exporter import export_model, raw_histories  # noqa: PLC0415
-  from tf_skiprec.model import BackboneModel  # noqa: PLC0415
-
-  logging.set_verbosity(logging.WARNING)
-  config, data, model = restore_best_run(workdir)
-  dense = next(iter(data.pipelines.evaluation(data.valid, users)))["history"].numpy()
-  common = dict(id_map=data.id_map, base_dir=base, max_len=config.data.max_len,
-                sample_histories=dense[:32], threshold=config.policy.threshold)
-  skiprec = export_model(model, model_name="skiprec", **common)
-  backbone = export_model(BackboneModel(model.backbone), model_name="backbone", **common)
-  np.save(os.path.join(base, "histories.npy"), raw_histories(dense, data.id_map))
-  return {"skiprec": skiprec["path"], "backbone": backbone["path"],
-          "num_blocks": config.model.num_blocks, "channels": config.model.channels,
-          "policy_body": config.policy.body, "threshold": config.policy.threshold,
-          "num_items": data.id_map.num_items, "max_len": config.data.max_len}
 
 
 def time_exports(skiprec: str, backbone: str, histories: str, intra: int, inter: int,

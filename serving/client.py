@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 
 import grpc
 import numpy as np
@@ -131,6 +132,35 @@ class SkipRecClient:
     spec.name = self.model
     if self.version is not None:
       spec.version.value = self.version
+
+
+def wait_until_available(server: str, model: str, timeout: float = 120.0,
+                         watch: dict | None = None) -> None:
+  """Returns once a version of `model` is AVAILABLE on `server` (GetModelStatus); raises
+  RuntimeError after `timeout` s, or as soon as a process in `watch` ({what: Popen}, e.g. the
+  server's) has exited."""
+  from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc  # noqa: PLC0415
+  channel = grpc.insecure_channel(server)
+  stub = model_service_pb2_grpc.ModelServiceStub(channel)
+  request = get_model_status_pb2.GetModelStatusRequest()
+  request.model_spec.name = model
+  deadline = time.monotonic() + timeout
+  try:
+    while time.monotonic() < deadline:
+      for what, process in (watch or {}).items():
+        if process.poll() is not None:
+          raise RuntimeError(f"{what} stopped (exit code {process.returncode}) before {model} "
+                             f"was served")
+      try:
+        status = stub.GetModelStatus(request, timeout=5).model_version_status
+        if any(s.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE for s in status):
+          return
+      except grpc.RpcError:
+        pass
+      time.sleep(0.5)
+  finally:
+    channel.close()
+  raise RuntimeError(f"{server} served no version of {model} in {timeout:.0f} s")
 
 
 SERVER = flags.DEFINE_string("server", "localhost:8500", "host:port of the gRPC server.")

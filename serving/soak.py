@@ -234,6 +234,8 @@ def run_soak(spec: SoakSpec, workdir: str, progress=print) -> dict:
   import tensorflow as tf  # noqa: PLC0415
   from tensorflow_serving.apis import predict_pb2  # noqa: PLC0415
 
+  from serving.client import wait_until_available  # noqa: PLC0415
+
   base_path, expected_dir, staging = _folders(workdir)
   for folder in (base_path, expected_dir, staging):
     os.makedirs(folder, exist_ok=True)
@@ -247,7 +249,9 @@ def run_soak(spec: SoakSpec, workdir: str, progress=print) -> dict:
   progress("publishing version 1 ...")
   server, address = _start_server(spec, workdir, base_path)
   try:
-    _wait_until_served(address, publisher, server)
+    wait_until_available(address, MODEL, timeout=300, watch={
+        "the soak's publisher (publisher.log in the soak's folder)": publisher,
+        "the soak's server (server.log in the soak's folder)": server})
     pool = request_pool(spec)
     requests = []
     for r in pool:
@@ -433,38 +437,6 @@ def _start_server(spec: SoakSpec, workdir: str, base_path: str):
       cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
   log.close()
   return server, f"127.0.0.1:{port}"
-
-
-def _wait_until_served(address: str, publisher: subprocess.Popen, server: subprocess.Popen,
-                       timeout: float = 300.0) -> None:
-  """Until version 1 is AVAILABLE; RuntimeError if the publisher or the server stops, or time
-  runs out."""
-  import grpc  # noqa: PLC0415
-  from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc  # noqa: PLC0415
-  channel = grpc.insecure_channel(address)
-  stub = model_service_pb2_grpc.ModelServiceStub(channel)
-  request = get_model_status_pb2.GetModelStatusRequest()
-  request.model_spec.name = MODEL
-  deadline = time.time() + timeout
-  try:
-    while time.time() < deadline:
-      if publisher.poll() is not None:
-        raise RuntimeError(f"the soak's publisher stopped (exit code {publisher.returncode}; "
-                           "its log: publisher.log in the soak's folder) before version 1 was "
-                           "served")
-      if server.poll() is not None:
-        raise RuntimeError(f"the soak's server stopped (exit code {server.returncode}; its log: "
-                           "server.log in the soak's folder)")
-      try:
-        status = stub.GetModelStatus(request, timeout=5).model_version_status
-        if any(s.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE for s in status):
-          return
-      except grpc.RpcError:
-        pass
-      time.sleep(0.5)
-  finally:
-    channel.close()
-  raise RuntimeError(f"the soak's server at {address} served no version in {timeout:.0f} s")
 
 
 def _stop_server(server: subprocess.Popen, log: str) -> dict | None:

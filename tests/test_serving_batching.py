@@ -6,6 +6,7 @@ version retired under load answers the requests it holds."""
 import os
 import shutil
 import threading
+import weakref
 import time
 
 import grpc
@@ -33,6 +34,22 @@ def export_base(tmp_path_factory):
 def _server(base, batching=None, workers=16):
   store = ModelStore("skiprec", os.path.join(base, "skiprec"), poll_seconds=0.2)
   return LocalServer({"skiprec": store}, batching=batching, workers=workers).start()
+
+
+def _hold_first_run(monkeypatch, runner=None) -> tuple[threading.Event, threading.Event]:
+  """Makes the next Session run (of `runner`, or of any runner) wait until `release` is set;
+  `running` is set when it starts waiting. Returns (running, release)."""
+  from tf_skiprec.export.runner import SavedModelRunner
+  running, release = threading.Event(), threading.Event()
+  real = SavedModelRunner._session_run              # noqa: SLF001
+
+  def held(self, *args):
+    if (runner is None or self is runner) and not running.is_set():
+      running.set()
+      release.wait(timeout=60)
+    return real(self, *args)
+  monkeypatch.setattr(SavedModelRunner, "_session_run", held)
+  return running, release
 
 
 def test_sixteen_concurrent_requests_are_batched_and_each_gets_its_answer_alone(export_base):
@@ -77,15 +94,7 @@ def test_a_full_queue_answers_unavailable_and_the_server_goes_on(export_base, mo
   server = _server(base, params)
   client = SkipRecClient(server.address, "skiprec")
   client.recommend([raw[0]])                         # loaded and warm
-  from tf_skiprec.export.runner import SavedModelRunner
-  release, running = threading.Event(), threading.Event()
-  real = SavedModelRunner._session_run              # noqa: SLF001
-
-  def held(self, *args):                             # the first batch holds the only thread
-    running.set()
-    release.wait(timeout=30)
-    return real(self, *args)
-  monkeypatch.setattr(SavedModelRunner, "_session_run", held)
+  running, release = _hold_first_run(monkeypatch)    # the first batch holds the only thread
   answers = {}
   first = threading.Thread(target=lambda: answers.setdefault("a", client.recommend([raw[1]])))
   first.start()
@@ -106,7 +115,7 @@ def test_a_full_queue_answers_unavailable_and_the_server_goes_on(export_base, mo
   release.set()
   first.join(timeout=30)
   second.join(timeout=30)
-  monkeypatch.setattr(SavedModelRunner, "_session_run", real)
+  monkeypatch.undo()
   assert set(answers) == {"a", "b"}
   assert len(client.recommend([raw[4]]).item_ids[0]) == K   # the server goes on answering
   client.close()
@@ -127,17 +136,8 @@ def test_a_version_retired_while_its_request_waits_in_a_batch_still_answers_it(e
   client = SkipRecClient(server.address, "skiprec")
   expected = client.recommend([raw[0]])
   assert expected.version == 1
-  from tf_skiprec.export.runner import SavedModelRunner
-  release, running = threading.Event(), threading.Event()
-  real = SavedModelRunner._session_run              # noqa: SLF001
   v1 = store.runner(1)[1]
-
-  def held(self, *args):                             # version 1's next run waits for `release`
-    if self is v1 and not running.is_set():
-      running.set()
-      release.wait(timeout=60)
-    return real(self, *args)
-  monkeypatch.setattr(SavedModelRunner, "_session_run", held)
+  running, release = _hold_first_run(monkeypatch, v1)  # version 1's next run waits
   answer = {}
   waiting = threading.Thread(target=lambda: answer.setdefault("v1", client.recommend([raw[0]])))
   waiting.start()
@@ -156,3 +156,19 @@ def test_a_version_retired_while_its_request_waits_in_a_batch_still_answers_it(e
     time.sleep(0.05)
   client.close()
   server.stop()
+
+
+def test_a_retired_versions_graph_is_freed_when_it_is_unloaded(export_base, tmp_path):
+  """Its tf.Graph sits in reference cycles; the store collects them on unload, as TF Serving
+  frees a version, rather than at Python's next full collection (the soak's RSS climbed)."""
+  base, _ = export_base
+  model_dir = str(tmp_path / "skiprec")
+  shutil.copytree(os.path.join(base, "skiprec", "1"), os.path.join(model_dir, "1"))
+  store = ModelStore("skiprec", model_dir, VersionPolicy("latest"))
+  store.poll()
+  graph = weakref.ref(store.runner(1)[1].graph)
+  shutil.copytree(os.path.join(model_dir, "1"), os.path.join(model_dir, "2"))
+  store.poll()
+  assert [(v.number, v.state) for v in store.status()] == [(2, AVAILABLE), (1, END)]
+  assert graph() is None
+  store.stop()
