@@ -34,9 +34,11 @@ test: $(STAMP)
 
 ## Serve saved_models/skiprec (every version; requests without one get the latest) with the
 ## local PredictionService server: gRPC on :8500, REST on :8501. `make train` exports there.
+## TF Serving's batching as production runs it:
+##   make serve ARGS="--enable_batching --batching_parameters_file=serving/batching_parameters.txt"
 serve: $(STAMP)
 	$(PY) -m serving.server --model_name=skiprec --model_base_path=saved_models/skiprec \
-	  --port=8500 --rest_api_port=8501
+	  --port=8500 --rest_api_port=8501 $(ARGS)
 
 ## Regenerate the lock from the current venv (after changing pyproject.toml pins).
 lock: $(STAMP)

@@ -1,6 +1,6 @@
 """Soak: the batching server under version swaps, every answer checked (serving/soak.py).
 
-  .venv/bin/python bench/serving_soak.py                     # 10 min, 20 swaps: ~12 min here
+  .venv/bin/python bench/serving_soak.py                     # 10 min, 20 swaps: ~11 min here
   .venv/bin/python bench/serving_soak.py --minutes=0.5 --swap_seconds=8 --ahead=4   # a quick look
 
 8 clients (threads) send one-user Predict requests without pause to the local server in its own
@@ -72,6 +72,11 @@ def main(argv):
   print(f"server RSS: {rss['first']:.0f} MiB at the start, {rss['after_first_swap']:.0f} after "
         f"the first swap, {rss['last_tenth']:.0f} in the last tenth (drift "
         f"{rss['drift']:+.1f} MiB), max {rss['max']:.0f}")
+  if rss["floor_drift"] is not None:
+    slope = "-" if rss["floor_slope"] is None else f"{rss['floor_slope']:+.2f}"
+    print(f"server RSS just before each publish: {rss['floors'][0]:.0f} ... "
+          f"{rss['floors'][-1]:.0f} MiB (drift {rss['floor_drift']:+.1f} MiB with "
+          f"{spec.num_versions} versions loaded; {slope} MiB a swap over the second half)")
   if report["server_batching"]:
     b = report["server_batching"]
     print(f"server batching: {b['requests']} requests in {b['batches']} batches "

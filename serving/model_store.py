@@ -19,12 +19,16 @@ TF Serving releases it: a closed version's tf.Graph sits in reference cycles, wh
 only at its next full collection, often many versions later (bench/serving_soak.py: the server's
 RSS climbed ~12 MiB a version until one came), so the store collects after each unload. The
 server freezes the objects it holds from start-up out of collections (serving/server.py), which
-makes one ~10 ms instead of ~150 ms.
+makes one ~10 ms instead of ~150 ms. Then the C heap's free pages go back to the system
+(glibc's malloc_trim), so the RSS shows what the served versions hold: without it, the freed
+memory stays in the allocator's per-thread arenas and the soak's RSS crept ~1.5 MiB a swap.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import gc
 import logging
@@ -182,6 +186,7 @@ class ModelStore:
       logging.info("Unloaded %s version %d.", self.name, v.number)
     if gone:
       gc.collect()  # the closed versions' graphs (reference cycles): see the module docstring
+      _trim_heap()
 
   def start(self) -> "ModelStore":
     """Polls once now, then every poll_seconds in a daemon thread."""
@@ -261,3 +266,14 @@ class ModelStore:
       self._versions[number] = Version(number, AVAILABLE, stamp=stamp, runner=runner)
     logging.info("Loaded %s version %d from %s (%d warm-up requests).", self.name, number, path,
                  warmed)
+
+
+def _trim_heap() -> None:
+  """Returns the C heap's free pages to the system (glibc's malloc_trim; nothing elsewhere)."""
+  name = ctypes.util.find_library("c")
+  try:
+    trim = ctypes.CDLL(name).malloc_trim if name else None
+  except (OSError, AttributeError):
+    trim = None
+  if trim is not None:
+    trim(0)

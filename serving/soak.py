@@ -9,11 +9,13 @@ against the version it names; the server's RSS and its versions' states are samp
 What runs, each in its own process, so that the server's RSS is its own:
 - the server: `python -m serving.server` with a ModelServerConfig like serving/models.config
   (the newest `num_versions` versions), --enable_batching and serving/batching_parameters.txt;
-- the publisher (`_publish_loop`): version v is a SkipRec model with random weights (seed v),
-  exported by tf_skiprec.export (which checks it against the in-memory model), then loaded alone
-  to compute the answer to every request of the pool, one request at a time (each answer as TF
-  Serving gives it without batching), and only then renamed into the model's folder. Version 1
-  is published before the clients start; version 1 + i at `swap_seconds` * (i - 1/2).
+- the publisher (`python -m serving.soak <workdir>`): version v is a SkipRec model with random
+  weights (seed v), exported by tf_skiprec.export (which checks it against the in-memory model)
+  into a staging folder, then loaded alone to compute the answer to every request of the pool,
+  one request at a time (each answer as TF Serving gives it without batching), and only then
+  renamed into the model's folder. Version 1 is published before the clients start, version
+  1 + i at `swap_seconds` * (i - 1/2) after; all but the first `ahead` are exported while the
+  clients run, so the export's work is part of the load.
 - the clients (this process, `clients` threads): each sends the pool's Predict requests in turn
   (serving_default with its own k and threshold, and `full`), as serving.client sends them: the
   history left-padded to the full window, k and threshold one value per row.
@@ -21,8 +23,14 @@ What runs, each in its own process, so that the server's RSS is its own:
 An answer is wrong when the version it names was never published, or when its top-k differs from
 that version's answer alone: item ids (two ids may trade places only when their scores tie
 within ATOL), scores within ATOL, and blocks executed. Every failed call is an error, by status
-code. RSS drift is the median RSS of the last tenth of the run minus that of the tenth after the
-first swap (the first minutes load and warm versions up).
+code. The clients run `seconds`, and on until the last version published has answered (it takes
+a few seconds to load; at most two swap periods more).
+
+The server's RSS: `drift` is the median of the last tenth of the run minus that of the tenth
+after the first swap; `floors` are the samples just before each version is published (the
+served versions loaded and warm, the retired ones unloaded), whose `floor_drift` (the last minus
+the first with num_versions loaded) and `floor_slope` (MiB per swap over the second half, a
+least-squares line) tell a leak, which climbs at every swap, from the allocator settling.
 """
 
 from __future__ import annotations
@@ -32,7 +40,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -269,18 +276,25 @@ def run_soak(spec: SoakSpec, workdir: str, progress=print) -> dict:
       f.write(repr(began))
     os.replace(os.path.join(workdir, "started.tmp"), os.path.join(workdir, "started"))
     stop_at = began + spec.seconds
+    stop = threading.Event()
     progress(f"soak: {spec.clients} clients for {spec.seconds:.0f} s, a version every "
              f"{spec.swap_seconds:.0f} s ({spec.swaps} swaps)")
     threads = [threading.Thread(target=_client, name=f"soak-client-{c}",
-                                args=(address, requests, c, spec, stop_at, checker))
+                                args=(address, requests, c, spec, stop, checker))
                for c in range(spec.clients)]
     for t in threads:
       t.start()
     every = max(10.0, spec.seconds / 20)
-    while any(t.is_alive() for t in threads):
-      time.sleep(min(every, max(0.1, stop_at - time.time())))
-      if time.time() < stop_at:
-        progress(checker.line(time.time() - began))
+    last_line = began
+    while not stop.wait(0.5):
+      now = time.time()
+      if now - last_line >= every and now < stop_at:
+        progress(checker.line(now - began))
+        last_line = now
+      if now >= stop_at and _drained(spec, workdir, checker, now - stop_at):
+        stop.set()
+    for t in threads:
+      t.join()
     elapsed = time.time() - began
     samples.stop()
     try:
@@ -316,7 +330,10 @@ class _Checker:
     with self._lock:
       if version not in self._expected:
         path = os.path.join(self.expected_dir, f"{version}.json")
-        self._expected[version] = json.load(open(path)) if os.path.exists(path) else None
+        self._expected[version] = None
+        if os.path.exists(path):
+          with open(path) as f:
+            self._expected[version] = json.load(f)
       return self._expected[version]
 
   def record(self, index: int, version: int, got: dict, seconds: float) -> None:
@@ -345,8 +362,18 @@ class _Checker:
               f"{self.wrong} wrong, versions answered {sorted(self.by_version)}")
 
 
-def _client(address: str, requests: list, first: int, spec: SoakSpec, stop_at: float,
-            checker: _Checker) -> None:
+def _drained(spec: SoakSpec, workdir: str, checker: "_Checker", overtime: float) -> bool:
+  """Whether the clients may stop, once `seconds` have passed: every version has been published
+  and the last one has answered (it takes a few seconds to load), or 2 swap periods more have
+  passed."""
+  published = _read_jsonl(os.path.join(workdir, "published.jsonl"))
+  last = 1 + spec.swaps
+  return overtime > 2 * spec.swap_seconds or (
+      any(p["version"] == last for p in published) and last in checker.first_answer)
+
+
+def _client(address: str, requests: list, first: int, spec: SoakSpec, stop: threading.Event,
+            checker: "_Checker") -> None:
   import grpc  # noqa: PLC0415
   import tensorflow as tf  # noqa: PLC0415
   from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: PLC0415
@@ -354,7 +381,7 @@ def _client(address: str, requests: list, first: int, spec: SoakSpec, stop_at: f
   channel = grpc.insecure_channel(address)
   stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
   i = first
-  while time.time() < stop_at:
+  while not stop.is_set():
     index = i % len(requests)
     request, k = requests[index]
     began = time.perf_counter()
@@ -480,6 +507,11 @@ def _report(spec: SoakSpec, checker: _Checker, samples: _Sampler, published: lis
 
   early = median_between(first_swap, first_swap + tenth)
   late = median_between(times[-1] - tenth, times[-1]) if len(times) else None
+  floors = [float(values[times < p["published_at"]][-1]) for p in published[1:]
+            if (times < p["published_at"]).any()]
+  steady = floors[spec.num_versions - 1:]   # num_versions loaded from then on
+  half = steady[len(steady) // 2:]
+  floor_slope = float(np.polyfit(np.arange(len(half)), half, 1)[0]) if len(half) > 1 else None
   retired = sorted({v for _, states in samples.states for v, s in states.items() if s == "END"})
   ms = np.array(checker.latencies) * 1000
   return {
@@ -508,7 +540,10 @@ def _report(spec: SoakSpec, checker: _Checker, samples: _Sampler, published: lis
       "rss_mb": {"first": float(values[0]) if len(values) else None,
                  "after_first_swap": early, "last_tenth": late,
                  "drift": None if early is None or late is None else late - early,
-                 "max": float(values.max()) if len(values) else None},
+                 "max": float(values.max()) if len(values) else None,
+                 "floors": [round(f, 1) for f in floors],
+                 "floor_drift": steady[-1] - steady[0] if steady else None,
+                 "floor_slope": floor_slope},
       "rss_samples": [[round(t - start, 1), round(v, 1)] for t, v in rss],
       "published_at": [[p["version"], round(p["published_at"] - start, 1)] for p in published],
   }
