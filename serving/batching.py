@@ -140,10 +140,10 @@ class BatchScheduler:
 
   def _next_batch(self) -> list[_Task] | None:
     """Under the lock: the next batch that may run, round-robin over the queues, or None."""
-    queues = list(self._queues.values())
+    queues = list(self._queues.items())
     now = self._clock()
     for offset in range(len(queues)):
-      queue = queues[(self._turn + offset) % len(queues)]
+      key, queue = queues[(self._turn + offset) % len(queues)]
       if not queue.batches:
         continue
       first = queue.batches[0]
@@ -155,6 +155,8 @@ class BatchScheduler:
         queue.batches.popleft()
         if is_open:
           queue.open_since = None
+        if not queue.batches:
+          del self._queues[key]   # idle: a retired version's queues do not pile up
         self._turn = (self._turn + offset + 1) % len(queues)
         return first
     return None

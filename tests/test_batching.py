@@ -149,3 +149,4 @@ def test_different_keys_are_never_mixed_in_a_batch():
   assert [len(b["x"]) for b in seen_a] == [2] and [len(b["x"]) for b in seen_b] == [2]
   assert sorted(seen_a[0]["k"].tolist()) == [1, 3] and sorted(seen_b[0]["k"].tolist()) == [0, 2]
   assert all(results[i]["y"].tolist() == [2 * i] for i in range(4))
+  assert scheduler._queues == {}   # noqa: SLF001  idle queues (a retired version's) are dropped
