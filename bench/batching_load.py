@@ -36,7 +36,7 @@ from ml100k_common import REPO, export_run, in_fresh_process, write_results  # n
 SHIPPED = os.path.join(REPO, "serving", "batching_parameters.txt")
 DEFAULT_VARIANTS = [
     "off", "shipped",
-    "sizes_from_1:allowed_batch_sizes=1/2/4/8/16/32/64",
+    "sizes_from_8:allowed_batch_sizes=8/16/32/64",
     "timeout_0:batch_timeout_micros=0",
     "timeout_10ms:batch_timeout_micros=10000",
     "threads_1:num_batch_threads=1",

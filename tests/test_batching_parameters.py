@@ -14,7 +14,7 @@ def test_the_shipped_file_reads_as_tf_serving_reads_it():
   params = read(os.path.join(REPO, "serving", "batching_parameters.txt"))
   assert params == BatchingParameters(max_batch_size=64, batch_timeout_micros=2000,
                                       max_enqueued_batches=100, num_batch_threads=4,
-                                      allowed_batch_sizes=(8, 16, 32, 64),
+                                      allowed_batch_sizes=(1, 2, 4, 8, 16, 32, 64),
                                       pad_variable_length_inputs=False)
 
 
