@@ -4,15 +4,17 @@ at a time; serving_default (the export's own threshold) against full.
 
   .venv/bin/python bench/batching_load.py --run=synthetic32_64ch=/tmp/exp64/run   # ~10 min
 
-1. The run's best model is restored and exported (bench/serving_trained.py's export_run), with
+1. The run's best model is restored and exported (bench/ml100k_common.py's export_run), with
    its validation histories as raw ids: real users, so the policy's decisions are the trained
    ones (users who need the same blocks batch well; random decisions would not).
 2. For each --variants entry, the local server in its own process (--tensorflow_intra_op /
    inter_op parallelism 1, as the other serving benchmarks) and `--clients` concurrent
    one-user clients for `--seconds` against serving_default, then against full: queries/s, p50,
-   p99, errors (bench/serving_latency.py's load_test). "off" runs without --enable_batching;
+   p99, errors (bench/grpc_load.py's load_test). "off" runs without --enable_batching;
    "shipped" uses serving/batching_parameters.txt; "NAME:field=value;field=value" is the shipped
    file with those fields replaced (allowed_batch_sizes=1/2/4 for a list, empty for none).
+   The table in serving/README.md was measured when the shipped file's sizes started at 8: its
+   "shipped" row is today's sizes_from_8, and its sizes_from_1 row is today's shipped.
 3. The server's own batching stats (requests, batches, padding rows), logged on shutdown.
 Prints a table; writes bench/results/batching_load/<name>.json.
 """
@@ -37,9 +39,9 @@ SHIPPED = os.path.join(REPO, "serving", "batching_parameters.txt")
 DEFAULT_VARIANTS = [
     "off", "shipped",
     "sizes_from_8:allowed_batch_sizes=8/16/32/64",
-    "timeout_0:batch_timeout_micros=0",
-    "timeout_10ms:batch_timeout_micros=10000",
-    "threads_1:num_batch_threads=1",
+    "timeout_0:batch_timeout_micros=0;allowed_batch_sizes=8/16/32/64",
+    "timeout_10ms:batch_timeout_micros=10000;allowed_batch_sizes=8/16/32/64",
+    "threads_1:num_batch_threads=1;allowed_batch_sizes=8/16/32/64",
 ]
 WRAPPED = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
 

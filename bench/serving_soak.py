@@ -5,7 +5,8 @@
 
 8 clients (threads) send one-user Predict requests without pause to the local server in its own
 process (`python -m serving.server --enable_batching` with serving/batching_parameters.txt, and a
-ModelServerConfig serving the newest 2 versions, as serving/models.config). A publisher process
+ModelServerConfig serving the newest `--num_versions`: 1 by default, so that the version retired
+is the one the requests in flight are on). A publisher process
 exports a new version (random weights, its own seed) every `--swap_seconds` while the clients run,
 computes each request's answer from that version alone, and renames the export into the model's
 folder; the server loads it and retires the oldest. Every answer is checked against the version
@@ -31,7 +32,8 @@ SWAP = flags.DEFINE_float("swap_seconds", 30.0, "A new version every this many s
 CLIENTS = flags.DEFINE_integer("clients", 8, "Concurrent clients.")
 AHEAD = flags.DEFINE_integer("ahead", 1, "Versions exported before the clients start; the others "
                              "are exported while they run, each before its turn.")
-NUM_VERSIONS = flags.DEFINE_integer("num_versions", 2, "The version policy: the newest N served.")
+NUM_VERSIONS = flags.DEFINE_integer("num_versions", 1, "The version policy: the newest N served "
+                                    "(1: the version retired still has requests in flight).")
 BLOCKS = flags.DEFINE_integer("blocks", 8, "Residual blocks of each version.")
 CHANNELS = flags.DEFINE_integer("channels", 32, "Channels of each version.")
 BATCHING_FILE = flags.DEFINE_string("batching_parameters_file",
@@ -58,39 +60,49 @@ def main(argv):
   report["total_seconds"] = time.time() - started
   with open(spec.batching_parameters_file) as f:
     report["batching_parameters"] = f.read()
-  rss = report["rss_mb"]
-  print(f"\n{report['seconds']:.0f} s, {spec.clients} clients: {report['answers']} answers "
-        f"({report['qps']:.1f} queries/s, p50 {report['p50_ms']:.2f} ms, p99 "
-        f"{report['p99_ms']:.2f} ms)")
-  print(f"errors: {report['errors']} {report['errors_by_code'] or ''}")
-  print(f"wrong answers: {report['wrong_answers']}")
-  for line in report["error_examples"] + report["wrong_examples"]:
-    print(f"  {line}")
-  print(f"swaps: {report['swaps_published']} published, {report['swaps_answered']} answered "
-        f"(versions answered {list(report['answers_by_version'])}); versions retired: "
-        f"{report['versions_retired']}")
-  print(f"server RSS: {rss['first']:.0f} MiB at the start, {rss['after_first_swap']:.0f} after "
-        f"the first swap, {rss['last_tenth']:.0f} in the last tenth (drift "
-        f"{rss['drift']:+.1f} MiB), max {rss['max']:.0f}")
-  if rss["floor_drift"] is not None:
-    slope = "-" if rss["floor_slope"] is None else f"{rss['floor_slope']:+.2f}"
-    print(f"server RSS just before each publish: {rss['floors'][0]:.0f} ... "
-          f"{rss['floors'][-1]:.0f} MiB (drift {rss['floor_drift']:+.1f} MiB with "
-          f"{spec.num_versions} versions loaded; {slope} MiB a swap over the second half)")
-  if report["server_batching"]:
-    b = report["server_batching"]
-    print(f"server batching: {b['requests']} requests in {b['batches']} batches "
-          f"({b['requests'] / max(1, b['batches']):.2f} per batch), {b['padding_rows']} padding "
-          f"rows; requests per batch {b['batch_sizes']}")
   path = write_results(OUT.value, NAME.value, False, {**report, "command": _command(spec)})
   plot = os.path.join(OUT.value, f"{NAME.value}_rss.png")
-  _plot(report, plot)
-  print(f"Results written to {path} and {plot}")
-  clean = report["errors"] == 0 and report["wrong_answers"] == 0 and report["publisher_ok"]
+  if report["rss_samples"]:
+    _plot(report, plot)
+  print(_summary(report, spec))
+  print(f"Results written to {path}" + (f" and {plot}" if report["rss_samples"] else ""))
+  clean = (report["errors"] == 0 and report["wrong_answers"] == 0 and report["publisher_ok"]
+           and report["clients_ok"] == spec.clients)
   if clean and not WORKDIR.value:
     shutil.rmtree(workdir, ignore_errors=True)
   elif not clean:
     print(f"Kept {workdir} (server.log, publisher.log, expected/).")
+
+
+def _summary(report: dict, spec) -> str:
+  """The report in a few lines (any figure may be missing after a failed run)."""
+  def num(value, form: str) -> str:
+    return "-" if value is None else format(value, form)
+  rss, lines = report["rss_mb"], []
+  lines.append(f"\n{report['seconds']:.0f} s, {spec.clients} clients ({report['clients_ok']} ran "
+               f"to the end): {report['answers']} answers ({report['qps']:.1f} queries/s, p50 "
+               f"{num(report['p50_ms'], '.2f')} ms, p99 {num(report['p99_ms'], '.2f')} ms)")
+  lines.append(f"errors: {report['errors']} {report['errors_by_code'] or ''}")
+  lines.append(f"wrong answers: {report['wrong_answers']}")
+  lines += [f"  {line}" for line in report["error_examples"] + report["wrong_examples"]]
+  lines.append(f"swaps: {report['swaps_published']} published, {report['swaps_answered']} "
+               f"answered (versions answered {list(report['answers_by_version'])}); versions "
+               f"retired: {report['versions_retired']}")
+  lines.append(f"server RSS: {num(rss['first'], '.0f')} MiB at the start, "
+               f"{num(rss['after_first_swap'], '.0f')} after the first swap, "
+               f"{num(rss['last_tenth'], '.0f')} in the last tenth (drift "
+               f"{num(rss['drift'], '+.1f')} MiB), max {num(rss['max'], '.0f')}")
+  if rss["floors"]:
+    lines.append(f"server RSS just before each publish: {rss['floors'][0]:.0f} ... "
+                 f"{rss['floors'][-1]:.0f} MiB (drift {num(rss['floor_drift'], '+.1f')} MiB with "
+                 f"{spec.num_versions} versions loaded; {num(rss['floor_slope'], '+.2f')} MiB a "
+                 "swap over the second half)")
+  b = report["server_batching"]
+  if b:
+    lines.append(f"server batching: {b['requests']} requests in {b['batches']} batches "
+                 f"({b['requests'] / max(1, b['batches']):.2f} per batch), {b['padding_rows']} "
+                 f"padding rows; requests per batch {b['batch_sizes']}")
+  return "\n".join(lines)
 
 
 def _command(spec) -> str:

@@ -155,9 +155,11 @@ class BatchScheduler:
         queue.batches.popleft()
         if is_open:
           queue.open_since = None
-        if not queue.batches:
-          del self._queues[key]   # idle: a retired version's queues do not pile up
-        self._turn = (self._turn + offset + 1) % len(queues)
+        if queue.batches:
+          self._turn = (self._turn + offset + 1) % len(queues)
+        else:                     # idle: a retired version's queues do not pile up
+          del self._queues[key]   # the next queue moves into its place
+          self._turn = (self._turn + offset) % max(1, len(queues) - 1)
         return first
     return None
 

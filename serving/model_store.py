@@ -17,11 +17,11 @@ holding it have been answered (at most UNLOAD_WAIT_SECONDS), so a version swap u
 requests waiting in a batch queue, loses none of them. Its memory is then released at once, as
 TF Serving releases it: a closed version's tf.Graph sits in reference cycles, which Python frees
 only at its next full collection, often many versions later (bench/serving_soak.py: the server's
-RSS climbed ~12 MiB a version until one came), so the store collects after each unload. The
+RSS climbed ~17 MiB a version until one came), so the store collects after each unload. The
 server freezes the objects it holds from start-up out of collections (serving/server.py), which
 makes one ~10 ms instead of ~150 ms. Then the C heap's free pages go back to the system
-(glibc's malloc_trim), so the RSS shows what the served versions hold: without it, the freed
-memory stays in the allocator's per-thread arenas and the soak's RSS crept ~1.5 MiB a swap.
+(glibc's malloc_trim: ~90 MiB less RSS in a load/unload loop). A smaller growth remains in the
+soak, ~1.5 to 2.5 MiB a swap (BUILD_NOTES.md, issue 16).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import gc
 import logging
 import os
 import threading
+import time
 
 import tensorflow as tf
 
@@ -174,12 +175,14 @@ class ModelStore:
       gone = [self._versions[n] for n in gone]
       for v in gone:
         v.state = UNLOADING
+    deadline = time.monotonic() + UNLOAD_WAIT_SECONDS   # one wait for all of them
     for v in gone:
-      with self._lock:           # the requests holding it are answered first
-        if not self._released.wait_for(lambda v=v: v.handles == 0, UNLOAD_WAIT_SECONDS):
-          logging.warning("Unloading %s version %d with %d requests still holding it after "
-                          "%.0f s; they will get UNAVAILABLE.", self.name, v.number, v.handles,
-                          UNLOAD_WAIT_SECONDS)
+      with self._lock:           # the requests holding it are answered first (or the store stops)
+        self._released.wait_for(lambda v=v: v.handles == 0 or self._stop.is_set(),
+                                 max(0.0, deadline - time.monotonic()))
+        if v.handles:
+          logging.warning("Unloading %s version %d with %d requests still holding it; they "
+                          "will get UNAVAILABLE.", self.name, v.number, v.handles)
       v.runner.close()
       with self._lock:
         v.state, v.runner = END, None
@@ -196,14 +199,15 @@ class ModelStore:
     return self
 
   def stop(self) -> None:
-    self._stop.set()
+    with self._lock:
+      self._stop.set()
+      self._released.notify_all()   # an unload waiting for requests gives up
     if self._thread:
       self._thread.join(timeout=30)
     with self._lock:
-      versions = list(self._versions.values())
-    for v in versions:
-      if v.runner is not None:
-        v.runner.close()
+      runners = [v.runner for v in self._versions.values() if v.runner is not None]
+    for runner in runners:
+      runner.close()
 
   def _loop(self) -> None:
     while not self._stop.wait(self.poll_seconds):

@@ -8,7 +8,9 @@ against the version it names; the server's RSS and its versions' states are samp
 
 What runs, each in its own process, so that the server's RSS is its own:
 - the server: `python -m serving.server` with a ModelServerConfig like serving/models.config
-  (the newest `num_versions` versions), --enable_batching and serving/batching_parameters.txt;
+  but serving the newest `num_versions` (1 by default: the version retired is the one every
+  request was going to a moment before, so requests are queued and running on it when it goes),
+  --enable_batching and serving/batching_parameters.txt;
 - the publisher (`python -m serving.soak <workdir>`): version v is a SkipRec model with random
   weights (seed v), exported by tf_skiprec.export (which checks it against the in-memory model)
   into a staging folder, then loaded alone to compute the answer to every request of the pool,
@@ -23,8 +25,10 @@ What runs, each in its own process, so that the server's RSS is its own:
 An answer is wrong when the version it names was never published, or when its top-k differs from
 that version's answer alone: item ids (two ids may trade places only when their scores tie
 within ATOL), scores within ATOL, and blocks executed. Every failed call is an error, by status
-code. The clients run `seconds`, and on until the last version published has answered (it takes
-a few seconds to load; at most two swap periods more).
+code, and so is any other failure in a client (an answer that cannot be read is a wrong one);
+`clients_ok` counts the clients that ran to the end. The clients run `seconds`, and on until the
+last version published has answered (loading and warming it up takes 10 to 25 s under the load
+here; at most two swap periods more).
 
 The server's RSS: `drift` is the median of the last tenth of the run minus that of the tenth
 after the first swap; `floors` are the samples just before each version is published (the
@@ -59,7 +63,7 @@ class SoakSpec:
   seconds: float = 600.0
   swap_seconds: float = 30.0
   clients: int = 8
-  num_versions: int = 2          # the version policy: the newest num_versions are served
+  num_versions: int = 1          # the version policy: the newest num_versions are served
   pool: int = 128                # distinct requests the clients cycle through
   full_share: float = 0.25       # of the pool, requests to the `full` signature
   blocks: int = 8
@@ -85,8 +89,8 @@ def random_skiprec(blocks: int, channels: int, num_items: int, max_len: int, see
   """A SkipRec model with random weights (seed `seed`) whose policy gives spread, user-dependent
   decisions (its batch-norm variance shrunk, its head random), and its IdMap (raw ids "i<n>").
   The blocks' ReZero alphas are 0.1, so every block changes the scores."""
+  import tf_skiprec  # noqa: F401, PLC0415  (Keras 2 before TensorFlow)
   import tensorflow as tf  # noqa: PLC0415
-  import tf_skiprec  # noqa: F401, PLC0415
   from tf_skiprec.config import Config  # noqa: PLC0415
   from tf_skiprec.data.idmap import IdMap  # noqa: PLC0415
   from tf_skiprec.training import builders  # noqa: PLC0415
@@ -132,7 +136,11 @@ def request_pool(spec: SoakSpec) -> list[dict]:
 
 
 def answer(outputs: dict[str, np.ndarray], k: int) -> dict:
-  """A Predict answer for one row -> {"ids", "scores", "blocks"} (its first k items)."""
+  """A Predict answer for one row -> {"ids", "scores", "blocks"} (its first k items). ValueError
+  if an output does not have exactly one row."""
+  rows = {alias: value.shape[:1] for alias, value in outputs.items()}
+  if any(shape != (1,) for shape in rows.values()):
+    raise ValueError(f"outputs for one history have rows {rows}")
   return {"ids": [i.decode("utf-8") for i in outputs["item_ids"][0][:k]],
           "scores": [float(s) for s in outputs["scores"][0][:k]],
           "blocks": int(outputs["blocks_executed"][0])}
@@ -255,6 +263,7 @@ def run_soak(spec: SoakSpec, workdir: str, progress=print) -> dict:
                                  env=env, stdout=log, stderr=subprocess.STDOUT)
   progress("publishing version 1 ...")
   server, address = _start_server(spec, workdir, base_path)
+  stop, threads = None, []
   try:
     wait_until_available(address, MODEL, timeout=300, watch={
         "the soak's publisher (publisher.log in the soak's folder)": publisher,
@@ -279,7 +288,7 @@ def run_soak(spec: SoakSpec, workdir: str, progress=print) -> dict:
     stop = threading.Event()
     progress(f"soak: {spec.clients} clients for {spec.seconds:.0f} s, a version every "
              f"{spec.swap_seconds:.0f} s ({spec.swaps} swaps)")
-    threads = [threading.Thread(target=_client, name=f"soak-client-{c}",
+    threads = [threading.Thread(target=_client, name=f"soak-client-{c}", daemon=True,
                                 args=(address, requests, c, spec, stop, checker))
                for c in range(spec.clients)]
     for t in threads:
@@ -302,6 +311,10 @@ def run_soak(spec: SoakSpec, workdir: str, progress=print) -> dict:
     except subprocess.TimeoutExpired:
       publisher_ok = False
   finally:
+    if stop is not None:          # on any error too: no client is left calling a dead server
+      stop.set()
+      for t in threads:
+        t.join(timeout=spec.timeout + 5)
     if publisher.poll() is None:
       publisher.kill()
       publisher.wait()
@@ -325,6 +338,11 @@ class _Checker:
     self.wrong_examples: list[str] = []
     self.by_version: dict[int, int] = {}
     self.first_answer: dict[int, float] = {}
+    self.clients_ok = 0
+
+  def client_done(self) -> None:
+    with self._lock:
+      self.clients_ok += 1
 
   def expected(self, version: int) -> list | None:
     with self._lock:
@@ -336,10 +354,14 @@ class _Checker:
             self._expected[version] = json.load(f)
       return self._expected[version]
 
-  def record(self, index: int, version: int, got: dict, seconds: float) -> None:
+  def record(self, index: int, version: int, got: dict | None, seconds: float,
+             problem: str = "") -> None:
+    """One answer: `got` checked against `version`'s answer alone (or `problem` already
+    found)."""
     expected = self.expected(version)
-    problem = ("version never published" if expected is None else
-               differences(got, expected[index]))
+    if not problem:
+      problem = ("version never published" if expected is None else
+                 differences(got, expected[index]))
     with self._lock:
       self.answers += 1
       self.latencies.append(seconds)
@@ -381,20 +403,32 @@ def _client(address: str, requests: list, first: int, spec: SoakSpec, stop: thre
   channel = grpc.insecure_channel(address)
   stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
   i = first
-  while not stop.is_set():
-    index = i % len(requests)
-    request, k = requests[index]
-    began = time.perf_counter()
-    try:
-      response = stub.Predict(request, timeout=spec.timeout)
-    except grpc.RpcError as e:
-      checker.error(index, e.code().name, e.details() or "")
-    else:
-      seconds = time.perf_counter() - began
-      outputs = {alias: tf.make_ndarray(proto) for alias, proto in response.outputs.items()}
-      checker.record(index, response.model_spec.version.value, answer(outputs, k), seconds)
-    i += spec.clients
-  channel.close()
+  try:
+    while not stop.is_set():
+      index = i % len(requests)
+      request, k = requests[index]
+      began = time.perf_counter()
+      try:
+        response = stub.Predict(request, timeout=spec.timeout)
+      except grpc.RpcError as e:
+        checker.error(index, e.code().name, e.details() or "")
+      else:
+        seconds = time.perf_counter() - began
+        version = response.model_spec.version.value
+        try:
+          outputs = {alias: tf.make_ndarray(proto) for alias, proto in response.outputs.items()}
+          got = answer(outputs, k)
+        except (ValueError, KeyError, IndexError, UnicodeDecodeError) as e:
+          checker.record(index, version, None, seconds, f"unreadable: {type(e).__name__}: {e}")
+        else:
+          checker.record(index, version, got, seconds)
+      i += spec.clients
+  except Exception as e:  # noqa: BLE001  (counted, never silent)
+    checker.error(i % len(requests), type(e).__name__, str(e))
+  else:
+    checker.client_done()
+  finally:
+    channel.close()
 
 
 class _Sampler(threading.Thread):
@@ -418,7 +452,10 @@ class _Sampler(threading.Thread):
     names = get_model_status_pb2.ModelVersionStatus.State.Name
     while not self._halt.wait(1.0):
       now = time.time()
-      self.rss.append((now, rss_mib(self.pid)))
+      try:
+        self.rss.append((now, rss_mib(self.pid)))
+      except (OSError, RuntimeError):   # the server has exited: nothing more to sample
+        break
       try:
         status = stub.GetModelStatus(request, timeout=5).model_version_status
         self.states.append((now, {s.version: names(s.state) for s in status}))
@@ -487,7 +524,7 @@ def _read_jsonl(path: str) -> list[dict]:
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in f if line.endswith("\n")]  # not a line being written
 
 
 # ---- the report ------------------------------------------------------------------------------
@@ -525,6 +562,7 @@ def _report(spec: SoakSpec, checker: _Checker, samples: _Sampler, published: lis
       "errors_by_code": checker.errors,
       "error_examples": checker.error_examples,
       "wrong_answers": checker.wrong,
+      "clients_ok": checker.clients_ok,
       "wrong_examples": checker.wrong_examples,
       "answers_by_version": {str(v): n for v, n in sorted(checker.by_version.items())},
       "versions_published": [p["version"] for p in published],
