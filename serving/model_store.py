@@ -21,7 +21,7 @@ RSS climbed ~17 MiB a version until one came), so the store collects after each 
 server freezes the objects it holds from start-up out of collections (serving/server.py), which
 makes one ~10 ms instead of ~150 ms. Then the C heap's free pages go back to the system
 (glibc's malloc_trim: ~90 MiB less RSS in a load/unload loop). A smaller growth remains in the
-soak, ~1.5 to 2.5 MiB a swap (BUILD_NOTES.md, issue 16).
+soak, 0.3 to 1.5 MiB a swap (BUILD_NOTES.md, issue 16).
 """
 
 from __future__ import annotations
