@@ -26,7 +26,7 @@ EXPERIMENT = flags.DEFINE_string("experiment", "default",
                                  "Named experiment (tf_skiprec/experiments/).")
 WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Work directory (resumes if it exists).")
 DATASET = flags.DEFINE_string("dataset", None, "'synthetic' or FORMAT:PATH, e.g. "
-                              "recbole:data/ml-100k (FORMAT: recbole|movielens|csv).")
+                              "recbole:data/ml-100k (FORMAT: recbole|movielens|csv|sasrec).")
 CONFIG = flags.DEFINE_string("config", None, "A JSON config file (as written to workdir/config.json);"
                              " replaces --experiment.")
 OVERRIDES = flags.DEFINE_multi_string("override", [], "key=value, e.g. model.num_blocks=32. In "

@@ -50,22 +50,28 @@ class Layout:
   Attributes:
     sep: the separator written between fields.
     width: the number of columns.
-    user, item, time: the column indices of the user, item and timestamp.
+    user, item, time: the column indices of the user, item and timestamp (time None: there is
+      none, and a row's timestamp is its position among the data rows: SASRec's format).
     header: the header's fields as written, or None (MovieLens u.data, ratings.dat).
     quoted: whether fields may be double-quoted (csv module rules).
+    runs: whether any run of spaces and tabs separates fields (SASRec's format); `sep` is the
+      one written.
   """
   sep: str
   width: int
   user: int
   item: int
-  time: int
+  time: Optional[int]
   header: Optional[Tuple[str, ...]] = None
   quoted: bool = False
+  runs: bool = False
 
   def legal_id(self, value: str) -> bool:
     """Whether `value` can be written unchanged as an id (a quoted field holds anything)."""
     if self.quoted:
       return True
+    if self.runs:
+      return " " not in value and "\t" not in value
     edges = set(self.sep) if len(self.sep) > 1 else set()  # 'a:' before '::' is ambiguous
     return self.sep not in value and value[0] not in edges and value[-1] not in edges
 
@@ -96,13 +102,16 @@ class Fuzzed:
 
 def _kinds(layout: Layout) -> List[str]:
   """The malformed-row kinds that `layout`'s rules reject."""
-  kinds = ["too_few", "too_many", "empty_id", "empty_time", "bad_time", "control_char",
-           "all_empty", "bad_utf8"]
+  kinds = ["too_few", "too_many", "empty_id", "control_char", "bad_utf8"]
+  if layout.time is not None:
+    kinds += ["empty_time", "bad_time"]
+  if not layout.runs:            # with runs of blanks as the separator, an all-empty row is blank
+    kinds.append("all_empty")
   if layout.header:
     kinds.append("header_again")
   if layout.quoted:
     kinds.append("stray_quote")
-  if len(layout.sep) > 1:
+  if len(layout.sep) > 1 and not layout.runs:
     kinds.append("overlapping_sep")
   return kinds
 
@@ -141,7 +150,8 @@ def _malform(draw, layout: Layout, kind: str, fields: List[str], values: List[st
   if kind == "too_few":
     del fields[draw(st.integers(0, len(fields) - 1))]
   elif kind == "too_many":
-    fields.insert(draw(st.integers(0, len(fields))), draw(st.sampled_from(["", "x", "1"])))
+    extra = ["x", "1"] if layout.runs else ["", "x", "1"]   # "" would merge into a run of blanks
+    fields.insert(draw(st.integers(0, len(fields))), draw(st.sampled_from(extra)))
   elif kind in ("empty_id", "empty_time"):
     column = draw(st.sampled_from(ids)) if kind == "empty_id" else layout.time
     fields[column] = quote(draw(st.sampled_from(["", " ", "  "])))
@@ -149,7 +159,8 @@ def _malform(draw, layout: Layout, kind: str, fields: List[str], values: List[st
     fields[layout.time] = quote(draw(st.sampled_from(_BAD_STAMPS)))
   elif kind == "control_char":
     column = draw(st.sampled_from(ids))
-    char = draw(st.sampled_from([c for c in _CONTROLS if c not in sep]))
+    blanks = " \t" if layout.runs else sep
+    char = draw(st.sampled_from([c for c in _CONTROLS if c not in blanks]))
     at = draw(st.integers(0, len(values[column]) - (char == "\r")))  # a last '\r' is a line end
     fields[column] = quote(values[column][:at] + char + values[column][at:])
   elif kind == "all_empty":
@@ -206,7 +217,10 @@ def _files(draw, layout: Layout) -> Fuzzed:
     lines += [b.encode() for b in draw(blanks)]
     values = [draw(st.sampled_from(_FILLERS)) for _ in range(layout.width)]
     values[layout.user], values[layout.item] = draw(ids), draw(ids)
-    values[layout.time], seconds = draw(_stamps())
+    if layout.time is None:
+      seconds = float(len(users))       # its position among the data rows
+    else:
+      values[layout.time], seconds = draw(_stamps())
     fields = [layout.render(v, draw(st.booleans())) for v in values]
     if kind == "valid":
       users.append(values[layout.user])

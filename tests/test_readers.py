@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tf_skiprec.data.interactions import Interactions
-from tf_skiprec.data.readers import read_csv, read_movielens, read_recbole, read_source
+from tf_skiprec.data.readers import (read_csv, read_movielens, read_recbole, read_sasrec,
+                                     read_source)
 from tf_skiprec.errors import DataError
 
 RECBOLE = ("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
@@ -111,6 +112,34 @@ def test_read_source_dispatch(tmp_path):
   _check(read_source(f"csv:{tmp_path / 'c.csv'}"), ["x"], ["y"], [3.0])
   _check(read_source(f"CSV:{tmp_path / 'd.csv'}", user_col="U", item_col="I", time_col="T"),
          ["p"], ["q"], [4.0])
+
+
+def test_sasrec_lines_in_file_order_with_their_positions_as_timestamps(tmp_path):
+  """SASRec's `user item` lines: no header, no timestamp; file order is time order (the
+  timestamps are the data lines' positions), spaces or tabs between the two raw tokens."""
+  text = "\ufeff1 10\n1  7\r\n\n  \n2\t10\n1 élan\n 2 99 \n"
+  path = _write(tmp_path / "ml-1m.txt", text)
+  _check(read_sasrec(path), ["1", "1", "2", "1", "2"], ["10", "7", "10", "élan", "99"],
+         [0.0, 1.0, 2.0, 3.0, 4.0])
+  _check(read_source(f"sasrec:{path}"), ["1", "1", "2", "1", "2"],
+         ["10", "7", "10", "élan", "99"], [0.0, 1.0, 2.0, 3.0, 4.0])
+
+
+@pytest.mark.parametrize("text, line, problem", [
+    ("1 10\n1 7 5\n", 2, "expected 2, found 3"),        # a timestamp or rating column
+    ("1 10\n\n7\n", 3, "expected 2, found 1"),
+    ("1 10\n1 a\x07b\n", 2, "control character U+0007"),
+    (b"1 10\n1 \xff\n", 2, "not valid UTF-8"),
+])
+def test_sasrec_bad_lines_name_the_file_and_line(tmp_path, text, line, problem):
+  path = _write(tmp_path / "s.txt", text)
+  msg = _error(read_sasrec, path)
+  assert f"{path}:{line}: " in msg and problem in msg and "Fix:" in msg
+
+
+def test_sasrec_empty_file(tmp_path):
+  msg = _error(read_sasrec, _write(tmp_path / "s.txt", " \n\t\n"))
+  assert "s.txt" in msg and "empty" in msg
 
 
 # --- bad input -----------------------------------------------------------------------------

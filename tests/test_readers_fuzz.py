@@ -30,7 +30,8 @@ import pytest
 
 from fuzzed_files import (COUNTS, KINDS, _HEADER_FAULTS, _SETTINGS, Fuzzed, Layout, _files, _kinds,
                           _run, _stamps)
-from tf_skiprec.data.readers import read_csv, read_movielens, read_recbole, read_source
+from tf_skiprec.data.readers import (read_csv, read_movielens, read_recbole, read_sasrec,
+                                     read_source)
 
 
 @st.composite
@@ -120,6 +121,22 @@ def test_csv_reads_every_valid_row_and_stops_at_the_first_bad_one(via, data):
     _run("csv" if sep else "csv (sniffed)", via, fuzzed, path, read)
 
 
+_SASREC = Layout(" ", 2, 0, 1, None, runs=True)
+
+
+@pytest.mark.parametrize("via", ["reader", "read_source"])
+@_SETTINGS
+@hypothesis.given(data=st.data())
+def test_sasrec_reads_every_valid_row_and_stops_at_the_first_bad_one(via, data):
+  layout = dataclasses.replace(_SASREC, sep=data.draw(st.sampled_from([" ", "\t", "  ", " \t"])))
+  fuzzed = data.draw(_files(layout))
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "d", "ml-1m.txt")
+    read = (lambda: read_source(f"sasrec:{path}")) if via == "read_source" else (  # noqa: E731
+        lambda: read_sasrec(path))
+    _run("sasrec", via, fuzzed, path, read)
+
+
 def _decimal(text: str) -> Optional[float]:
   """The float64 nearest to `text` if it is a finite number in ASCII decimal notation, else None.
 
@@ -189,7 +206,7 @@ def _report_counts(request):
 
 def test_every_format_and_kind_was_fuzzed():
   """Runs last: the property tests above really tried every format and malformed kind."""
-  formats = {"recbole", "csv", "csv (sniffed)"} | {f"movielens {n}" for n in _MOVIELENS}
+  formats = {"recbole", "csv", "csv (sniffed)", "sasrec"} | {f"movielens {n}" for n in _MOVIELENS}
   if not formats <= set(COUNTS):
     pytest.skip("run with the whole module to check the counts")
   for fmt in formats:

@@ -43,7 +43,7 @@ class SyntheticConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-  dataset: str = "synthetic"  # "synthetic", or FORMAT:PATH with FORMAT in recbole|movielens|csv
+  dataset: str = "synthetic"  # "synthetic", or FORMAT:PATH, FORMAT in recbole|movielens|csv|sasrec
   max_len: int = 50           # history window (items)
   min_interactions: int = 3   # users with fewer are dropped (and counted)
   user_col: str = "user_id"   # generic CSV only

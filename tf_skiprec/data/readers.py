@@ -1,7 +1,9 @@
-"""Interaction-log readers: RecBole atomic files, MovieLens ratings and generic CSV/TSV.
+"""Interaction-log readers: RecBole atomic files, MovieLens ratings, generic CSV/TSV, and
+SASRec's `user item` lines.
 
 Every reader returns an `Interactions` holding the rows in FILE ORDER: raw user and item ids
-as strings exactly as written in the file (numpy unicode arrays) and float64 timestamps.
+as strings exactly as written in the file (numpy unicode arrays) and float64 timestamps (for
+SASRec's format, which has none, each data line's position: the file's order is time order).
 Columns other than user, item and timestamp (ratings, ...) are ignored.
 
 Bad input raises `DataError` naming the file, the 1-based line (when the problem is on one
@@ -36,7 +38,7 @@ import numpy as np
 from tf_skiprec.data.interactions import Interactions
 from tf_skiprec.errors import DataError
 
-FORMATS = ("recbole", "movielens", "csv")
+FORMATS = ("recbole", "movielens", "csv", "sasrec")
 SOURCE_FORMATS = FORMATS + ("synthetic",)  # `synthetic` is generated elsewhere, not read here
 MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
 
@@ -45,6 +47,7 @@ _Splitter = Callable[[int, str], List[str]]
 
 _BAD_BYTE = re.compile("[\udc80-\udcff]")     # an undecodable byte (surrogateescape)
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters
+_BLANKS = re.compile("[ \t]+")                 # SASRec's separator: spaces or tabs
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
@@ -178,7 +181,8 @@ def _parse_rows(path: str, lines: Sequence[_Line], split: _Splitter, n_columns: 
     lines: [(line number, text)] data lines (no header).
     split: turns (line number, text) into fields.
     n_columns: how many fields each line must have.
-    columns: (user, item, timestamp) field indices.
+    columns: (user, item, timestamp) field indices; timestamp None: each row's position
+      (0, 1, 2, ...), for a file whose order is the time order.
     sep_name: the separator, as shown in messages ("tab", "','", ...).
 
   Returns:
@@ -188,6 +192,8 @@ def _parse_rows(path: str, lines: Sequence[_Line], split: _Splitter, n_columns: 
     raise DataError("the file has a header but no data rows.", path=path,
                     fix="add interaction rows below the header.")
   user_col, item_col, time_col = columns
+  roles = (("user", user_col), ("item", item_col)) + (
+      (("timestamp", time_col),) if time_col is not None else ())
   users, items, times = [], [], []
   for number, line in lines:
     _check_text(path, number, line)
@@ -197,8 +203,8 @@ def _parse_rows(path: str, lines: Sequence[_Line], split: _Splitter, n_columns: 
           f"wrong number of columns: expected {n_columns}, found {len(fields)} "
           f"(separator {sep_name}).", path=path, line=number,
           fix=f"give every line exactly {n_columns} fields separated by {sep_name}.")
-    user, item, stamp = fields[user_col], fields[item_col], fields[time_col]
-    for role, column in (("user", user_col), ("item", item_col), ("timestamp", time_col)):
+    user, item = fields[user_col], fields[item_col]
+    for role, column in roles:
       if not fields[column].strip():
         raise DataError(f"empty {role} field (column {column + 1}).",
                         path=path, line=number, fix=f"fill in the {role} or remove the line.")
@@ -210,20 +216,27 @@ def _parse_rows(path: str, lines: Sequence[_Line], split: _Splitter, n_columns: 
             f"U+{ord(bad.group()):04X}.", path=path, line=number,
             fix="remove control characters from ids (is this a binary file, or one in another "
                 "encoding?).")
-    text = stamp.strip(" \t")
-    if text.isascii() and text.isdigit():  # fast path: plain Unix seconds
-      seconds = float(text)
-    else:
-      seconds = float(text) if _NUMBER.fullmatch(text) else math.nan
-    if not math.isfinite(seconds):
-      raise DataError(
-          f"timestamp {stamp!r} is not a finite decimal number.", path=path, line=number,
-          fix="write timestamps as numbers (e.g. Unix seconds 881250949).")
+    seconds = (float(len(times)) if time_col is None
+               else _timestamp(path, number, fields[time_col]))
     users.append(user)
     items.append(item)
     times.append(seconds)
   return Interactions(users=np.array(users, dtype=str), items=np.array(items, dtype=str),
                       timestamps=np.array(times, dtype=np.float64), source=path)
+
+
+def _timestamp(path: str, number: int, stamp: str) -> float:
+  """A timestamp field -> seconds; DataError unless a finite number in ASCII decimals."""
+  text = stamp.strip(" \t")
+  if text.isascii() and text.isdigit():  # fast path: plain Unix seconds
+    seconds = float(text)
+  else:
+    seconds = float(text) if _NUMBER.fullmatch(text) else math.nan
+  if not math.isfinite(seconds):
+    raise DataError(
+        f"timestamp {stamp!r} is not a finite decimal number.", path=path, line=number,
+        fix="write timestamps as numbers (e.g. Unix seconds 881250949).")
+  return seconds
 
 
 def _read_headed(path: str, sep: str | None, wanted: Sequence[Tuple[str, str]], fix: str,
@@ -343,6 +356,31 @@ def read_movielens(path: str | os.PathLike) -> Interactions:
           "or use csv:PATH for a CSV with a header.")
 
 
+def read_sasrec(path: str | os.PathLike) -> Interactions:
+  """Reads SASRec's format: one `user item` pair a line, no header and no timestamp.
+
+  The public datasets of SASRec, BERT4Rec and their successors ship so (e.g. `ml-1m.txt`),
+  each user's lines in time order. The file's order is taken as the time order: the timestamps
+  are the data lines' positions (0, 1, 2, ...), so each user's lines keep their order. The two
+  fields are separated by spaces or tabs (any run of them), so ids hold neither; ids are kept as
+  raw tokens.
+
+  Args:
+    path: the file.
+
+  Returns:
+    Interactions (users/items [n] str, timestamps [n] float64: 0, 1, ...) in file order.
+  """
+  path = os.fspath(path)
+  rows = [(number, line) for number, line in _read_lines(path) if line.strip(" \t")]
+  if not rows:
+    raise _empty_file(path)
+
+  def split(number: int, line: str) -> List[str]:
+    return _BLANKS.split(line.strip(" \t"))
+  return _parse_rows(path, rows, split, 2, (0, 1, None), "spaces or tabs")
+
+
 def read_csv(path: str | os.PathLike, user_col: str, item_col: str, time_col: str,
              sep: str | None = None) -> Interactions:
   """Reads a CSV/TSV file with a header row.
@@ -371,7 +409,7 @@ def read_source(spec: str, *, user_col: str = "user_id", item_col: str = "item_i
                 time_col: str = "timestamp", sep: str | None = None) -> Interactions:
   """Reads the interaction log named by `FORMAT:PATH`.
 
-  FORMAT is `recbole`, `movielens` or `csv` (e.g. `recbole:data/ml-100k`). The column
+  FORMAT is `recbole`, `movielens`, `csv` or `sasrec` (e.g. `recbole:data/ml-100k`). The column
   names and `sep` are used by `csv` only. `synthetic` sources are generated elsewhere.
 
   Returns:
@@ -397,4 +435,6 @@ def read_source(spec: str, *, user_col: str = "user_id", item_col: str = "item_i
     return read_recbole(path)
   if fmt == "movielens":
     return read_movielens(path)
+  if fmt == "sasrec":
+    return read_sasrec(path)
   return read_csv(path, user_col, item_col, time_col, sep=sep)
