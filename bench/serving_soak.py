@@ -1,4 +1,4 @@
-"""Soak: the batching server under version swaps, every answer checked (serving/soak.py).
+"""Soak: the batching server under version swaps, every answer checked (bench/soak.py).
 
   .venv/bin/python bench/serving_soak.py                     # 10 min, 20 swaps: ~11 min here
   .venv/bin/python bench/serving_soak.py --minutes=0.5 --swap_seconds=8 --ahead=4   # a quick look
@@ -49,7 +49,7 @@ OUT = flags.DEFINE_string("out", os.path.join(REPO, "bench", "results", "serving
 def main(argv):
   del argv
   import tf_skiprec  # noqa: F401, PLC0415  (Keras 2 before TensorFlow)
-  from serving.soak import SoakSpec, run_soak  # noqa: PLC0415
+  from soak import SoakSpec, run_soak  # noqa: PLC0415  (bench/)
 
   spec = SoakSpec(seconds=MINUTES.value * 60, swap_seconds=SWAP.value, clients=CLIENTS.value,
                   ahead=AHEAD.value, num_versions=NUM_VERSIONS.value, blocks=BLOCKS.value,

@@ -1,11 +1,16 @@
-"""The soak (serving/soak.py) for 30 s: the batching server, 8 clients, a version published
+"""The soak (bench/soak.py) for 30 s: the batching server, 8 clients, a version published
 every 10 s and the one before retired while requests are on it; every answer checked against
 the version it names. The 10-minute run is bench/serving_soak.py."""
+
+import os
+import sys
 
 import numpy as np
 import pytest
 
-from serving.soak import SoakSpec, answer, differences, run_soak
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "bench"))
+from soak import SoakSpec, answer, differences, run_soak  # noqa: E402  (bench/soak.py)
 
 pytestmark = pytest.mark.slow
 

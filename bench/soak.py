@@ -4,6 +4,9 @@ every `swap_seconds`, and its version policy retires the old ones. Every answer 
 against the version it names; the server's RSS and its versions' states are sampled.
 
   report = run_soak(SoakSpec(seconds=600, swap_seconds=30), workdir)   # bench/serving_soak.py
+
+It lives in bench/, not serving/, because it builds and exports models (tf_skiprec), which the
+server and its client must not need (tests/test_layout.py).
   report["errors"], report["wrong_answers"], report["rss_mb"]["drift"]
 
 What runs, each in its own process, so that the server's RSS is its own:
@@ -11,7 +14,7 @@ What runs, each in its own process, so that the server's RSS is its own:
   but serving the newest `num_versions` (1 by default: the version retired is the one every
   request was going to a moment before, so requests are queued and running on it when it goes),
   --enable_batching and serving/batching_parameters.txt;
-- the publisher (`python -m serving.soak <workdir>`): version v is a SkipRec model with random
+- the publisher (`python bench/soak.py <workdir>`): version v is a SkipRec model with random
   weights (seed v), exported by tf_skiprec.export (which checks it against the in-memory model)
   into a staging folder, then loaded alone to compute the answer to every request of the pool,
   one request at a time (each answer as TF Serving gives it without batching), and only then
@@ -194,7 +197,7 @@ def prepare_version(spec: SoakSpec, version: int, expected_dir: str, staging: st
 
 
 def _publish_loop(workdir: str) -> None:
-  """The publisher process (`python -m serving.soak <workdir>`): reads workdir/spec.json,
+  """The publisher process (`python bench/soak.py <workdir>`): reads workdir/spec.json,
   prepares versions 1 to 1 + spec.ahead and publishes version 1 (renames it into the model's
   folder), waits for workdir/started (the clients' start time, written when they are on), then
   publishes version 1 + i at start + swap_seconds * (i - 1/2), each prepared before its turn
@@ -259,7 +262,7 @@ def run_soak(spec: SoakSpec, workdir: str, progress=print) -> dict:
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
              TF_CPP_MIN_LOG_LEVEL="2")
   with open(os.path.join(workdir, "publisher.log"), "w") as log:
-    publisher = subprocess.Popen([sys.executable, "-m", "serving.soak", workdir], cwd=REPO,
+    publisher = subprocess.Popen([sys.executable, os.path.abspath(__file__), workdir], cwd=REPO,
                                  env=env, stdout=log, stderr=subprocess.STDOUT)
   progress("publishing version 1 ...")
   server, address = _start_server(spec, workdir, base_path)

@@ -1,0 +1,72 @@
+"""SASRec's residual block with SkipRec's skippable residual: causal multi-head self-attention and
+a point-wise feed-forward layer, each pre-LayerNorm and scaled by a ReZero scalar.
+
+SASRec: Kang and McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018. ReZero:
+Bachlechner et al., 2020. SkipRec: Chen et al., AAAI 2021.
+
+The block is x -> x + F(x), with
+  a    = alpha * Attention(LN1(x))            (causal; padded keys never attended to)
+  F(x) = a + alpha * FFN(LN2(x + a))          (FFN: Dense(inner, ReLU) -> Dense(C))
+so x + F(x) is a pre-LN transformer block whose two sublayers are scaled by one ReZero alpha
+(0 at initialisation: every block starts as the identity, as NextItNet+'s do). Skipping is then
+NextItNet+'s semantics exactly: x + m * F(x), m in {0, 1}, F(x) being the whole block's change
+(`branch`). Padded steps of F(x) are zeroed, so the residual stream stays zero on padding.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+@keras.utils.register_keras_serializable(package="tf_skiprec")
+class AttentionBlock(keras.layers.Layer):
+  """x [B, L, C] -> x + F(x) (the module docstring). seq_mask [B, L, 1]: 1 = item, 0 = padding."""
+
+  def __init__(self, channels: int, num_heads: int = 2, inner_size: int | None = None,
+               dropout: float = 0.0, epsilon: float = 1e-6, **kwargs):
+    super().__init__(**kwargs)
+    if channels % num_heads:
+      raise ValueError(f"channels ({channels}) must be a multiple of num_heads ({num_heads})")
+    self.channels = channels
+    self.num_heads = num_heads
+    self.inner_size = inner_size or channels
+    self.dropout = dropout
+    self.epsilon = epsilon
+    self.norm1 = keras.layers.LayerNormalization(epsilon=epsilon, name="norm1")
+    self.attention = keras.layers.MultiHeadAttention(num_heads, channels // num_heads,
+                                                     dropout=dropout, name="attention")
+    self.norm2 = keras.layers.LayerNormalization(epsilon=epsilon, name="norm2")
+    self.inner = keras.layers.Dense(self.inner_size, activation="relu", name="ffn_inner")
+    self.outer = keras.layers.Dense(channels, name="ffn_outer")
+    self.drop = keras.layers.Dropout(dropout)
+    # Created here, not in build(), because the backbone calls `branch` directly.
+    self.alpha = self.add_weight(name="alpha", shape=(), initializer="zeros", trainable=True)
+
+  @staticmethod
+  def attention_mask(seq_mask: tf.Tensor) -> tf.Tensor:
+    """seq_mask [B, L, 1] -> [B, L, L] bool: query t may see key s iff s <= t and s is an item.
+    A padded query sees nothing (its softmax is then uniform and finite); its output is zeroed."""
+    length = tf.shape(seq_mask)[1]
+    causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)   # [L, L], s <= t
+    keys = tf.cast(tf.transpose(seq_mask, [0, 2, 1]), tf.bool)                  # [B, 1, L]
+    return tf.logical_and(causal[tf.newaxis], keys)
+
+  def branch(self, x: tf.Tensor, seq_mask: tf.Tensor,
+             training: bool | None = None) -> tf.Tensor:
+    """F(x) with padded steps zeroed. x: [B, L, C]; seq_mask: [B, L, 1] -> [B, L, C]."""
+    q = self.norm1(x)
+    a = self.attention(q, q, attention_mask=self.attention_mask(seq_mask), training=training)
+    a = self.alpha * self.drop(a, training=training) * seq_mask
+    h = self.outer(self.drop(self.inner(self.norm2(x + a)), training=training))
+    h = self.alpha * self.drop(h, training=training)
+    self.built = True  # called through `branch`, not __call__, by the backbone and the export
+    return (a + h) * seq_mask
+
+  def call(self, x: tf.Tensor, seq_mask: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+    """x: [B, L, C], seq_mask: [B, L, 1] float (1 = item, 0 = padding) -> [B, L, C]."""
+    return x + self.branch(x, seq_mask, training=training)
+
+  def get_config(self):
+    return {**super().get_config(), "channels": self.channels, "num_heads": self.num_heads,
+            "inner_size": self.inner_size, "dropout": self.dropout, "epsilon": self.epsilon}
