@@ -68,8 +68,8 @@ TARGETS = (0.75, 0.5, 0.25)
 
 def build_model(blocks: int, channels: int, num_items: int, max_len: int):
   """A SkipRec model with a spread, user-dependent policy, and its IdMap (raw ids "i<n>"):
-  bench/soak.py's random_skiprec with seed 0."""
-  from soak import random_skiprec  # noqa: PLC0415  (bench/)
+  bench/soak_versions.py's random_skiprec with seed 0."""
+  from soak_versions import random_skiprec  # noqa: PLC0415  (bench/)
   return random_skiprec(blocks, channels, num_items, max_len, seed=0)
 
 

@@ -4,23 +4,16 @@ every `swap_seconds`, and its version policy retires the old ones. Every answer 
 against the version it names; the server's RSS and its versions' states are sampled.
 
   report = run_soak(SoakSpec(seconds=600, swap_seconds=30), workdir)   # bench/serving_soak.py
-
-It lives in bench/, not serving/, because it builds and exports models (tf_skiprec), which the
-server and its client must not need (tests/test_layout.py).
   report["errors"], report["wrong_answers"], report["rss_mb"]["drift"]
 
-What runs, each in its own process, so that the server's RSS is its own:
+In bench/, not serving/: it builds and exports models, which the server must not need. What
+runs, each in its own process, so that the server's RSS is its own:
 - the server: `python -m serving.server` with a ModelServerConfig like serving/models.config
   but serving the newest `num_versions` (1 by default: the version retired is the one every
-  request was going to a moment before, so requests are queued and running on it when it goes),
-  --enable_batching and serving/batching_parameters.txt;
-- the publisher (`python bench/soak.py <workdir>`): version v is a SkipRec model with random
-  weights (seed v), exported by tf_skiprec.export (which checks it against the in-memory model)
-  into a staging folder, then loaded alone to compute the answer to every request of the pool,
-  one request at a time (each answer as TF Serving gives it without batching), and only then
-  renamed into the model's folder. Version 1 is published before the clients start, version
-  1 + i at `swap_seconds` * (i - 1/2) after; all but the first `ahead` are exported while the
-  clients run, so the export's work is part of the load.
+  request was going to a moment before, so requests are on it when it goes), --enable_batching
+  and serving/batching_parameters.txt;
+- the publisher (bench/soak_versions.py), which exports a version every `swap_seconds` with
+  every request's answer alone;
 - the clients (this process, `clients` threads): each sends the pool's Predict requests in turn
   (serving_default with its own k and threshold, and `full`), as serving.client sends them: the
   history left-padded to the full window, k and threshold one value per row.
@@ -33,11 +26,7 @@ code, and so is any other failure in a client (an answer that cannot be read is 
 last version published has answered (loading and warming it up takes 10 to 25 s under the load
 here; at most two swap periods more).
 
-The server's RSS: `drift` is the median of the last tenth of the run minus that of the tenth
-after the first swap; `floors` are the samples just before each version is published (the
-served versions loaded and warm, the retired ones unloaded), whose `floor_drift` (the last minus
-the first with num_versions loaded) and `floor_slope` (MiB per swap over the second half, a
-least-squares line) tell a leak, which climbs at every swap, from the allocator settling.
+The report, and how its RSS drift is measured: bench/soak_report.py.
 """
 
 from __future__ import annotations
@@ -54,99 +43,11 @@ import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import soak_report  # noqa: E402  (bench/)
+from soak_versions import (MODEL, REPO, SoakSpec, _folders, answer,  # noqa: F401  (bench/)
+                           request_pool)
+
 ATOL = 1e-5                    # scores of one version: batched (gather/scatter) against alone
-MODEL = "skiprec"
-BATCHING_FILE = os.path.join(REPO, "serving", "batching_parameters.txt")
-
-
-@dataclasses.dataclass
-class SoakSpec:
-  """One soak: how long, how often a version is published, and the model each version is."""
-  seconds: float = 600.0
-  swap_seconds: float = 30.0
-  clients: int = 8
-  num_versions: int = 1          # the version policy: the newest num_versions are served
-  pool: int = 128                # distinct requests the clients cycle through
-  full_share: float = 0.25       # of the pool, requests to the `full` signature
-  blocks: int = 8
-  channels: int = 32
-  num_items: int = 500
-  max_len: int = 20
-  top_k: int = 10
-  poll_seconds: float = 1.0      # the server's --file_system_poll_wait_seconds
-  batching_parameters_file: str = BATCHING_FILE
-  timeout: float = 30.0          # of one Predict call
-  ahead: int = 1                 # versions exported before the clients start (the others are
-                                 # exported during the soak, each before its turn)
-
-  @property
-  def swaps(self) -> int:
-    """Versions published after the first: one per swap_seconds, the first half a period in."""
-    return max(0, int(self.seconds / self.swap_seconds + 0.5))
-
-
-# ---- the model of each version, and the request pool ----------------------------------------
-
-def random_skiprec(blocks: int, channels: int, num_items: int, max_len: int, seed: int):
-  """A SkipRec model with random weights (seed `seed`) whose policy gives spread, user-dependent
-  decisions (its batch-norm variance shrunk, its head random), and its IdMap (raw ids "i<n>").
-  The blocks' ReZero alphas are 0.1, so every block changes the scores."""
-  import tf_skiprec  # noqa: F401, PLC0415  (Keras 2 before TensorFlow)
-  import tensorflow as tf  # noqa: PLC0415
-  from tf_skiprec.config import Config  # noqa: PLC0415
-  from tf_skiprec.data.idmap import IdMap  # noqa: PLC0415
-  from tf_skiprec.training import builders  # noqa: PLC0415
-
-  tf.keras.utils.set_random_seed(seed)
-  config = Config()
-  config.train.mode = "gumbel"
-  config.model.num_blocks, config.model.channels = blocks, channels
-  config.data.max_len = max_len
-  model = builders.build_model(config, vocab_size=num_items + 1)
-  rng = np.random.default_rng(seed)
-  for block in model.backbone.blocks:
-    block.alpha.assign(0.1)
-  norm = model.policy.norm
-  norm.moving_variance.assign(np.full(norm.moving_variance.shape, 1e-4, np.float32))
-  head = model.policy.head
-  head.kernel.assign(rng.normal(0.0, 1.0, head.kernel.shape).astype(np.float32))
-  head.bias.assign(np.zeros(head.bias.shape, np.float32))
-  id_map = IdMap(np.array([f"i{n}" for n in range(num_items)]), np.arange(num_items, 0, -1))
-  return model, id_map
-
-
-def request_pool(spec: SoakSpec) -> list[dict]:
-  """The clients' requests: [{"signature", "inputs": {alias: array}}], each one history of 1 to
-  max_len raw ids (a few unknown), left-padded with b"" to max_len; serving_default ones with
-  their own k and threshold."""
-  rng = np.random.default_rng(7)
-  pool = []
-  for i in range(spec.pool):
-    length = int(rng.integers(1, spec.max_len + 1))
-    items = [f"i{n}".encode() for n in rng.integers(0, spec.num_items, length)]
-    if i % 16 == 5:
-      items[0] = b"not-in-the-catalogue"
-    history = np.full([1, spec.max_len], b"", dtype=object)
-    history[0, spec.max_len - length:] = items
-    inputs = {"history": history, "k": np.array([1 + i % spec.top_k], np.int32)}
-    if i < spec.pool * spec.full_share:
-      pool.append({"signature": "full", "inputs": inputs})
-    else:
-      inputs["threshold"] = np.array([rng.uniform(0.2, 0.8)], np.float32)
-      pool.append({"signature": "serving_default", "inputs": inputs})
-  return pool
-
-
-def answer(outputs: dict[str, np.ndarray], k: int) -> dict:
-  """A Predict answer for one row -> {"ids", "scores", "blocks"} (its first k items). ValueError
-  if an output does not have exactly one row."""
-  rows = {alias: value.shape[:1] for alias, value in outputs.items()}
-  if any(shape != (1,) for shape in rows.values()):
-    raise ValueError(f"outputs for one history have rows {rows}")
-  return {"ids": [i.decode("utf-8") for i in outputs["item_ids"][0][:k]],
-          "scores": [float(s) for s in outputs["scores"][0][:k]],
-          "blocks": int(outputs["blocks_executed"][0])}
 
 
 def differences(got: dict, expected: dict) -> str:
@@ -163,85 +64,6 @@ def differences(got: dict, expected: dict) -> str:
         for j, other in enumerate(expected["ids"])):
       return f"item {pos}: {item!r} != {wanted!r} (scores {expected['scores']})"
   return ""
-
-
-# ---- the publisher (a process of its own) ------------------------------------------------------
-
-def prepare_version(spec: SoakSpec, version: int, expected_dir: str, staging: str) -> dict:
-  """Exports version `version` into `staging` and writes its answers alone to
-  expected_dir/<version>.json. Returns {"version", "path", "export_seconds", "seconds"}."""
-  from tf_skiprec.export.exporter import export_model  # noqa: PLC0415
-  from tf_skiprec.export.runner import SavedModelRunner  # noqa: PLC0415
-
-  began = time.monotonic()
-  model, id_map = random_skiprec(spec.blocks, spec.channels, spec.num_items, spec.max_len,
-                                 seed=version)
-  rng = np.random.default_rng(version)
-  samples = rng.integers(1, spec.num_items + 1, size=(8, spec.max_len)).astype(np.int32)
-  exported = export_model(model, id_map, base_dir=staging, model_name=f"v{version}",
-                          max_len=spec.max_len, sample_histories=samples, threshold=0.5,
-                          top_k=spec.top_k)
-  exported_at = time.monotonic()
-  runner = SavedModelRunner(exported["path"])
-  try:
-    answers = [answer(runner.run(r["inputs"], r["signature"]), int(r["inputs"]["k"][0]))
-               for r in request_pool(spec)]
-  finally:
-    runner.close()
-  path = os.path.join(expected_dir, f"{version}.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(answers, f)
-  os.replace(path + ".tmp", path)
-  return {"version": version, "path": exported["path"], "export_seconds": exported_at - began,
-          "seconds": time.monotonic() - began}
-
-
-def _publish_loop(workdir: str) -> None:
-  """The publisher process (`python bench/soak.py <workdir>`): reads workdir/spec.json,
-  prepares versions 1 to 1 + spec.ahead and publishes version 1 (renames it into the model's
-  folder), waits for workdir/started (the clients' start time, written when they are on), then
-  publishes version 1 + i at start + swap_seconds * (i - 1/2), each prepared before its turn
-  while the clients run (the export's work is part of the load). Appends one JSON line per
-  version to workdir/published.jsonl."""
-  import tf_skiprec  # noqa: F401, PLC0415  (Keras 2 before TensorFlow)
-  import tensorflow as tf  # noqa: PLC0415
-  tf.get_logger().setLevel("ERROR")
-  with open(os.path.join(workdir, "spec.json")) as f:
-    spec = SoakSpec(**json.load(f))
-  base_path, expected_dir, staging = _folders(workdir)
-  prepared = {}
-
-  def prepare(version: int) -> None:
-    if version not in prepared:
-      prepared[version] = prepare_version(spec, version, expected_dir, staging)
-
-  def publish(version: int) -> None:
-    record = prepared.pop(version)
-    os.rename(record.pop("path"), os.path.join(base_path, str(version)))
-    record["published_at"] = time.time()
-    with open(os.path.join(workdir, "published.jsonl"), "a") as f:
-      f.write(json.dumps(record) + "\n")
-
-  for version in range(1, 2 + min(spec.ahead, spec.swaps)):
-    prepare(version)
-  publish(1)
-  started = os.path.join(workdir, "started")
-  while not os.path.exists(started):
-    time.sleep(0.1)
-  with open(started) as f:
-    start_time = float(f.read())
-  for i in range(1, spec.swaps + 1):
-    prepare(1 + i)
-    delay = start_time + spec.swap_seconds * (i - 0.5) - time.time()
-    if delay > 0:
-      time.sleep(delay)
-    publish(1 + i)
-
-
-def _folders(workdir: str) -> tuple[str, str, str]:
-  """(the model's base path, the answers' folder, the exports' staging folder)."""
-  return (os.path.join(workdir, "models", MODEL), os.path.join(workdir, "expected"),
-          os.path.join(workdir, "staging"))
 
 
 # ---- the soak -------------------------------------------------------------------------------
@@ -262,8 +84,9 @@ def run_soak(spec: SoakSpec, workdir: str, progress=print) -> dict:
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
              TF_CPP_MIN_LOG_LEVEL="2")
   with open(os.path.join(workdir, "publisher.log"), "w") as log:
-    publisher = subprocess.Popen([sys.executable, os.path.abspath(__file__), workdir], cwd=REPO,
-                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+    publisher = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "bench", "soak_versions.py"), workdir], cwd=REPO,
+        env=env, stdout=log, stderr=subprocess.STDOUT)
   progress("publishing version 1 ...")
   server, address = _start_server(spec, workdir, base_path)
   stop, threads = None, []
@@ -323,7 +146,7 @@ def run_soak(spec: SoakSpec, workdir: str, progress=print) -> dict:
       publisher.wait()
     batching = _stop_server(server, os.path.join(workdir, "server.log"))
   published = _read_jsonl(os.path.join(workdir, "published.jsonl"))
-  return _report(spec, checker, samples, published, publisher_ok, batching, elapsed)
+  return soak_report.report(spec, checker, samples, published, publisher_ok, batching, elapsed)
 
 
 class _Checker:
@@ -528,67 +351,3 @@ def _read_jsonl(path: str) -> list[dict]:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.endswith("\n")]  # not a line being written
-
-
-# ---- the report ------------------------------------------------------------------------------
-
-def _report(spec: SoakSpec, checker: _Checker, samples: _Sampler, published: list[dict],
-            publisher_ok: bool, batching: dict | None, elapsed: float) -> dict:
-  rss = samples.rss
-  times = np.array([t for t, _ in rss])
-  values = np.array([v for _, v in rss])
-  start = times[0] if len(times) else 0.0
-  tenth = max(1.0, (times[-1] - start) / 10) if len(times) else 1.0
-  first_swap = min((p["published_at"] for p in published if p["version"] > 1), default=start)
-
-  def median_between(lo: float, hi: float) -> float | None:
-    chosen = values[(times >= lo) & (times <= hi)]
-    return float(np.median(chosen)) if len(chosen) else None
-
-  early = median_between(first_swap, first_swap + tenth)
-  late = median_between(times[-1] - tenth, times[-1]) if len(times) else None
-  floors = [float(values[times < p["published_at"]][-1]) for p in published[1:]
-            if (times < p["published_at"]).any()]
-  steady = floors[spec.num_versions - 1:]   # num_versions loaded from then on
-  half = steady[len(steady) // 2:]
-  floor_slope = float(np.polyfit(np.arange(len(half)), half, 1)[0]) if len(half) > 1 else None
-  retired = sorted({v for _, states in samples.states for v, s in states.items() if s == "END"})
-  ms = np.array(checker.latencies) * 1000
-  return {
-      "spec": dataclasses.asdict(spec),
-      "seconds": elapsed,
-      "answers": checker.answers,
-      "qps": checker.answers / elapsed if elapsed else 0.0,
-      "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
-      "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
-      "errors": sum(checker.errors.values()),
-      "errors_by_code": checker.errors,
-      "error_examples": checker.error_examples,
-      "wrong_answers": checker.wrong,
-      "clients_ok": checker.clients_ok,
-      "wrong_examples": checker.wrong_examples,
-      "answers_by_version": {str(v): n for v, n in sorted(checker.by_version.items())},
-      "versions_published": [p["version"] for p in published],
-      "swaps_published": sum(p["version"] > 1 for p in published),
-      "swaps_answered": max(0, len(checker.by_version) - 1),
-      "versions_retired": retired,
-      "publish_seconds": [round(p["seconds"], 2) for p in published],
-      "first_answer_after_publish_seconds": {
-          str(p["version"]): round(checker.first_answer[p["version"]] - p["published_at"], 2)
-          for p in published if p["version"] > 1 and p["version"] in checker.first_answer},
-      "publisher_ok": publisher_ok,
-      "server_batching": batching,
-      "rss_mb": {"first": float(values[0]) if len(values) else None,
-                 "after_first_swap": early, "last_tenth": late,
-                 "drift": None if early is None or late is None else late - early,
-                 "max": float(values.max()) if len(values) else None,
-                 "floors": [round(f, 1) for f in floors],
-                 "floor_drift": steady[-1] - steady[0] if steady else None,
-                 "floor_slope": floor_slope},
-      "rss_samples": [[round(t - start, 1), round(v, 1)] for t, v in rss],
-      "published_at": [[p["version"], round(p["published_at"] - start, 1)] for p in published],
-  }
-
-
-if __name__ == "__main__":
-  _publish_loop(sys.argv[1])
