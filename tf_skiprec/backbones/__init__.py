@@ -20,7 +20,9 @@ A backbone is a Keras layer over item ids with skippable residual blocks:
                                  t - distance (None: no subset can); the graded synthetic
                                  groups' minimum depth
 
-The export (tf_skiprec/export/frozen.py) copies each block as a function with constant weights;
+tf_skiprec/backbones/stack.py runs the blocks with these semantics and scores with the head, for
+every backbone. The export (tf_skiprec/export/frozen.py) copies each block as a function with
+constant weights;
 a backbone with a new kind of block adds its frozen copy there.
 
 Each entry of REGISTRY is build(vocab_size, model) -> backbone, `model` holding the

@@ -11,9 +11,9 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
+from tf_skiprec.backbones.stack import SkippableStack
 from tf_skiprec.layers import ResidualBlock
 
-NEG_INF = -1e9
 
 
 def dilation_schedule(num_blocks: int, pattern) -> list[int]:
@@ -25,7 +25,7 @@ def dilation_schedule(num_blocks: int, pattern) -> list[int]:
 
 
 @keras.utils.register_keras_serializable(package="tf_skiprec")
-class NextItNet(keras.layers.Layer):
+class NextItNet(SkippableStack):
   """Item ids [B, L] -> hidden states [B, L, C]; `logits` maps hidden states to [.., V]."""
 
   def __init__(self, vocab_size: int, channels: int = 64, num_blocks: int = 8,
@@ -54,50 +54,11 @@ class NextItNet(keras.layers.Layer):
     if not tie_embeddings:
       self.output_dense = keras.layers.Dense(vocab_size, name="softmax")
 
-  def build(self, input_shape):
-    if self.tie_embeddings:
-      self.output_bias = self.add_weight(name="softmax_bias", shape=(self.vocab_size,),
-                                         initializer="zeros")
-    super().build(input_shape)
-
   def embed(self, item_ids: tf.Tensor, training: bool | None = None):
     """item_ids [B, L] -> (x [B, L, C] with padding rows zeroed, seq_mask [B, L, 1])."""
     seq_mask = tf.cast(tf.not_equal(item_ids, 0), self.compute_dtype)[..., tf.newaxis]
     x = self.embedding(item_ids) * seq_mask
     return self.embedding_drop(x, training=training), seq_mask
-
-  def call(self, item_ids: tf.Tensor, block_mask: tf.Tensor | None = None,
-           training: bool | None = None) -> tf.Tensor:
-    """item_ids: [B, L] int; block_mask: optional [B, N] in {0, 1} -> hidden [B, L, C].
-
-    A row whose mask is 0 for block i keeps x unchanged there (x + m * alpha * F(x)). In
-    training every block is computed: the straight-through gradient of a skipped block's
-    decision is alpha * F(x). At inference (training None or False) a block that no row of the
-    batch keeps is not run (tf.cond), which leaves the result bit for bit the same (x + 0 = x)
-    and saves its time in evaluation and the sweeps. Per-row conditional execution lives in the
-    export.
-    """
-    x, seq_mask = self.embed(item_ids, training=training)
-    if block_mask is not None:
-      block_mask = tf.cast(block_mask, x.dtype)
-    inference = training is None or training is False
-    for i, block in enumerate(self.blocks):
-      if block_mask is None:
-        x = x + block.branch(x, seq_mask, training=training)
-        continue
-      m = block_mask[:, i, tf.newaxis, tf.newaxis]                          # [B, 1, 1]
-
-      def run(x=x, block=block, m=m):
-        return x + block.branch(x, seq_mask, training=training) * m
-
-      x = tf.cond(tf.reduce_any(m > 0), run, lambda x=x: x) if inference else run()
-    return x
-
-  def output_weights(self) -> tuple[tf.Tensor, tf.Tensor]:
-    """(weights [V, C], bias [V]) of the softmax head."""
-    if self.tie_embeddings:
-      return self.embedding.embeddings, self.output_bias
-    return tf.transpose(self.output_dense.kernel), self.output_dense.bias
 
   def output_variables(self) -> list[tf.Variable]:
     """The softmax head's variables: [kernel [C, V], bias [V]], or [bias [V]] when tied (the
@@ -115,20 +76,6 @@ class NextItNet(keras.layers.Layer):
       return hidden
     flat = tf.reshape(hidden, [-1, self.channels])        # the norm is built for rank 2
     return tf.reshape(self.head_norm(flat), tf.shape(hidden))
-
-  def logits(self, hidden: tf.Tensor) -> tf.Tensor:
-    """hidden [..., C] -> logits [..., V] (the padding id is not masked here)."""
-    hidden = self.head_input(hidden)
-    if self.tie_embeddings:
-      return tf.linalg.matmul(hidden, self.embedding.embeddings, transpose_b=True) + self.output_bias
-    return self.output_dense(hidden)
-
-  def score_last(self, item_ids: tf.Tensor, block_mask: tf.Tensor | None = None) -> tf.Tensor:
-    """Scores of the next item after each history: [B, L] -> [B, V], padding set to -1e9."""
-    hidden = self(item_ids, block_mask=block_mask, training=False)[:, -1]  # [B, C]
-    logits = self.logits(hidden)
-    return tf.concat([tf.fill([tf.shape(logits)[0], 1], tf.cast(NEG_INF, logits.dtype)),
-                      logits[:, 1:]], axis=1)
 
   @property
   def receptive_field(self) -> int:

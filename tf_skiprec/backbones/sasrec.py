@@ -20,13 +20,13 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
+from tf_skiprec.backbones.stack import SkippableStack
 from tf_skiprec.attention import AttentionBlock
 
-NEG_INF = -1e9
 
 
 @keras.utils.register_keras_serializable(package="tf_skiprec")
-class SASRec(keras.layers.Layer):
+class SASRec(SkippableStack):
   """Item ids [B, L] -> hidden states [B, L, C]; `logits` maps hidden states to [.., V]."""
 
   def __init__(self, vocab_size: int, max_len: int, channels: int = 64, num_blocks: int = 2,
@@ -56,12 +56,6 @@ class SASRec(keras.layers.Layer):
     if not tie_embeddings:
       self.output_dense = keras.layers.Dense(vocab_size, name="softmax")
 
-  def build(self, input_shape):
-    if self.tie_embeddings:
-      self.output_bias = self.add_weight(name="softmax_bias", shape=(self.vocab_size,),
-                                         initializer="zeros")
-    super().build(input_shape)
-
   def embed(self, item_ids: tf.Tensor, training: bool | None = None):
     """item_ids [B, L] (L <= max_len) -> (x [B, L, C] with padding rows zeroed, seq_mask
     [B, L, 1]). x = LN(item embedding + position embedding), positions from the end."""
@@ -70,35 +64,6 @@ class SASRec(keras.layers.Layer):
     positions = self.position_embedding(tf.range(length - 1, -1, -1))         # [L, C]
     x = self.embedding_norm(self.embedding(item_ids) + positions[tf.newaxis]) * seq_mask
     return self.embedding_drop(x, training=training), seq_mask
-
-  def call(self, item_ids: tf.Tensor, block_mask: tf.Tensor | None = None,
-           training: bool | None = None) -> tf.Tensor:
-    """item_ids: [B, L] int; block_mask: optional [B, N] in {0, 1} -> hidden [B, L, C].
-
-    x_{i+1} = x_i + m_i * F_i(x_i): a row whose mask is 0 for block i keeps x unchanged there.
-    At inference a block that no row keeps is not run (tf.cond), as in NextItNet+.
-    """
-    x, seq_mask = self.embed(item_ids, training=training)
-    if block_mask is not None:
-      block_mask = tf.cast(block_mask, x.dtype)
-    inference = training is None or training is False
-    for i, block in enumerate(self.blocks):
-      if block_mask is None:
-        x = x + block.branch(x, seq_mask, training=training)
-        continue
-      m = block_mask[:, i, tf.newaxis, tf.newaxis]                          # [B, 1, 1]
-
-      def run(x=x, block=block, m=m):
-        return x + block.branch(x, seq_mask, training=training) * m
-
-      x = tf.cond(tf.reduce_any(m > 0), run, lambda x=x: x) if inference else run()
-    return x
-
-  def output_weights(self) -> tuple[tf.Tensor, tf.Tensor]:
-    """(weights [V, C], bias [V]) of the softmax head."""
-    if self.tie_embeddings:
-      return self.embedding.embeddings, self.output_bias
-    return tf.transpose(self.output_dense.kernel), self.output_dense.bias
 
   def output_variables(self) -> list[tf.Variable]:
     """The head's variables: its LayerNorm's [gamma [C], beta [C]], then [kernel [C, V], bias
@@ -113,20 +78,6 @@ class SASRec(keras.layers.Layer):
     transformer's final norm)."""
     flat = tf.reshape(hidden, [-1, self.channels])
     return tf.reshape(self.head_norm(flat), tf.shape(hidden))
-
-  def logits(self, hidden: tf.Tensor) -> tf.Tensor:
-    """hidden [..., C] -> logits [..., V] (the padding id is not masked here)."""
-    hidden = self.head_input(hidden)
-    if self.tie_embeddings:
-      return tf.linalg.matmul(hidden, self.embedding.embeddings, transpose_b=True) + self.output_bias
-    return self.output_dense(hidden)
-
-  def score_last(self, item_ids: tf.Tensor, block_mask: tf.Tensor | None = None) -> tf.Tensor:
-    """Scores of the next item after each history: [B, L] -> [B, V], padding set to -1e9."""
-    hidden = self(item_ids, block_mask=block_mask, training=False)[:, -1]  # [B, C]
-    logits = self.logits(hidden)
-    return tf.concat([tf.fill([tf.shape(logits)[0], 1], tf.cast(NEG_INF, logits.dtype)),
-                      logits[:, 1:]], axis=1)
 
   def blocks_to_reach(self, distance: int) -> int | None:
     """The fewest blocks whose output at t can depend on the item at t - distance: one block

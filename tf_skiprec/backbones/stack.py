@@ -1,0 +1,69 @@
+"""What every backbone here shares: an embedding, N skippable residual blocks and a softmax head.
+
+A subclass sets `embedding`, `blocks` (each with `branch(x, seq_mask, training)`),
+`tie_embeddings` and, untied, `output_dense`; and defines `embed` and `head_input`. This class
+runs the blocks with SkipRec's skipping semantics and scores with the head.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+NEG_INF = -1e9
+
+
+class SkippableStack(keras.layers.Layer):
+  """Item ids [B, L] -> hidden states [B, L, C]; `logits` maps hidden states to [.., V]."""
+
+  def build(self, input_shape):
+    if self.tie_embeddings:
+      self.output_bias = self.add_weight(name="softmax_bias", shape=(self.vocab_size,),
+                                         initializer="zeros")
+    super().build(input_shape)
+
+  def call(self, item_ids: tf.Tensor, block_mask: tf.Tensor | None = None,
+           training: bool | None = None) -> tf.Tensor:
+    """item_ids: [B, L] int; block_mask: optional [B, N] in {0, 1} -> hidden [B, L, C].
+
+    A row whose mask is 0 for block i keeps x unchanged there (x + m * F(x)). In training every
+    block is computed: the straight-through gradient of a skipped block's decision is F(x). At
+    inference (training None or False) a block that no row of the batch keeps is not run
+    (tf.cond), which leaves the result bit for bit the same (x + 0 = x) and saves its time in
+    evaluation and the sweeps. Per-row conditional execution lives in the export.
+    """
+    x, seq_mask = self.embed(item_ids, training=training)
+    if block_mask is not None:
+      block_mask = tf.cast(block_mask, x.dtype)
+    inference = training is None or training is False
+    for i, block in enumerate(self.blocks):
+      if block_mask is None:
+        x = x + block.branch(x, seq_mask, training=training)
+        continue
+      m = block_mask[:, i, tf.newaxis, tf.newaxis]                          # [B, 1, 1]
+
+      def run(x=x, block=block, m=m):
+        return x + block.branch(x, seq_mask, training=training) * m
+
+      x = tf.cond(tf.reduce_any(m > 0), run, lambda x=x: x) if inference else run()
+    return x
+
+  def output_weights(self) -> tuple[tf.Tensor, tf.Tensor]:
+    """(weights [V, C], bias [V]) of the softmax head."""
+    if self.tie_embeddings:
+      return self.embedding.embeddings, self.output_bias
+    return tf.transpose(self.output_dense.kernel), self.output_dense.bias
+
+  def logits(self, hidden: tf.Tensor) -> tf.Tensor:
+    """hidden [..., C] -> logits [..., V] (the padding id is not masked here)."""
+    hidden = self.head_input(hidden)
+    if self.tie_embeddings:
+      return tf.linalg.matmul(hidden, self.embedding.embeddings, transpose_b=True) + self.output_bias
+    return self.output_dense(hidden)
+
+  def score_last(self, item_ids: tf.Tensor, block_mask: tf.Tensor | None = None) -> tf.Tensor:
+    """Scores of the next item after each history: [B, L] -> [B, V], padding set to -1e9."""
+    hidden = self(item_ids, block_mask=block_mask, training=False)[:, -1]  # [B, C]
+    logits = self.logits(hidden)
+    return tf.concat([tf.fill([tf.shape(logits)[0], 1], tf.cast(NEG_INF, logits.dtype)),
+                      logits[:, 1:]], axis=1)
