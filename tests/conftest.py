@@ -23,13 +23,14 @@ def set_alphas(backbone, value: float = 0.5) -> None:
 
 def tiny_skiprec(num_items: int = 40, num_blocks: int = 6, max_len: int = 12,
                  never_kept: int | None = None, seed: int = 0, final_norm: bool = False,
-                 body: str = "cnn"):
+                 body: str = "cnn", backbone: str = "nextitnet"):
   """A small SkipRec model whose policy gives mixed, user-dependent decisions, and its IdMap.
 
   The blocks do something (alphas 0.7); the policy's batch-norm variance is shrunk and its head
   scaled up so that P(keep) is far from the 0.9 it starts at; block `never_kept` is kept by no
   one. Raw ids are "item<i>", one of them non-ASCII ("élan"). `final_norm`: a LayerNorm before
-  the softmax, with random gain and shift. `body`: the policy's body (policy.body).
+  the softmax, with random gain and shift. `body`: the policy's body (policy.body);
+  `backbone`: model.backbone ("sasrec": 2 heads, inner size 24).
   """
   from tf_skiprec.experiments import get_config
   from tf_skiprec.data.idmap import IdMap
@@ -41,6 +42,8 @@ def tiny_skiprec(num_items: int = 40, num_blocks: int = 6, max_len: int = 12,
   config.data.max_len = max_len
   config.model.final_norm = final_norm
   config.policy.body = body
+  config.model.backbone = backbone
+  config.model.inner_size = 24
   model = builders.build_model(config, vocab_size=num_items + 1)
   set_alphas(model.backbone, 0.7)
   rng = np.random.default_rng(seed)

@@ -77,3 +77,21 @@ def test_a_budget_below_the_policys_own_cost_is_refused_with_a_fix_that_works():
     candidate.validate()                                      # each fix is valid on its own
   config.train.mode = "pretrain"                              # no policy: no such rule
   config.validate()
+
+
+def test_a_sasrec_block_counts_projections_attention_and_feed_forward():
+  config = get_config("smoke")            # window 20, 16 channels
+  config.train.mode = "gumbel"
+  conv_policy = request_compute(config, 1.5, 80)["policy"]
+  config.model.backbone, config.model.inner_size = "sasrec", 24
+  length, channels, inner = 20, 16, 24
+  block = length * (4 * 2 * channels * channels          # query, key, value, output projections
+                    + 2 * 2 * length * channels          # scores and the weighted sum, all keys
+                    + 2 * 2 * channels * inner)          # the feed-forward layer's two products
+  c = request_compute(config, 1.5, 80)
+  assert c["blocks"] == pytest.approx(1.5 * block / 1e6)
+  assert c["full"] == pytest.approx((4 * block + 2 * 16 * 81) / 1e6)
+  assert c["policy"] == pytest.approx(conv_policy)       # the cnn policy is the same network
+  config.model.inner_size = 0                            # 0: the channels
+  assert request_compute(config, 1, 80)["blocks"] == pytest.approx(
+      length * (8 * channels ** 2 + 4 * length * channels + 4 * channels ** 2) / 1e6)

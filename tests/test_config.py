@@ -95,9 +95,13 @@ def test_every_number_refuses_a_value_out_of_its_range(key):
     ("data.dataset=recbole:/no/such/dir", "/no/such/dir does not exist"),
     ("data.dataset=parquet:/x", "unknown format 'parquet'"),
     ("export.model_name=a/b", "must be a folder name"),
+    ("model.backbone=sasrec;model.num_heads=3", "model.num_heads = 3: model.channels = 16 is not a "
+     "multiple of it"),
 ])
 def test_the_cases_a_new_user_meets_are_named_with_their_fix(assignment, message):
-  config = get_config("smoke").override(assignment)
+  config = get_config("smoke")
+  for one in assignment.split(";"):
+    config = config.override(one)
   with pytest.raises(ConfigError, match="Fix:") as e:
     config.validate()
   assert message in str(e.value)

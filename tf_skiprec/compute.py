@@ -5,9 +5,11 @@ policy learns against: `policy.budget` is a request's compute (its blocks + the 
 as a fraction of the full backbone's, so the blocks aim at budget - policy_share
 (`block_budget`; docs/method.md §3.2).
 
-The estimates count the matrix products only: each residual block's two convolutions (2·k·C² per
-position each, over the window), the policy's body and head, and the softmax at the last position.
-LayerNorm, ReLU and lookups are left out (a few percent at C >= 32).
+The estimates count the matrix products only, over the window: a NextItNet+ block's two
+convolutions (2·k·C² per position each), a SASRec block's projections, attention and feed-forward
+layer (BLOCK_FLOPS, by model.backbone), the policy's body and head, and the softmax at the last
+position. LayerNorm, ReLU, the attention's softmax and lookups are left out (a few percent at
+C >= 32).
 """
 
 from __future__ import annotations
@@ -16,18 +18,38 @@ from __future__ import annotations
 # budget with these functions, and the schema (config.py) imports config_rules.
 
 
-def block_flops(config) -> float:
-  """One residual block over the window: 2 convolutions of 2·k·C² per position."""
+def conv_block_flops(config) -> float:
+  """One NextItNet+ residual block over the window: 2 convolutions of 2·k·C² per position."""
   channels = config.model.channels
   return float(2 * 2 * config.model.kernel_size * channels * channels * config.data.max_len)
 
 
+def attention_block_flops(config) -> float:
+  """One SASRec block over the window (L positions, C channels, feed-forward width I): the query,
+  key, value and output projections (4 · 2·C² per position), the scores and the weighted sum
+  (2 · 2·L·C per position: every key is computed, the causal mask only hides them) and the
+  feed-forward layer (2 · 2·C·I per position)."""
+  channels, length = config.model.channels, config.data.max_len
+  inner = config.model.inner_size or channels
+  return float(length * (8 * channels * channels + 4 * length * channels + 4 * channels * inner))
+
+
+# One block's cost by model.backbone (tf_skiprec/backbones/ REGISTRY has the same names).
+BLOCK_FLOPS = {"nextitnet": conv_block_flops, "sasrec": attention_block_flops}
+
+
+def block_flops(config) -> float:
+  """One of the backbone's residual blocks over the window (BLOCK_FLOPS[model.backbone])."""
+  return BLOCK_FLOPS[config.model.backbone](config)
+
+
 def policy_flops(config) -> float:
   """The policy network's own cost per user, by body (policy.body), plus its head (2·C·2N):
-  "cnn", 2 residual blocks as the backbone's; "gru", 3 gates of 2·2·C² per position; "pool",
-  one dense layer of 2·2C·C on the pooled embeddings (the sums are left out, as LayerNorm is)."""
+  "cnn", 2 NextItNet+ residual blocks (whatever the backbone); "gru", 3 gates of 2·2·C² per
+  position; "pool", one dense layer of 2·2C·C on the pooled embeddings (the sums are left out,
+  as LayerNorm is)."""
   channels, length = config.model.channels, config.data.max_len
-  body = {"cnn": 2 * block_flops(config),
+  body = {"cnn": 2 * conv_block_flops(config),
           "gru": 3 * 2 * 2 * channels * channels * length,
           "pool": 2 * 2 * channels * channels}[config.policy.body]
   return float(body + 2 * channels * 2 * config.model.num_blocks)
@@ -45,7 +67,7 @@ def served_policy_flops(config) -> float:
 
 def policy_share(config) -> float:
   """The policy network's cost (policy.body) as a fraction of the full backbone's, its N blocks:
-  ~2 / N for "cnn", ~1 / (3·N·W) for "pool" (kernel 3). Whatever train.mode: a pretrain config's
+  ~2 / N for "cnn" on NextItNet+, ~1 / (3·N·W) for "pool" (kernel 3). Whatever train.mode: a pretrain config's
   budget is the one its SkipRec stage will use."""
   return policy_flops(config) / (config.model.num_blocks * block_flops(config))
 

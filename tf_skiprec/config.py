@@ -55,15 +55,19 @@ class DataConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
-  backbone: str = "nextitnet"          # a name in tf_skiprec.backbones.REGISTRY
+  backbone: str = "nextitnet"          # a name in tf_skiprec.backbones.REGISTRY: "nextitnet"
+                                       # (NextItNet+) or "sasrec" (self-attention blocks)
   channels: int = 64
   num_blocks: int = 8
-  kernel_size: int = 3
-  dilations: tuple[int, ...] = (1, 4)  # repeated over the blocks: d = 1,4,1,4,...
+  kernel_size: int = 3                 # nextitnet: each convolution's width
+  dilations: tuple[int, ...] = (1, 4)  # nextitnet: repeated over the blocks: d = 1,4,1,4,...
+  num_heads: int = 2                   # sasrec: attention heads (channels must be a multiple)
+  inner_size: int = 0                  # sasrec: the feed-forward layer's width (0: channels)
   dropout: float = 0.0                 # inside each residual branch
   embedding_dropout: float = 0.0
   tie_embeddings: bool = False
-  final_norm: bool = False             # LayerNorm before the softmax head
+  final_norm: bool = False             # nextitnet: LayerNorm before the softmax head (sasrec,
+                                       # a pre-LN transformer, always has it)
   block_drop: float = 0.0              # pretraining: P(skip) of each block, per sequence
   block_drop_mode: str = "independent"  # ... each block on its own, or "prefix": with P
                                         # block_drop the sequence runs only its first k blocks,

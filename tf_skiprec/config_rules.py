@@ -26,7 +26,7 @@ from tf_skiprec import compute
 from tf_skiprec.data.readers import FORMATS as DATA_FORMATS  # data.dataset = FORMAT:PATH
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.backbone": ("nextitnet",),
+    "model.backbone": ("nextitnet", "sasrec"),
     "policy.body": ("cnn", "gru", "pool"),
     "policy.cost": ("quadratic", "lagrangian"),
     "policy.reward": ("likelihood", "quadratic", "reference"),
@@ -55,6 +55,8 @@ RANGES: dict[str, str] = {
     "model.channels": ">= 1",
     "model.num_blocks": ">= 1",
     "model.kernel_size": ">= 1",
+    "model.num_heads": ">= 1",
+    "model.inner_size": ">= 0",                   # 0: the channels
     "model.dilations": ">= 1",                    # each of them
     "model.dropout": "[0, 1)",
     "model.embedding_dropout": "[0, 1)",
@@ -180,6 +182,12 @@ def _between_fields(config) -> list[str]:
       found.append(f"train.{key} = {stride} is above data.max_len = {config.data.max_len}: "
                    "windows would leave items out. Fix: --override "
                    f"train.{key}={config.data.max_len // 2} (or 0 for end to end).")
+  m = config.model
+  if m.backbone == "sasrec" and m.channels % m.num_heads:
+    heads = max(h for h in range(1, m.num_heads + 1) if m.channels % h == 0)
+    found.append(f"model.num_heads = {m.num_heads}: model.channels = {m.channels} is not a "
+                 "multiple of it (each head reads channels / num_heads of them). Fix: "
+                 f"--override model.num_heads={heads} (or channels a multiple of the heads).")
   found += _dataset_problems(config.data.dataset)
   found += _budget_problems(config)
   name = config.export.model_name

@@ -11,7 +11,10 @@ A backbone is a Keras layer over item ids with skippable residual blocks:
   call(item_ids, block_mask, training)
                                  [B, L] -> hidden [B, L, C] with the skipping semantics
                                  x_{i+1} = x_i + m_i * F_i(x_i), m = block_mask [B, N] (None: 1)
+  head_input(hidden)             [..., C] -> what the softmax reads [..., C] (a LayerNorm or
+                                 the identity)
   logits(hidden)                 [..., C] -> [..., V] (scoring; padding not masked)
+  embed_variables()              the variables embed reads (the export keeps them as variables)
   output_weights()               (W [V, C], b [V]) of the softmax (the sampled softmax's input)
   output_variables()             the softmax's variables (the export keeps them as variables)
   score_last(item_ids, block_mask)
@@ -25,23 +28,25 @@ every backbone. The export (tf_skiprec/export/frozen.py) copies each block as a 
 constant weights;
 a backbone with a new kind of block adds its frozen copy there.
 
-Each entry of REGISTRY is build(vocab_size, model) -> backbone, `model` holding the
-ModelConfig fields (tf_skiprec/config.py).
+Each entry of REGISTRY is build(vocab_size, model, max_len) -> backbone, `model` holding the
+ModelConfig fields (tf_skiprec/config.py) and max_len the history window (data.max_len; SASRec's
+position embeddings cover it). Its blocks' cost is tf_skiprec/compute.py's BLOCK_FLOPS[name].
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from tf_skiprec.backbones import nextitnet
+from tf_skiprec.backbones import nextitnet, sasrec
 
-REGISTRY: dict[str, Callable[[int, Any], Any]] = {
+REGISTRY: dict[str, Callable[[int, Any, int], Any]] = {
     "nextitnet": nextitnet.build,
+    "sasrec": sasrec.build,
 }
 
 
-def build(vocab_size: int, model) -> Any:
-  """The backbone `model.backbone` (a ModelConfig), named "backbone"."""
+def build(vocab_size: int, model, max_len: int) -> Any:
+  """The backbone `model.backbone` (a ModelConfig) over windows of max_len, named "backbone"."""
   if model.backbone not in REGISTRY:
     raise ValueError(f"model.backbone={model.backbone!r}: not one of {sorted(REGISTRY)}")
-  return REGISTRY[model.backbone](vocab_size, model)
+  return REGISTRY[model.backbone](vocab_size, model, max_len)

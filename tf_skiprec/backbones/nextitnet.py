@@ -104,8 +104,10 @@ class NextItNet(SkippableStack):
             "final_norm": self.final_norm}
 
 
-def build(vocab_size: int, model) -> NextItNet:
-  """The registry's builder: NextItNet from the ModelConfig fields in `model`."""
+def build(vocab_size: int, model, max_len: int) -> NextItNet:
+  """The registry's builder: NextItNet from the ModelConfig fields in `model` (any window: the
+  convolutions do not depend on max_len)."""
+  del max_len
   return NextItNet(vocab_size, channels=model.channels, num_blocks=model.num_blocks,
                    kernel_size=model.kernel_size, dilations=model.dilations,
                    dropout=model.dropout, embedding_dropout=model.embedding_dropout,

@@ -10,9 +10,8 @@ counts them from the start of its padded window. A history then gets the same po
 embeddings however much left padding it has, so a left-padded history scores as the unpadded one
 (padded keys are never attended to, and padded steps stay zero).
 
-Not yet registered in REGISTRY (issue 17, in progress): the compute estimate (tf_skiprec/
-compute.py) and the export's frozen copy of an attention block (tf_skiprec/export/frozen.py)
-come first.
+`model.backbone = "sasrec"`; its blocks' cost is tf_skiprec/compute.py's attention_block_flops
+and the export's copy of a block is tf_skiprec/export/frozen.py's FrozenAttentionBlock.
 """
 
 from __future__ import annotations
@@ -65,6 +64,12 @@ class SASRec(SkippableStack):
     x = self.embedding_norm(self.embedding(item_ids) + positions[tf.newaxis]) * seq_mask
     return self.embedding_drop(x, training=training), seq_mask
 
+  def embed_variables(self) -> list[tf.Variable]:
+    """The variables `embed` reads: the item table [V, C], the position table [max_len, C] and
+    the embedding LayerNorm's gamma and beta [C]."""
+    return [self.embedding.embeddings, self.position_embedding.embeddings,
+            *self.embedding_norm.weights]
+
   def output_variables(self) -> list[tf.Variable]:
     """The head's variables: its LayerNorm's [gamma [C], beta [C]], then [kernel [C, V], bias
     [V]], or [bias [V]] when tied."""
@@ -93,3 +98,13 @@ class SASRec(SkippableStack):
             "num_heads": self.num_heads, "inner_size": self.inner_size,
             "dropout": self.dropout, "embedding_dropout": self.embedding_dropout,
             "tie_embeddings": self.tie_embeddings}
+
+
+def build(vocab_size: int, model, max_len: int) -> SASRec:
+  """The registry's builder: SASRec from the ModelConfig fields in `model` (channels, num_blocks,
+  num_heads, inner_size (0: channels), dropout, embedding_dropout, tie_embeddings), with position
+  embeddings for windows of max_len."""
+  return SASRec(vocab_size, max_len, channels=model.channels, num_blocks=model.num_blocks,
+                num_heads=model.num_heads, inner_size=model.inner_size or None,
+                dropout=model.dropout, embedding_dropout=model.embedding_dropout,
+                tie_embeddings=model.tie_embeddings, name="backbone")

@@ -48,6 +48,10 @@ class SkippableStack(keras.layers.Layer):
       x = tf.cond(tf.reduce_any(m > 0), run, lambda x=x: x) if inference else run()
     return x
 
+  def embed_variables(self) -> list[tf.Variable]:
+    """The variables `embed` reads (the export keeps them as variables): the item table [V, C]."""
+    return [self.embedding.embeddings]
+
   def output_weights(self) -> tuple[tf.Tensor, tf.Tensor]:
     """(weights [V, C], bias [V]) of the softmax head."""
     if self.tie_embeddings:

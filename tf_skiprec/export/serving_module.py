@@ -62,11 +62,12 @@ class ServingModule(tf.Module):
                threshold: float = 0.5):
     super().__init__(name="skiprec_serving")
     # The backbone is used but not tracked: its blocks are exported as constants (self.blocks),
-    # so the export saves only the variables its graphs read, the item embedding and the
+    # so the export saves only the variables its graphs read, the embedding path and the
     # softmax (tracked here) and the policy. Tracking the whole backbone stored every block's
     # weights a second time (205 MB instead of ~105 MB at 64 blocks x 256 channels).
     object.__setattr__(self, "backbone", model.backbone)
     self.item_embedding = model.backbone.embedding
+    self.embed_variables = list(model.backbone.embed_variables())  # SASRec: + positions, norm
     self.softmax = list(model.backbone.output_variables())
     self.blocks = [freeze_block(block) for block in model.backbone.blocks]
     policy = getattr(model, "policy", None)

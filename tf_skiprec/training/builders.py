@@ -49,7 +49,7 @@ def build_model(config: Config, vocab_size: int) -> BackboneModel:
   Call under the strategy's scope. Every variable is created before returning.
   """
   m, p, mode = config.model, config.policy, config.train.mode
-  backbone = backbones.build(vocab_size, m)
+  backbone = backbones.build(vocab_size, m, config.data.max_len)
   common = dict(loss=config.train.loss, num_sampled=config.train.num_sampled,
                 block_drop=m.block_drop,
                 block_drop_mode=m.block_drop_mode)

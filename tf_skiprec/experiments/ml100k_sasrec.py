@@ -1,0 +1,31 @@
+"""MovieLens-100K on the SASRec backbone (issue 17): the peer's 2-block SASRec, a deeper one, and
+SkipRec on it. bench/sasrec_ml100k.py measures them over 3 seeds (BUILD_NOTES.md, "SASRec").
+
+  python train.py --experiment=ml100k_sasrec_2 --dataset=recbole:PATH/ml-100k --workdir=runs/sa2
+  python train.py --experiment=ml100k_sasrec_8 --dataset=recbole:PATH/ml-100k --workdir=runs/sa8
+  python train.py --experiment=ml100k_sasrec_skiprec --dataset=recbole:PATH/ml-100k \\
+      --workdir=runs/sas
+
+PATH/ml-100k holds RecBole's atomic ml-100k.inter (user, item, rating, timestamp).
+"""
+
+from __future__ import annotations
+
+from tf_skiprec.config import Config
+from tf_skiprec.experiments.ml100k import ml100k_10, skiprec_finetune
+from tf_skiprec.experiments.registry import register
+
+
+@register("ml100k_sasrec_2")
+def ml100k_sasrec_2() -> Config:
+  """The peer's SASRec shape (RecBole: 2 blocks, 64 wide, 2 heads, feed-forward 256), trained as
+  the NextItNet+ backbones are (every position of a history in one pass)."""
+  config = ml100k_10()
+  config.model.backbone = "sasrec"
+  config.model.num_blocks = 2
+  config.model.num_heads = 2
+  config.model.inner_size = 256
+  config.model.dropout = 0.2
+  config.model.embedding_dropout = 0.2
+  config.train.learning_rate = 1e-3
+  return config
