@@ -60,6 +60,8 @@ class Variant:
   subdir: str                      # <workdir>/<seed>/<subdir>
   base: str | None = None          # the pretrain variant a SkipRec variant starts from
   overrides: tuple[str, ...] = ()  # config overrides, key=value
+  backbone: str = "nextitnet"      # model.backbone: this bench runs the nextitnet variants by
+                                   # default, bench/sasrec_ml100k.py the sasrec ones
 
 
 VARIANTS = {
@@ -116,6 +118,13 @@ VARIANTS = {
     # Issue 15: the ml100k_skiprec recipe (gumbel40_10_sd) with the cheap policy body.
     "gumbel40_10_sd_pool": Variant("ml100k_10", "gumbel", 0.4, "gumbel40_10_sd_pool", "full10_sd",
                                    overrides=("policy.body=pool",)),
+    # Issue 17: SASRec (tf_skiprec/experiments/ml100k_sasrec.py; bench/sasrec_ml100k.py).
+    "sas2": Variant("ml100k_sasrec_2", "pretrain", None, "sas2", backbone="sasrec"),
+    "sas8": Variant("ml100k_sasrec_8", "pretrain", None, "sas8", backbone="sasrec"),
+    "gumbel50_sas8": Variant("ml100k_sasrec_8", "gumbel", 0.5, "gumbel50_sas8", "sas8",
+                             overrides=("policy.body=pool",), backbone="sasrec"),
+    "gumbel30_sas8": Variant("ml100k_sasrec_8", "gumbel", 0.3, "gumbel30_sas8", "sas8",
+                             overrides=("policy.body=pool",), backbone="sasrec"),
 }
 FULL = tuple(name for name, v in VARIANTS.items() if v.mode == "pretrain")
 # What the acceptance looks at: SkipRec at a budget of 0.5 or below (rl has no budget).
@@ -127,7 +136,10 @@ DATA = flags.DEFINE_string(
     "ml-100k.inter). A relative path is looked up from the current directory, then from the "
     "repository.")
 SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (train.seed), comma-separated.")
-VARIANTS_FLAG = flags.DEFINE_list("variants", list(VARIANTS), f"Variants, among {list(VARIANTS)}.")
+VARIANTS_FLAG = flags.DEFINE_list(
+    "variants", [name for name, v in VARIANTS.items() if v.backbone == "nextitnet"],
+    f"Variants, among {list(VARIANTS)}. Default: the NextItNet+ ones (bench/sasrec_ml100k.py: "
+    "the SASRec ones).")
 WORKDIR = flags.DEFINE_string(
     "workdir", None, "Parent of the work directories, <workdir>/<seed>/<variant> (full32 in "
     "<seed>/full). Run again with the same --workdir to continue an interrupted benchmark: "
@@ -237,7 +249,8 @@ def comparison(summaries: dict[str, dict], runs: dict[str, list[dict]]) -> str:
   return "\n".join(lines)
 
 
-def main(argv):
+def main(argv, name: str = "skiprec_ml100k"):
+  """The benchmark; its JSON is written to --out as <name>.json."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   data_dir = resolve_data(DATA.value)
@@ -287,7 +300,7 @@ def main(argv):
   print("\n" + comparison(summaries, runs))
   print(f"\nTotal wall time {total:.0f} s ({total / 60:.1f} min).")
 
-  path = write_results(OUT.value, "skiprec_ml100k", QUICK.value, {
+  path = write_results(OUT.value, name, QUICK.value, {
       "data": data_dir, "seeds": seeds, "variants": variants, "total_seconds": total,
       "comparison": comparison(summaries, runs), "summary": summaries, "runs": runs})
   print(f"Results written to {path}")

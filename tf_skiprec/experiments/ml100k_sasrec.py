@@ -29,3 +29,27 @@ def ml100k_sasrec_2() -> Config:
   config.model.embedding_dropout = 0.2
   config.train.learning_rate = 1e-3
   return config
+
+
+@register("ml100k_sasrec_8")
+def ml100k_sasrec_8() -> Config:
+  """A deeper SASRec: 8 blocks of `ml100k_sasrec_2`'s shape, with stochastic depth in pretraining
+  (each block of each sequence skipped with p = 0.2), which regularises it and gives SkipRec
+  blocks that are used to being skipped (as `ml100k_10_sd` does for NextItNet+)."""
+  config = ml100k_sasrec_2()
+  config.model.num_blocks = 8
+  config.model.block_drop = 0.2
+  return config
+
+
+@register("ml100k_sasrec_skiprec")
+def ml100k_sasrec_skiprec() -> Config:
+  """SkipRec on `ml100k_sasrec_8`: pretrain it (in <workdir>/pretrain, or from --override
+  train.init_from=<a pretrain work directory>), then the Gumbel policy with the cheap `pool` body,
+  the blocks at 0.5 (a budget of 0.5 + the pool policy's share), the backbone fine-tuned at a
+  tenth of the lr (tf_skiprec.experiments.ml100k.skiprec_finetune)."""
+  config = ml100k_sasrec_8()
+  config.policy.body = "pool"  # before the budget: it counts the policy's own cost
+  config = skiprec_finetune(config, budget=0.5)
+  config.train.pretrain_epochs = 200
+  return config

@@ -1,0 +1,46 @@
+"""SASRec on ML-100k (issue 17): our 2-block SASRec against RecBole's, a deeper SASRec, and SkipRec
+on it at budgets 0.5 and 0.3, 3 seeds, on the SPEC §5 protocol.
+
+  .venv/bin/python bench/sasrec_ml100k.py --workdir=runs/sasrec_ml100k     # 4 variants x 3 seeds
+  .venv/bin/python bench/sasrec_ml100k.py --quick                          # 1 seed, 1 epoch each
+  .venv/bin/python bench/serving_trained.py \
+      --run=sasrec_skiprec=runs/sasrec_ml100k/0/gumbel50_sas8 \
+      --out=bench/results/sasrec_ml100k                                    # the served speed-up
+
+Variants (bench/skiprec_ml100k.py's VARIANTS, backbone "sasrec"; experiments in
+tf_skiprec/experiments/ml100k_sasrec.py):
+  sas2           ml100k_sasrec_2: RecBole's shape, 2 blocks x 64, 2 heads, feed-forward 256;
+  sas8           ml100k_sasrec_8: 8 blocks, with stochastic depth in pretraining;
+  gumbel50_sas8, gumbel30_sas8
+                 SkipRec fine-tuned from sas8 with the pool policy, the blocks at 0.5 and 0.3.
+
+It is bench/skiprec_ml100k.py with the SASRec variants as its default, so it takes the same flags
+(--variants, --seeds, --workdir to continue, --data, --quick, --out) and prints the same lines,
+table and acceptance check: the bar is the best full SASRec by mean test NDCG@10, answered by
+the SkipRec variant at budget <= 0.5 running at most half the blocks that is best on validation.
+Beside it, the peer: RecBole's SASRec, test NDCG@10 0.0636, 2,290 s to its best epoch
+(../shared/PEERS.md), whose tenth, 229 s, is the time our 2-block SASRec has.
+Writes bench/out/sasrec_ml100k.json (--out).
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+import skiprec_ml100k  # noqa: E402  (bench/: the runner, the variants, the table)
+
+PEER_NDCG10 = 0.0636         # RecBole 1.2.1 SASRec on this machine, ../shared/PEERS.md
+PEER_SECONDS_TO_BEST = 2290  # its wall time to the best epoch
+
+
+def main(argv):
+  skiprec_ml100k.main(argv, name="sasrec_ml100k")
+  print(f"\nPeer: RecBole SASRec, test NDCG@10 {PEER_NDCG10}, {PEER_SECONDS_TO_BEST} s to its best "
+        f"epoch; the bar for sas2 is NDCG@10 >= {PEER_NDCG10} in <= "
+        f"{PEER_SECONDS_TO_BEST / 10:.0f} s to its best epoch (mean of the seeds, above).")
+
+
+if __name__ == "__main__":
+  flags.FLAGS.set_default("variants", [name for name, v in skiprec_ml100k.VARIANTS.items()
+                                       if v.backbone == "sasrec"])
+  app.run(main)
