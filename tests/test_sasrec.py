@@ -102,3 +102,17 @@ def test_config_round_trip():
   assert AttentionBlock.from_config(block.get_config()).get_config() == block.get_config()
   with pytest.raises(ValueError, match="multiple of num_heads"):
     AttentionBlock(10, num_heads=3)
+
+
+@pytest.mark.parametrize("num_blocks", [1, 24])
+def test_one_to_24_blocks_build_from_the_config_and_score(num_blocks):
+  from tf_skiprec.experiments import get_config
+  from tf_skiprec.training import builders
+  config = get_config("smoke").override("model.backbone=sasrec")
+  config.model.num_blocks = num_blocks
+  config.validate()
+  model = builders.build_model(config, vocab_size=V)
+  assert type(model.backbone).__name__ == "SASRec" and len(model.backbone.blocks) == num_blocks
+  ids = _histories(3)
+  scores = model.score(tf.constant(ids), block_mask=tf.ones([3, num_blocks])).numpy()
+  assert scores.shape == (3, V) and np.isfinite(scores[:, 1:]).all()
