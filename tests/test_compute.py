@@ -95,3 +95,15 @@ def test_a_sasrec_block_counts_projections_attention_and_feed_forward():
   config.model.inner_size = 0                            # 0: the channels
   assert request_compute(config, 1, 80)["blocks"] == pytest.approx(
       length * (8 * channels ** 2 + 4 * length * channels + 4 * channels ** 2) / 1e6)
+
+
+def test_the_cnn_policy_is_priced_with_the_kernel_it_is_built_with():
+  from tf_skiprec.compute import POLICY_KERNEL_SIZE, policy_flops
+  from tf_skiprec.training import builders
+  config = get_config("smoke")
+  config.train.mode = "gumbel"
+  model = builders.build_model(config, vocab_size=81)
+  assert {b.kernel_size for b in model.policy.blocks} == {POLICY_KERNEL_SIZE}
+  before = policy_flops(config)
+  config.model.kernel_size = 5             # the backbone's kernel: not the policy's
+  assert policy_flops(config) == before

@@ -18,15 +18,18 @@ ITEMS, BLOCKS, MAX_LEN = 40, 6, 12
 
 
 def _model(**kwargs):
-  """A tiny SkipRec-SASRec with mixed decisions, and random position embeddings and embedding
-  norm (so that an export that dropped them would score differently)."""
-  model, id_map = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN, backbone="sasrec", **kwargs)
+  """A tiny SkipRec-SASRec with mixed decisions, and random position embeddings, embedding norm
+  and head norm (so that an export that dropped any of them would score differently)."""
+  model, id_map = tiny_skiprec(ITEMS, BLOCKS, MAX_LEN, backbone="sasrec", final_norm=True,
+                               **kwargs)                 # final_norm: the head norm randomised
   rng = np.random.default_rng(11)
   backbone = model.backbone
   backbone.position_embedding.embeddings.assign(
       rng.normal(0.0, 1.0, backbone.position_embedding.embeddings.shape).astype(np.float32))
   backbone.embedding_norm.gamma.assign(
       rng.uniform(0.5, 2.0, backbone.embedding_norm.gamma.shape).astype(np.float32))
+  backbone.embedding_norm.beta.assign(
+      rng.normal(0.0, 0.5, backbone.embedding_norm.beta.shape).astype(np.float32))
   return model, id_map
 
 
@@ -137,3 +140,11 @@ def test_the_served_top_k_scores_and_decisions_are_the_in_memory_models(exported
     np.testing.assert_allclose(one["scores"][0], served["scores"][row], atol=1e-4)
   assert np.abs(served["scores"] - full["scores"]).max() > 1e-3           # skipping matters
   assert os.path.exists(os.path.join(info["path"], WARMUP_FILE))
+
+
+def test_an_export_window_beyond_the_position_table_is_refused(tmp_path):
+  model, _ = _model()
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("".join(f"x{i}\n" for i in range(ITEMS)))
+  with pytest.raises(ValueError, match=f"positions for {MAX_LEN} items only.*Fix"):
+    ServingModule(model, str(vocab), MAX_LEN + 1)

@@ -78,6 +78,16 @@ def test_registries_hold_exactly_the_valid_names():
   assert sorted(POLICY_BODIES) == sorted(CHOICES["policy.body"])
 
 
+def test_every_backbone_has_a_block_cost_and_a_frozen_block_for_the_export():
+  from tf_skiprec.compute import BLOCK_FLOPS
+  from tf_skiprec.config import ModelConfig
+  from tf_skiprec.export.frozen import FROZEN_BLOCKS
+  assert sorted(BLOCK_FLOPS) == sorted(REGISTRY)
+  for name, build in REGISTRY.items():
+    backbone = build(10, ModelConfig(backbone=name, channels=8, num_blocks=1), 5)
+    assert type(backbone.blocks[0]) in FROZEN_BLOCKS, name
+
+
 def test_no_module_is_over_400_lines():
   long = {m: n for m, p in _modules("tf_skiprec").items()
           if (n := sum(1 for _ in open(p, encoding="utf-8"))) > 400}

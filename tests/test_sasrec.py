@@ -105,7 +105,8 @@ def test_config_round_trip():
 
 
 @pytest.mark.parametrize("num_blocks", [1, 24])
-def test_one_to_24_blocks_build_from_the_config_and_score(num_blocks):
+def test_one_to_24_blocks_build_from_the_config_and_each_block_counts(num_blocks):
+  from conftest import set_alphas
   from tf_skiprec.experiments import get_config
   from tf_skiprec.training import builders
   config = get_config("smoke").override("model.backbone=sasrec")
@@ -113,6 +114,16 @@ def test_one_to_24_blocks_build_from_the_config_and_score(num_blocks):
   config.validate()
   model = builders.build_model(config, vocab_size=V)
   assert type(model.backbone).__name__ == "SASRec" and len(model.backbone.blocks) == num_blocks
-  ids = _histories(3)
-  scores = model.score(tf.constant(ids), block_mask=tf.ones([3, num_blocks])).numpy()
+  set_alphas(model.backbone, 0.5)
+  ids = tf.constant(_histories(3))
+  scores = model.score(ids, block_mask=tf.ones([3, num_blocks])).numpy()
   assert scores.shape == (3, V) and np.isfinite(scores[:, 1:]).all()
+  last_off = np.ones([3, num_blocks], np.float32)
+  last_off[:, -1] = 0                                    # the deepest block changes the scores
+  assert np.abs(model.score(ids, block_mask=last_off).numpy()[:, 1:] - scores[:, 1:]).max() > 1e-4
+
+
+def test_a_window_longer_than_the_position_table_is_refused():
+  model = _sasrec()
+  with pytest.raises(ValueError, match="position embeddings for 10.*Fix"):
+    model(tf.ones([1, L + 1], tf.int32))

@@ -18,10 +18,16 @@ from __future__ import annotations
 # budget with these functions, and the schema (config.py) imports config_rules.
 
 
-def conv_block_flops(config) -> float:
-  """One NextItNet+ residual block over the window: 2 convolutions of 2·k·C² per position."""
-  channels = config.model.channels
-  return float(2 * 2 * config.model.kernel_size * channels * channels * config.data.max_len)
+# The cnn policy body's convolution width: PolicyNetwork's default, which the builders keep
+# whatever model.kernel_size is (tests/test_compute.py checks that they agree).
+POLICY_KERNEL_SIZE = 3
+
+
+def conv_block_flops(config, kernel_size: int | None = None) -> float:
+  """One NextItNet+ residual block over the window: 2 convolutions of 2·k·C² per position
+  (k = kernel_size, else model.kernel_size)."""
+  channels, k = config.model.channels, kernel_size or config.model.kernel_size
+  return float(2 * 2 * k * channels * channels * config.data.max_len)
 
 
 def attention_block_flops(config) -> float:
@@ -49,7 +55,7 @@ def policy_flops(config) -> float:
   position; "pool", one dense layer of 2·2C·C on the pooled embeddings (the sums are left out,
   as LayerNorm is)."""
   channels, length = config.model.channels, config.data.max_len
-  body = {"cnn": 2 * conv_block_flops(config),
+  body = {"cnn": 2 * conv_block_flops(config, POLICY_KERNEL_SIZE),
           "gru": 3 * 2 * 2 * channels * channels * length,
           "pool": 2 * 2 * channels * channels}[config.policy.body]
   return float(body + 2 * channels * 2 * config.model.num_blocks)
@@ -67,8 +73,9 @@ def served_policy_flops(config) -> float:
 
 def policy_share(config) -> float:
   """The policy network's cost (policy.body) as a fraction of the full backbone's, its N blocks:
-  ~2 / N for "cnn" on NextItNet+, ~1 / (3·N·W) for "pool" (kernel 3). Whatever train.mode: a pretrain config's
-  budget is the one its SkipRec stage will use."""
+  ~2 / N for "cnn" and ~1 / (3·N·W) for "pool" on NextItNet+ (kernel 3); less on SASRec, whose
+  blocks cost more. Whatever train.mode: a pretrain config's budget is the one its SkipRec stage
+  will use."""
   return policy_flops(config) / (config.model.num_blocks * block_flops(config))
 
 

@@ -59,7 +59,15 @@ class SASRec(SkippableStack):
     """item_ids [B, L] (L <= max_len) -> (x [B, L, C] with padding rows zeroed, seq_mask
     [B, L, 1]). x = LN(item embedding + position embedding), positions from the end."""
     seq_mask = tf.cast(tf.not_equal(item_ids, 0), self.compute_dtype)[..., tf.newaxis]
+    if item_ids.shape[1] is not None and item_ids.shape[1] > self.max_len:
+      raise ValueError(f"a history window of {item_ids.shape[1]} items: this SASRec has position "
+                       f"embeddings for {self.max_len}. Fix: keep the last {self.max_len} items "
+                       "(data.max_len), or build it with a larger max_len.")
     length = tf.shape(item_ids)[1]
+    with tf.control_dependencies([tf.debugging.assert_less_equal(
+        length, self.max_len, message=f"SASRec: history window above its {self.max_len} "
+        "positions")]):
+      length = tf.identity(length)
     positions = self.position_embedding(tf.range(length - 1, -1, -1))         # [L, C]
     x = self.embedding_norm(self.embedding(item_ids) + positions[tf.newaxis]) * seq_mask
     return self.embedding_drop(x, training=training), seq_mask

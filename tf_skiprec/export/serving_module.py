@@ -77,6 +77,11 @@ class ServingModule(tf.Module):
     else:
       self.policy = policy
     self.max_len = int(max_len)
+    positions = getattr(model.backbone, "max_len", None)  # SASRec: its position table's size
+    if positions is not None and self.max_len > positions:
+      raise ValueError(f"max_len={self.max_len}: the backbone has positions for {positions} "
+                       f"items only. Fix: export with max_len <= {positions} (the run's "
+                       "data.max_len).")
     self.num_items = int(self.backbone.vocab_size) - 1
     self.default_k = int(top_k)
     self.default_threshold = float(threshold)
