@@ -84,3 +84,21 @@ def export_tiny_skiprec(base: str, seed: int, num_items: int = 40, num_blocks: i
   export_model(model, id_map, threshold=0.5, base_dir=base, model_name="skiprec", max_len=max_len,
                sample_histories=histories(num_items, 8, max_len), top_k=top_k)
   return model, id_map
+
+
+def traced_blocks(runner, inputs: dict, num_blocks: int):
+  """Runs the export's serving_default on `inputs` with a full trace -> (ran, relus): the blocks
+  i any of whose ops (under "block_{i}_run/") ran, and per block the batch sizes of the ReLUs
+  that ran in it."""
+  options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+  metadata = tf.compat.v1.RunMetadata()
+  runner.run(inputs, run_options=options, run_metadata=metadata)
+  ran, relus = set(), {}
+  for device in metadata.step_stats.dev_stats:
+    for node in device.node_stats:
+      for i in range(num_blocks):
+        if f"block_{i}_run/" in node.node_name:
+          ran.add(i)
+          if " = Relu(" in node.timeline_label:
+            relus.setdefault(i, []).append(node.output[0].tensor_description.shape.dim[0].size)
+  return ran, relus

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from conftest import histories, tiny_skiprec
+from conftest import histories, tiny_skiprec, traced_blocks
 from tf_skiprec.errors import ExportError
 from tf_skiprec.export.exporter import export_model, next_version, raw_histories
 from tf_skiprec.export.runner import WARMUP_FILE, SavedModelRunner, SignatureError
@@ -61,21 +61,10 @@ def test_a_block_no_row_keeps_is_not_executed_and_kept_blocks_run_on_their_rows(
   assert not keep[:, 2].any() and keep.any(axis=0).sum() >= 3             # mixed, block 2 never
   runner = SavedModelRunner(info["path"])
   try:
-    options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
-    metadata = tf.compat.v1.RunMetadata()
-    runner.run({"history": raw_histories(dense, id_map)}, run_options=options,
-               run_metadata=metadata)
+    # relus: block -> batch sizes of the ReLUs (after each conv + LayerNorm) that ran in it
+    ran, relus = traced_blocks(runner, {"history": raw_histories(dense, id_map)}, BLOCKS)
   finally:
     runner.close()
-  relus = {}  # block -> batch sizes of the ReLUs (after each conv + LayerNorm) that ran in it
-  ran = set()
-  for device in metadata.step_stats.dev_stats:
-    for node in device.node_stats:
-      for i in range(BLOCKS):
-        if f"block_{i}_run/" in node.node_name:
-          ran.add(i)
-          if " = Relu(" in node.timeline_label:
-            relus.setdefault(i, []).append(node.output[0].tensor_description.shape.dim[0].size)
   assert 2 not in ran                                        # kept by no row: not one op ran
   for i in range(BLOCKS):
     if keep[:, i].any():
@@ -86,13 +75,10 @@ def test_a_block_no_row_keeps_is_not_executed_and_kept_blocks_run_on_their_rows(
   for row in [int(np.flatnonzero([tuple(r) == p for r in keep])[0]) for p in patterns]:
     runner = SavedModelRunner(info["path"])
     try:
-      metadata = tf.compat.v1.RunMetadata()
-      runner.run({"history": raw_histories(dense[row:row + 1], id_map)}, run_options=options,
-                 run_metadata=metadata)
+      ran, _ = traced_blocks(runner, {"history": raw_histories(dense[row:row + 1], id_map)},
+                             BLOCKS)
     finally:
       runner.close()
-    ran = {i for device in metadata.step_stats.dev_stats for node in device.node_stats
-           for i in range(BLOCKS) if f"block_{i}_run/" in node.node_name}
     assert ran == set(np.flatnonzero(keep[row]).tolist()), (row, ran)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import histories, tiny_skiprec
+from conftest import histories, tiny_skiprec, traced_blocks
 from tf_skiprec.export.exporter import export_model, raw_histories
 from tf_skiprec.export.runner import WARMUP_FILE, SavedModelRunner
 from tf_skiprec.export.serving_module import ServingModule
@@ -83,31 +83,17 @@ def test_a_block_no_row_keeps_is_not_executed_and_kept_blocks_run_on_their_rows(
   dense = histories(ITEMS, 8, MAX_LEN)
   keep = model.decisions(tf.constant(dense), 0.5).numpy().astype(bool)        # [8, N]
   assert not keep[:, 2].any() and keep.any(axis=0).sum() >= 3
-  options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
   runner = SavedModelRunner(info["path"])
   try:
-    metadata = tf.compat.v1.RunMetadata()
-    runner.run({"history": raw_histories(dense, id_map)}, run_options=options,
-               run_metadata=metadata)
-    rows = {}  # block -> batch sizes of the feed-forward ReLU (one per attention block) that ran
-    ran = set()
-    for device in metadata.step_stats.dev_stats:
-      for node in device.node_stats:
-        for i in range(BLOCKS):
-          if f"block_{i}_run/" in node.node_name:
-            ran.add(i)
-            if " = Relu(" in node.timeline_label:
-              rows.setdefault(i, []).append(node.output[0].tensor_description.shape.dim[0].size)
+    # relus: block -> batch sizes of the feed-forward ReLU (one per attention block) that ran
+    ran, relus = traced_blocks(runner, {"history": raw_histories(dense, id_map)}, BLOCKS)
     assert 2 not in ran                                        # kept by no row: not one op ran
     for i in range(BLOCKS):
       if keep[:, i].any():
-        assert rows[i] == [int(keep[:, i].sum())], (i, rows.get(i))   # on its rows only
+        assert relus[i] == [int(keep[:, i].sum())], (i, relus.get(i))   # on its rows only
     for row in range(3):                                       # one user: exactly its blocks
-      metadata = tf.compat.v1.RunMetadata()
-      runner.run({"history": raw_histories(dense[row:row + 1], id_map)}, run_options=options,
-                 run_metadata=metadata)
-      ran = {i for device in metadata.step_stats.dev_stats for node in device.node_stats
-             for i in range(BLOCKS) if f"block_{i}_run/" in node.node_name}
+      ran, _ = traced_blocks(runner, {"history": raw_histories(dense[row:row + 1], id_map)},
+                             BLOCKS)
       assert ran == set(np.flatnonzero(keep[row]).tolist()), (row, ran)
   finally:
     runner.close()
