@@ -15,7 +15,6 @@ from tf_skiprec.backbones.stack import SkippableStack
 from tf_skiprec.layers import ResidualBlock
 
 
-
 def dilation_schedule(num_blocks: int, pattern) -> list[int]:
   """The pattern repeated over the blocks: (1, 4) -> [1, 4, 1, 4, ...] (num_blocks entries)."""
   pattern = [int(d) for d in pattern]
@@ -33,49 +32,24 @@ class NextItNet(SkippableStack):
                embedding_dropout: float = 0.0, tie_embeddings: bool = False,
                final_norm: bool = False, **kwargs):
     super().__init__(**kwargs)
-    self.vocab_size = vocab_size
-    self.channels = channels
+    self.init_embedding(vocab_size, channels, embedding_dropout, tie_embeddings)
     self.num_blocks = num_blocks
     self.kernel_size = kernel_size
     self.dilations = tuple(int(d) for d in dilations)
     self.dropout = dropout
-    self.embedding_dropout = embedding_dropout
-    self.tie_embeddings = tie_embeddings
     self.final_norm = final_norm
-    self.embedding = keras.layers.Embedding(
-        vocab_size, channels, embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-        name="item_embedding")
-    self.embedding_drop = keras.layers.Dropout(embedding_dropout)
     self.blocks = [
         ResidualBlock(channels, kernel_size, d, dropout=dropout, name=f"block_{i}")
         for i, d in enumerate(dilation_schedule(num_blocks, self.dilations))]
     if final_norm:
       self.head_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="head_norm")
-    if not tie_embeddings:
-      self.output_dense = keras.layers.Dense(vocab_size, name="softmax")
+    self.init_softmax()
 
   def embed(self, item_ids: tf.Tensor, training: bool | None = None):
     """item_ids [B, L] -> (x [B, L, C] with padding rows zeroed, seq_mask [B, L, 1])."""
     seq_mask = tf.cast(tf.not_equal(item_ids, 0), self.compute_dtype)[..., tf.newaxis]
     x = self.embedding(item_ids) * seq_mask
     return self.embedding_drop(x, training=training), seq_mask
-
-  def output_variables(self) -> list[tf.Variable]:
-    """The softmax head's variables: [kernel [C, V], bias [V]], or [bias [V]] when tied (the
-    weights are then the item embedding's); with `final_norm`, its LayerNorm's [gamma [C],
-    beta [C]] first."""
-    norm = list(self.head_norm.weights) if self.final_norm else []
-    if self.tie_embeddings:
-      return norm + [self.output_bias]
-    return norm + [self.output_dense.kernel, self.output_dense.bias]
-
-  def head_input(self, hidden: tf.Tensor) -> tf.Tensor:
-    """hidden [..., C] -> what the softmax head reads [..., C]: LayerNorm(hidden) with
-    `final_norm`, else hidden."""
-    if not self.final_norm:
-      return hidden
-    flat = tf.reshape(hidden, [-1, self.channels])        # the norm is built for rank 2
-    return tf.reshape(self.head_norm(flat), tf.shape(hidden))
 
   @property
   def receptive_field(self) -> int:

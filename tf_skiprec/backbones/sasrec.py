@@ -23,7 +23,6 @@ from tf_skiprec.backbones.stack import SkippableStack
 from tf_skiprec.attention import AttentionBlock
 
 
-
 @keras.utils.register_keras_serializable(package="tf_skiprec")
 class SASRec(SkippableStack):
   """Item ids [B, L] -> hidden states [B, L, C]; `logits` maps hidden states to [.., V]."""
@@ -32,28 +31,20 @@ class SASRec(SkippableStack):
                num_heads: int = 2, inner_size: int | None = None, dropout: float = 0.0,
                embedding_dropout: float = 0.0, tie_embeddings: bool = False, **kwargs):
     super().__init__(**kwargs)
-    self.vocab_size = vocab_size
+    self.init_embedding(vocab_size, channels, embedding_dropout, tie_embeddings)
     self.max_len = max_len
-    self.channels = channels
     self.num_blocks = num_blocks
     self.num_heads = num_heads
     self.inner_size = inner_size or channels
     self.dropout = dropout
-    self.embedding_dropout = embedding_dropout
-    self.tie_embeddings = tie_embeddings
-    self.embedding = keras.layers.Embedding(
-        vocab_size, channels, embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-        name="item_embedding")
     self.position_embedding = keras.layers.Embedding(
         max_len, channels, embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
         name="position_embedding")
     self.embedding_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="embedding_norm")
-    self.embedding_drop = keras.layers.Dropout(embedding_dropout)
     self.blocks = [AttentionBlock(channels, num_heads, self.inner_size, dropout=dropout,
                                   name=f"block_{i}") for i in range(num_blocks)]
     self.head_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="head_norm")
-    if not tie_embeddings:
-      self.output_dense = keras.layers.Dense(vocab_size, name="softmax")
+    self.init_softmax()
 
   def embed(self, item_ids: tf.Tensor, training: bool | None = None):
     """item_ids [B, L] (L <= max_len) -> (x [B, L, C] with padding rows zeroed, seq_mask
@@ -77,20 +68,6 @@ class SASRec(SkippableStack):
     the embedding LayerNorm's gamma and beta [C]."""
     return [self.embedding.embeddings, self.position_embedding.embeddings,
             *self.embedding_norm.weights]
-
-  def output_variables(self) -> list[tf.Variable]:
-    """The head's variables: its LayerNorm's [gamma [C], beta [C]], then [kernel [C, V], bias
-    [V]], or [bias [V]] when tied."""
-    norm = list(self.head_norm.weights)
-    if self.tie_embeddings:
-      return norm + [self.output_bias]
-    return norm + [self.output_dense.kernel, self.output_dense.bias]
-
-  def head_input(self, hidden: tf.Tensor) -> tf.Tensor:
-    """hidden [..., C] -> LayerNorm(hidden) [..., C], what the softmax head reads (a pre-LN
-    transformer's final norm)."""
-    flat = tf.reshape(hidden, [-1, self.channels])
-    return tf.reshape(self.head_norm(flat), tf.shape(hidden))
 
   def blocks_to_reach(self, distance: int) -> int | None:
     """The fewest blocks whose output at t can depend on the item at t - distance: one block

@@ -1,8 +1,10 @@
 """What every backbone here shares: an embedding, N skippable residual blocks and a softmax head.
 
-A subclass sets `embedding`, `blocks` (each with `branch(x, seq_mask, training)`),
-`tie_embeddings` and, untied, `output_dense`; and defines `embed` and `head_input`. This class
-runs the blocks with SkipRec's skipping semantics and scores with the head.
+A subclass calls `init_embedding` first (the item table and its dropout), sets `blocks` (each
+with `branch(x, seq_mask, training)`) and, for a LayerNorm before the softmax, `head_norm`, calls
+`init_softmax` last (so the variables keep the order embedding, blocks, head), and defines
+`embed`. This class runs the blocks with SkipRec's skipping
+semantics and scores with the head.
 """
 
 from __future__ import annotations
@@ -15,6 +17,26 @@ NEG_INF = -1e9
 
 class SkippableStack(keras.layers.Layer):
   """Item ids [B, L] -> hidden states [B, L, C]; `logits` maps hidden states to [.., V]."""
+
+  head_norm = None  # a subclass with a LayerNorm before the softmax sets it
+
+  def init_embedding(self, vocab_size: int, channels: int, embedding_dropout: float,
+                     tie_embeddings: bool) -> None:
+    """The item embedding (table [V, C], truncated normal 0.02) and its dropout."""
+    self.vocab_size = vocab_size
+    self.channels = channels
+    self.embedding_dropout = embedding_dropout
+    self.tie_embeddings = tie_embeddings
+    self.embedding = keras.layers.Embedding(
+        vocab_size, channels, embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        name="item_embedding")
+    self.embedding_drop = keras.layers.Dropout(embedding_dropout)
+
+  def init_softmax(self) -> None:
+    """Untied, the softmax layer [C, V]; tied, `build` adds its bias [V] and the item table is
+    its weights."""
+    if not self.tie_embeddings:
+      self.output_dense = keras.layers.Dense(self.vocab_size, name="softmax")
 
   def build(self, input_shape):
     if self.tie_embeddings:
@@ -51,6 +73,23 @@ class SkippableStack(keras.layers.Layer):
   def embed_variables(self) -> list[tf.Variable]:
     """The variables `embed` reads (the export keeps them as variables): the item table [V, C]."""
     return [self.embedding.embeddings]
+
+  def output_variables(self) -> list[tf.Variable]:
+    """The head's variables (the export keeps them as variables): its LayerNorm's [gamma [C],
+    beta [C]] if it has one, then [kernel [C, V], bias [V]], or [bias [V]] when tied (the weights
+    are then the item table)."""
+    norm = list(self.head_norm.weights) if self.head_norm is not None else []
+    if self.tie_embeddings:
+      return norm + [self.output_bias]
+    return norm + [self.output_dense.kernel, self.output_dense.bias]
+
+  def head_input(self, hidden: tf.Tensor) -> tf.Tensor:
+    """hidden [..., C] -> what the softmax head reads [..., C]: LayerNorm(hidden) with a head
+    norm (a pre-LN transformer's final norm), else hidden."""
+    if self.head_norm is None:
+      return hidden
+    flat = tf.reshape(hidden, [-1, self.channels])        # the norm is built for rank 2
+    return tf.reshape(self.head_norm(flat), tf.shape(hidden))
 
   def output_weights(self) -> tuple[tf.Tensor, tf.Tensor]:
     """(weights [V, C], bias [V]) of the softmax head."""
