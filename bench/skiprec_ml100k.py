@@ -58,7 +58,9 @@ class Variant:
   budget: float | None             # the blocks' usage target (gumbel; policy.budget adds the
                                    # policy's own cost), model selection's usage limit (rl)
   subdir: str                      # <workdir>/<seed>/<subdir>
-  base: str | None = None          # the pretrain variant a SkipRec variant starts from
+  base: str | None = None          # the pretrain variant a SkipRec variant starts from; for a
+                                   # pretrain variant, the shallower one it grows from
+                                   # (train.grow_from, StackRec stacking)
   overrides: tuple[str, ...] = ()  # config overrides, key=value
   backbone: str = "nextitnet"      # model.backbone: this bench runs the nextitnet variants by
                                    # default, bench/sasrec_ml100k.py the sasrec ones
@@ -125,6 +127,16 @@ VARIANTS = {
                              overrides=("policy.body=pool",), backbone="sasrec"),
     "gumbel30_sas8": Variant("ml100k_sasrec_8", "gumbel", 0.3, "gumbel30_sas8", "sas8",
                              overrides=("policy.body=pool",), backbone="sasrec"),
+    # The 8-block SASRec grown from the trained 2-block one (train.grow_from: blocks b0 b1 b0 b1
+    # ..., the new ones at alpha 0, so it starts as sas2), and SkipRec on it.
+    "sas8_grown": Variant("ml100k_sasrec_8", "pretrain", None, "sas8_grown", "sas2",
+                          backbone="sasrec"),
+    "gumbel50_sas8_grown": Variant("ml100k_sasrec_8", "gumbel", 0.5, "gumbel50_sas8_grown",
+                                   "sas8_grown", overrides=("policy.body=pool",),
+                                   backbone="sasrec"),
+    "gumbel30_sas8_grown": Variant("ml100k_sasrec_8", "gumbel", 0.3, "gumbel30_sas8_grown",
+                                   "sas8_grown", overrides=("policy.body=pool",),
+                                   backbone="sasrec"),
     # The 2-block SASRec's settings over 3 seeds, chosen on validation (not run by default).
     "sas2_d3": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_d3", backbone="sasrec",
                        overrides=("model.dropout=0.3", "model.embedding_dropout=0.3")),
@@ -177,6 +189,8 @@ def train_one(variant: str, seed: int, data_dir: str, workdir: str, init_from: s
       config.override(assignment)
     if budget is not None:          # the blocks' usage + the policy's own share of the compute
       config.policy.budget = budget_for_usage(config, budget)
+  elif init_from:                   # a pretrain variant grown from a shallower one
+    config.train.grow_from = init_from
   if quick:
     config.train.epochs = 1
   return measured_run(config, workdir, seed=seed, variant=variant)

@@ -149,6 +149,9 @@ class PolicyConfig:
 class TrainConfig:
   mode: str = "pretrain"             # "pretrain" (backbone alone), "gumbel" or "rl"
   init_from: str = ""                # gumbel/rl: a pretrain work directory to start from
+  # A run of the same backbone with fewer blocks whose best checkpoint this run's deeper backbone
+  # grows from (StackRec stacking, tf_skiprec/training/grow.py); "" = start from scratch.
+  grow_from: str = ""
   pretrain_epochs: int = 0           # gumbel/rl without init_from: pretrain first, in workdir/pretrain
   pretrain_learning_rate: float = 0.0  # that pretrain stage's backbone lr; 0 = learning_rate
   pretrain_patience: int = 0         # that pretrain stage's patience; 0 = patience

@@ -188,6 +188,10 @@ def _between_fields(config) -> list[str]:
     found.append(f"model.num_heads = {m.num_heads}: model.channels = {m.channels} is not a "
                  "multiple of it (each head reads channels / num_heads of them). Fix: "
                  f"--override model.num_heads={heads} (or channels a multiple of the heads).")
+  if config.train.grow_from and config.train.init_from:
+    found.append(f"train.grow_from = {config.train.grow_from!r} and train.init_from = "
+                 f"{config.train.init_from!r}: a run starts from one of them. Fix: --override "
+                 "train.grow_from= (start from init_from) or train.init_from= (grow).")
   found += _dataset_problems(config.data.dataset)
   found += _budget_problems(config)
   name = config.export.model_name

@@ -63,7 +63,8 @@ def run(config: Config, workdir: str, *, continue_finished: bool = False) -> dic
   results.update(trainer.summary())
   results.update(num_users=data.sequences.num_users, num_items=data.id_map.num_items,
                  dropped_users=data.sequences.dropped_users, workdir=workdir,
-                 init_from=init_from or None, pretrain=_stage_summary(pretrained))
+                 init_from=init_from or None,
+                 grow_from=config.train.grow_from or None, pretrain=_stage_summary(pretrained))
   if config.export.base_dir and trainer.chief:
     results["export"] = end_of_run.export_best(trainer, config)
   if trainer.chief:

@@ -34,7 +34,7 @@ from tf_skiprec.config import Config
 from tf_skiprec.data.pipeline import train_windows_used
 from tf_skiprec.data.run_data import RunData
 from tf_skiprec.errors import TrainingError
-from tf_skiprec.training import builders, cluster, workdir as workdir_lib
+from tf_skiprec.training import builders, cluster, grow, workdir as workdir_lib
 from tf_skiprec.training.evaluate import Evaluator
 from tf_skiprec.training.selection import SELECT_METRIC, improves, selection_score
 from tf_skiprec.training.state import Checkpoints, RunState, checkpoint_paths
@@ -98,13 +98,16 @@ class Trainer:
 
   def restore(self, init_from: str | None, continue_finished: bool = False) -> None:
     """The latest checkpoint, else (a SkipRec stage's start) the pretrained backbone of
-    `init_from`. A run that has finished stays finished unless `continue_finished` and it
+    `init_from`, else the backbone grown from `train.grow_from`'s shallower one. A run that has finished stays finished unless `continue_finished` and it
     stopped at its epoch budget (not early), which has since been raised."""
     train, state = self.config.train, self.state
     self.resumed_from = self.checkpoints.restore_latest()
     cluster.check_same(self.strategy, self.resumed_from, "checkpoints", self.workdir)
-    if not self.resumed_from and state.epoch.numpy() == 0 and self.mode != "pretrain" and init_from:
-      builders.load_pretrained_backbone(self.model, init_from)
+    if not self.resumed_from and state.epoch.numpy() == 0:
+      if self.mode != "pretrain" and init_from:
+        builders.load_pretrained_backbone(self.model, init_from)
+      elif train.grow_from:
+        grow.grow_backbone(self.model, train.grow_from, self.config, self.data.id_map)
     if (state.finished.numpy() and state.epoch.numpy() < train.epochs
         and state.bad_epochs.numpy() < train.patience):
       if continue_finished:  # e.g. a Hyperband round continuing the previous round's run
