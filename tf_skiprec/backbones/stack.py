@@ -18,8 +18,6 @@ NEG_INF = -1e9
 class SkippableStack(keras.layers.Layer):
   """Item ids [B, L] -> hidden states [B, L, C]; `logits` maps hidden states to [.., V]."""
 
-  head_norm = None  # a subclass with a LayerNorm before the softmax sets it
-
   def init_embedding(self, vocab_size: int, channels: int, embedding_dropout: float,
                      tie_embeddings: bool) -> None:
     """The item embedding (table [V, C], truncated normal 0.02) and its dropout."""
@@ -78,7 +76,8 @@ class SkippableStack(keras.layers.Layer):
     """The head's variables (the export keeps them as variables): its LayerNorm's [gamma [C],
     beta [C]] if it has one, then [kernel [C, V], bias [V]], or [bias [V]] when tied (the weights
     are then the item table)."""
-    norm = list(self.head_norm.weights) if self.head_norm is not None else []
+    head_norm = getattr(self, "head_norm", None)  # not a class attribute: Keras would not track it
+    norm = list(head_norm.weights) if head_norm is not None else []
     if self.tie_embeddings:
       return norm + [self.output_bias]
     return norm + [self.output_dense.kernel, self.output_dense.bias]
@@ -86,7 +85,7 @@ class SkippableStack(keras.layers.Layer):
   def head_input(self, hidden: tf.Tensor) -> tf.Tensor:
     """hidden [..., C] -> what the softmax head reads [..., C]: LayerNorm(hidden) with a head
     norm (a pre-LN transformer's final norm), else hidden."""
-    if self.head_norm is None:
+    if getattr(self, "head_norm", None) is None:
       return hidden
     flat = tf.reshape(hidden, [-1, self.channels])        # the norm is built for rank 2
     return tf.reshape(self.head_norm(flat), tf.shape(hidden))
