@@ -146,7 +146,7 @@ VARIANTS = {
                         overrides=("train.learning_rate=5e-4",)),
 }
 # bench/sasrec_ml100k.py's default: the list.
-SASREC_DEFAULT = ("sas2", "sas8", "gumbel50_sas8", "gumbel30_sas8")
+SASREC_DEFAULT = ("sas2", "sas8", "sas8_grown", "gumbel50_sas8_grown", "gumbel30_sas8_grown")
 FULL = tuple(name for name, v in VARIANTS.items() if v.mode == "pretrain")
 # What the acceptance looks at: SkipRec at a budget of 0.5 or below (rl has no budget).
 LOW_BUDGET = tuple(name for name, v in VARIANTS.items()

@@ -47,8 +47,8 @@ def tiny_skiprec(num_items: int = 40, num_blocks: int = 6, max_len: int = 12,
   model = builders.build_model(config, vocab_size=num_items + 1)
   set_alphas(model.backbone, 0.7)
   rng = np.random.default_rng(seed)
-  if final_norm:
-    norm = model.backbone.head_norm
+  norm = getattr(model.backbone, "head_norm", None)
+  if final_norm and norm.weights:                 # (untied, SASRec's head norm has none)
     norm.gamma.assign(rng.uniform(0.5, 2.0, norm.gamma.shape).astype(np.float32))
     norm.beta.assign(rng.normal(0.0, 1.0, norm.beta.shape).astype(np.float32))
   model.policy.norm.moving_variance.assign(np.full(model.policy.norm.moving_variance.shape, 1e-4,

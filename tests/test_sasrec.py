@@ -127,3 +127,19 @@ def test_a_window_longer_than_the_position_table_is_refused():
   model = _sasrec()
   with pytest.raises(ValueError, match="position embeddings for 10.*Fix"):
     model(tf.ones([1, L + 1], tf.int32))
+
+
+def test_the_untied_head_norm_has_no_affine_weights_the_softmax_absorbs_them():
+  rng = np.random.default_rng(4)
+  untied, tied = _sasrec(), _sasrec(tie_embeddings=True)
+  h = tf.constant(rng.normal(1.0, 3.0, size=(3, L, C)).astype(np.float32))
+  untied.logits(h), tied.logits(h)                                   # builds both heads
+  assert not untied.head_norm.weights and len(tied.head_norm.weights) == 2
+  x = h.numpy()
+  n = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+  w, b = untied.output_dense.kernel.numpy(), untied.output_dense.bias.numpy()
+  np.testing.assert_allclose(untied.logits(h).numpy(), n @ w + b, atol=1e-4)
+  # What a gamma and beta would add, the softmax's own weights express exactly.
+  gamma, beta = rng.uniform(0.5, 2.0, C), rng.normal(0.0, 1.0, C)
+  np.testing.assert_allclose((n * gamma + beta) @ w + b,
+                             n @ (gamma[:, None] * w) + (beta @ w + b), atol=1e-4)

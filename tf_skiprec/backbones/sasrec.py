@@ -43,7 +43,12 @@ class SASRec(SkippableStack):
     self.embedding_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="embedding_norm")
     self.blocks = [AttentionBlock(channels, num_heads, self.inner_size, dropout=dropout,
                                   name=f"block_{i}") for i in range(num_blocks)]
-    self.head_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="head_norm")
+    # Untied, the norm before the softmax has no gamma or beta: the softmax's kernel W and bias
+    # b absorb them exactly (W^T (gamma * n + beta) + b = (gamma * W)^T n + (W^T beta + b)), so
+    # they would only re-parameterise it (tests/test_sasrec.py). Tied, the kernel is the item
+    # table, and they stay.
+    self.head_norm = keras.layers.LayerNormalization(
+        epsilon=1e-6, center=tie_embeddings, scale=tie_embeddings, name="head_norm")
     self.init_softmax()
 
   def embed(self, item_ids: tf.Tensor, training: bool | None = None):
