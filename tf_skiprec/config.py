@@ -152,6 +152,10 @@ class TrainConfig:
   # A run of the same backbone with fewer blocks whose best checkpoint this run's deeper backbone
   # grows from (StackRec stacking, tf_skiprec/training/grow.py); "" = start from scratch.
   grow_from: str = ""
+  # gumbel/rl: after training, raise the keep threshold (policy.threshold) to the lowest of the
+  # validation sweep's that holds the blocks' budget on validation (end_of_run.py,
+  # calibrated_threshold); the test metrics and the export use it.
+  calibrate_threshold: bool = False
   pretrain_epochs: int = 0           # gumbel/rl without init_from: pretrain first, in workdir/pretrain
   pretrain_learning_rate: float = 0.0  # that pretrain stage's backbone lr; 0 = learning_rate
   pretrain_patience: int = 0         # that pretrain stage's patience; 0 = patience

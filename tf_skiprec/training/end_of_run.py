@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from tf_skiprec.compute import request_compute
+from tf_skiprec.compute import block_budget, request_compute
 from tf_skiprec.config import Config
 from tf_skiprec.data.synthetic import group_lag
 from tf_skiprec.export.exporter import export_model
@@ -68,6 +68,29 @@ def threshold_sweep(trainer: Trainer) -> list[dict]:
     out = trainer.evaluate(trainer.data.valid, threshold)
     sweep.append({"threshold": threshold, "mean_blocks": out["blocks"]["mean"], **out["metrics"]})
   return sweep
+
+
+def calibrated_threshold(config: Config, sweep: list[dict], num_blocks: int) -> dict:
+  """train.calibrate_threshold: the keep threshold that holds the budget on validation.
+
+  Training holds the budget for its sampled decisions; evaluation and serving keep a block when
+  P(keep) >= policy.threshold, which can run over it (a block whose P(keep) sits just above the
+  threshold). This picks the lowest threshold of the validation `sweep` (threshold_sweep), at
+  or above policy.threshold, whose validation usage (mean blocks / N) is within the blocks'
+  budget (compute.block_budget: policy.budget less the policy's own share). It looks at usage
+  only, never at accuracy, and never lowers the threshold.
+
+  Returns {"threshold", "calibrated" (False: policy.threshold already holds it), "valid_usage",
+  "budget"}; "threshold" is None when no threshold of the sweep holds the budget.
+  """
+  budget = block_budget(config)
+  start = config.policy.threshold
+  for point in sorted(sweep, key=lambda p: p["threshold"]):
+    usage = point["mean_blocks"] / num_blocks
+    if point["threshold"] >= start and usage <= budget + 1e-9:
+      return {"threshold": point["threshold"], "calibrated": point["threshold"] != start,
+              "valid_usage": usage, "budget": budget}
+  return {"threshold": None, "calibrated": False, "valid_usage": None, "budget": budget}
 
 
 def sweep_caps(num_blocks: int, points: int = CAP_POINTS) -> list[int]:
