@@ -2,6 +2,8 @@
 tf_skiprec/training/grow.py). Known answers: the grown backbone scores exactly as the shallow one
 did, its blocks are the shallow blocks in cross-block order, and the new blocks' alpha is 0."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -106,3 +108,16 @@ def test_growing_from_what_does_not_fit_is_a_clear_error(tmp_path):
   both.train.init_from = workdir
   with pytest.raises(ConfigError, match="a run starts from one of them"):
     both.validate()
+
+
+def test_a_skiprec_run_grows_its_pretrain_stage(tmp_path):
+  # ml100k_sasrec_skiprec --override train.grow_from=...: the pretrain stage grows, and SkipRec
+  # starts from that stage's best checkpoint (init_from), not from the shallow run.
+  shallow_config, workdir = _shallow(tmp_path, "sasrec")
+  config = _deep(shallow_config, workdir, num_blocks=4, mode="gumbel")
+  config.train.pretrain_epochs, config.train.epochs = 1, 1
+  result = run(config, str(tmp_path / "skip"))
+  stage = str(tmp_path / "skip" / "pretrain")
+  assert result["init_from"] == stage
+  with open(f"{stage}/metrics.json") as f:
+    assert json.load(f)["grow_from"] == workdir
