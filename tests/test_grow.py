@@ -16,15 +16,24 @@ from tf_skiprec.training import builders, run
 from tf_skiprec.training.grow import grow_backbone
 
 
-def _shallow(tmp_path, backbone: str):
-  """A finished 2-block smoke run of `backbone` (one epoch, so its alphas are not 0)."""
-  config = get_config("smoke")
-  config.model.backbone = backbone
-  config.model.num_blocks = 2
-  config.train.epochs = 1
-  workdir = str(tmp_path / f"shallow_{backbone}")
-  run(config, workdir)
-  return config, workdir
+@pytest.fixture(scope="module")
+def shallow_runs(tmp_path_factory):
+  """backbone -> (config, work directory) of a finished 2-block smoke run (one epoch, so its
+  alphas are not 0), made once for the module."""
+  made = {}
+
+  def make(backbone: str):
+    if backbone not in made:
+      config = get_config("smoke")
+      config.model.backbone = backbone
+      config.model.num_blocks = 2
+      config.train.epochs = 1
+      workdir = str(tmp_path_factory.mktemp(f"shallow_{backbone}"))
+      run(config, workdir)
+      made[backbone] = (config, workdir)
+    return made[backbone]
+
+  return make
 
 
 def _deep(shallow, workdir: str, num_blocks: int = 5, mode: str = "pretrain"):
@@ -37,8 +46,8 @@ def _deep(shallow, workdir: str, num_blocks: int = 5, mode: str = "pretrain"):
 
 
 @pytest.mark.parametrize("backbone", ["nextitnet", "sasrec"])
-def test_a_grown_backbone_scores_as_the_shallow_one(tmp_path, backbone):
-  shallow_config, workdir = _shallow(tmp_path, backbone)
+def test_a_grown_backbone_scores_as_the_shallow_one(shallow_runs, backbone):
+  shallow_config, workdir = shallow_runs(backbone)
   id_map = IdMap.load(f"{workdir}/best/id_map.json")
   shallow = builders.build_model(shallow_config, id_map.vocab_size)
   builders.load_pretrained_backbone(shallow, workdir)
@@ -68,8 +77,8 @@ def test_a_grown_backbone_scores_as_the_shallow_one(tmp_path, backbone):
                          shallow.backbone.score_last(items).numpy(), atol=1e-3)
 
 
-def test_a_run_grows_once_then_trains_its_new_blocks(tmp_path):
-  shallow_config, workdir = _shallow(tmp_path, "sasrec")
+def test_a_run_grows_once_then_trains_its_new_blocks(tmp_path, shallow_runs):
+  shallow_config, workdir = shallow_runs("sasrec")
   config = _deep(shallow_config, workdir, num_blocks=4)
   result = run(config, str(tmp_path / "deep"))
   model = builders.build_model(config, result["num_items"] + 1)
@@ -80,8 +89,8 @@ def test_a_run_grows_once_then_trains_its_new_blocks(tmp_path):
   assert again["test"] == result["test"]
 
 
-def test_growing_from_what_does_not_fit_is_a_clear_error(tmp_path):
-  shallow_config, workdir = _shallow(tmp_path, "sasrec")
+def test_growing_from_what_does_not_fit_is_a_clear_error(tmp_path, shallow_runs):
+  shallow_config, workdir = shallow_runs("sasrec")
   id_map = IdMap.load(f"{workdir}/best/id_map.json")
 
   def grow(config):
@@ -110,10 +119,10 @@ def test_growing_from_what_does_not_fit_is_a_clear_error(tmp_path):
     both.validate()
 
 
-def test_a_skiprec_run_grows_its_pretrain_stage(tmp_path):
+def test_a_skiprec_run_grows_its_pretrain_stage(tmp_path, shallow_runs):
   # ml100k_sasrec_skiprec --override train.grow_from=...: the pretrain stage grows, and SkipRec
   # starts from that stage's best checkpoint (init_from), not from the shallow run.
-  shallow_config, workdir = _shallow(tmp_path, "sasrec")
+  shallow_config, workdir = shallow_runs("sasrec")
   config = _deep(shallow_config, workdir, num_blocks=4, mode="gumbel")
   config.train.pretrain_epochs, config.train.epochs = 1, 1
   result = run(config, str(tmp_path / "skip"))
