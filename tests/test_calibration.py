@@ -20,7 +20,8 @@ def _config(usage: float, threshold: float = 0.5):
 
 
 def _sweep(blocks_by_threshold: dict[float, float]) -> list[dict]:
-  return [{"threshold": t, "mean_blocks": b, "NDCG@10": 0.1} for t, b in blocks_by_threshold.items()]
+  return [{"threshold": t, "mean_blocks": b, "NDCG@10": 0.1}
+          for t, b in blocks_by_threshold.items()]
 
 
 def test_the_lowest_threshold_at_or_above_the_configured_one_that_holds_the_budget():
