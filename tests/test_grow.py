@@ -12,7 +12,7 @@ from conftest import histories
 from tf_skiprec.data.idmap import IdMap
 from tf_skiprec.errors import ConfigError
 from tf_skiprec.experiments import get_config
-from tf_skiprec.training import builders, run
+from tf_skiprec.training import builders, grow as grow_lib, run
 from tf_skiprec.training.grow import grow_backbone
 
 
@@ -77,16 +77,24 @@ def test_a_grown_backbone_scores_as_the_shallow_one(shallow_runs, backbone):
                          shallow.backbone.score_last(items).numpy(), atol=1e-3)
 
 
-def test_a_run_grows_once_then_trains_its_new_blocks(tmp_path, shallow_runs):
+def test_a_run_grows_once_then_trains_its_new_blocks(tmp_path, shallow_runs, monkeypatch):
+  calls = []
+
+  def counted(*args, **kwargs):
+    calls.append(args[1])
+    return grow_backbone(*args, **kwargs)
+
+  monkeypatch.setattr(grow_lib, "grow_backbone", counted)
   shallow_config, workdir = shallow_runs("sasrec")
   config = _deep(shallow_config, workdir, num_blocks=4)
   result = run(config, str(tmp_path / "deep"))
+  assert calls == [workdir] and result["grow_from"] == workdir
   model = builders.build_model(config, result["num_items"] + 1)
   builders.load_pretrained_backbone(model, str(tmp_path / "deep"))
   assert all(float(b.alpha) != 0.0 for b in model.backbone.blocks[2:])  # trained from 0
   # Resumed, the run keeps its own checkpoint: growing again would reset the new alphas.
   again = run(config, str(tmp_path / "deep"))
-  assert again["test"] == result["test"]
+  assert calls == [workdir] and again["test"] == result["test"]
 
 
 def test_growing_from_what_does_not_fit_is_a_clear_error(tmp_path, shallow_runs):

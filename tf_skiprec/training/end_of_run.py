@@ -8,6 +8,8 @@ the model); only the chief writes files.
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 
 import numpy as np
@@ -91,6 +93,27 @@ def calibrated_threshold(config: Config, sweep: list[dict], num_blocks: int) -> 
       return {"threshold": point["threshold"], "calibrated": point["threshold"] != start,
               "valid_usage": usage, "budget": budget}
   return {"threshold": None, "calibrated": False, "valid_usage": None, "budget": budget}
+
+
+def calibrate_threshold(trainer: Trainer, sweep: list[dict]) -> tuple[Config, dict]:
+  """Applies calibrated_threshold to the trainer: returns (the config from here on, whose
+  policy.threshold is the one chosen, also set as trainer.config; the calibration). The run's
+  own config is not changed in place. The final evaluation's selection_rule is then read at
+  that threshold, not at the one that chose the epoch."""
+  config = trainer.config
+  calibration = calibrated_threshold(config, sweep, config.model.num_blocks)
+  if calibration["threshold"] is None:
+    logging.warning("train.calibrate_threshold: no threshold of the validation sweep holds the "
+                    "blocks' budget of %.3f; policy.threshold stays %.2f.", calibration["budget"],
+                    config.policy.threshold)
+  elif calibration["calibrated"]:
+    logging.info("train.calibrate_threshold: keep threshold %.2f (validation usage %.3f, budget "
+                 "%.3f).", calibration["threshold"], calibration["valid_usage"],
+                 calibration["budget"])
+    config = copy.deepcopy(config)
+    config.policy.threshold = calibration["threshold"]
+    trainer.config = config
+  return config, calibration
 
 
 def sweep_caps(num_blocks: int, points: int = CAP_POINTS) -> list[int]:

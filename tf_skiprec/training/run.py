@@ -57,18 +57,7 @@ def run(config: Config, workdir: str, *, continue_finished: bool = False) -> dic
   sweep = end_of_run.threshold_sweep(trainer) if config.train.mode != "pretrain" else None
   calibration = None
   if sweep is not None and config.train.calibrate_threshold:
-    calibration = end_of_run.calibrated_threshold(config, sweep, config.model.num_blocks)
-    if calibration["threshold"] is None:
-      logging.warning("train.calibrate_threshold: no threshold of the validation sweep holds "
-                      "the blocks' budget of %.3f; policy.threshold stays %.2f.",
-                      calibration["budget"], config.policy.threshold)
-    elif calibration["calibrated"]:
-      logging.info("train.calibrate_threshold: keep threshold %.2f (validation usage %.3f, "
-                   "budget %.3f).", calibration["threshold"], calibration["valid_usage"],
-                   calibration["budget"])
-      config = copy.deepcopy(config)          # the evaluation, the sweeps and the export use it
-      config.policy.threshold = calibration["threshold"]
-      trainer.config = config
+    config, calibration = end_of_run.calibrate_threshold(trainer, sweep)
   results = end_of_run.final_evaluation(trainer)
   if sweep is not None:
     results["threshold"] = config.policy.threshold

@@ -98,8 +98,9 @@ class Trainer:
 
   def restore(self, init_from: str | None, continue_finished: bool = False) -> None:
     """The latest checkpoint, else (a SkipRec stage's start) the pretrained backbone of
-    `init_from`, else the backbone grown from `train.grow_from`'s shallower one. A run that has finished stays finished unless `continue_finished` and it
-    stopped at its epoch budget (not early), which has since been raised."""
+    `init_from`, else the backbone grown from `train.grow_from`'s shallower one. A run that has
+    finished stays finished unless `continue_finished` and it stopped at its epoch budget (not
+    early), which has since been raised."""
     train, state = self.config.train, self.state
     self.resumed_from = self.checkpoints.restore_latest()
     cluster.check_same(self.strategy, self.resumed_from, "checkpoints", self.workdir)
