@@ -1,18 +1,25 @@
 """SASRec on ML-100k (issue 17): our 2-block SASRec against RecBole's, a deeper SASRec, and SkipRec
 on it at budgets 0.5 and 0.3, 3 seeds, on the SPEC §5 protocol.
 
-  .venv/bin/python bench/sasrec_ml100k.py --workdir=runs/sasrec_ml100k     # 4 variants x 3 seeds
+  .venv/bin/python bench/sasrec_ml100k.py --workdir=runs/sasrec_ml100k     # 5 variants x 3 seeds
   .venv/bin/python bench/sasrec_ml100k.py --quick                          # 1 seed, 1 epoch each
   .venv/bin/python bench/serving_trained.py \
-      --run=sasrec_skiprec=runs/sasrec_ml100k/0/gumbel50_sas8 \
+      --run=sasrec_skiprec=runs/sasrec_ml100k/0/gumbel50_sas8_grown \
       --out=bench/results/sasrec_ml100k                                    # the served speed-up
 
 Variants (bench/skiprec_ml100k.py's VARIANTS, backbone "sasrec"; experiments in
 tf_skiprec/experiments/ml100k_sasrec.py):
   sas2           ml100k_sasrec_2: RecBole's shape, 2 blocks x 64, 2 heads, feed-forward 256;
-  sas8           ml100k_sasrec_8: 8 blocks, with stochastic depth in pretraining;
+  sas8           ml100k_sasrec_8: 8 blocks, with stochastic depth in pretraining, from scratch;
+  sas8_grown     the same, grown from sas2 (train.grow_from: its blocks stacked, the new ones
+                 at alpha 0);
+  gumbel50_sas8_grown, gumbel30_sas8_grown
+                 SkipRec fine-tuned from sas8_grown with the pool policy, the blocks at 0.5 and
+                 0.3 (by default);
+  gumbel50c_sas8_grown, gumbel30c_sas8_grown
+                 the same with train.calibrate_threshold (not by default);
   gumbel50_sas8, gumbel30_sas8
-                 SkipRec fine-tuned from sas8 with the pool policy, the blocks at 0.5 and 0.3;
+                 SkipRec fine-tuned from sas8 (not by default);
   sas2_d3, sas2_s10, sas2_lr5 (not by default)
                  sas2 with dropout 0.3, windows every 10 items, Adam at 5e-4: its settings
                  compared over the seeds, on validation.
