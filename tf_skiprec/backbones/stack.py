@@ -3,8 +3,7 @@
 A subclass calls `init_embedding` first (the item table and its dropout), sets `blocks` (each
 with `branch(x, seq_mask, training)`) and, for a LayerNorm before the softmax, `head_norm`, calls
 `init_softmax` last (so the variables keep the order embedding, blocks, head), and defines
-`embed`. This class runs the blocks with SkipRec's skipping
-semantics and scores with the head.
+`embed`. This class runs the blocks with SkipRec's skipping semantics and scores with the head.
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ def grow_backbone(model: BackboneModel, workdir: str, config: Config, id_map: Id
   if path is None or not os.path.exists(config_path):
     raise ConfigError(f"{where}: no best checkpoint and config.json in {workdir}. Fix: point at "
                       "the work directory of a finished run of the shallower backbone.")
-  shallow = Config.from_json_file(config_path).model
+  source_config = Config.from_json_file(config_path)   # the shallow run's, read once
+  shallow = source_config.model
   deep = config.model
   differ = [f"model.{name} ({getattr(shallow, name)!r} there, {getattr(deep, name)!r} here)"
             for name in SAME_MODEL_FIELDS if getattr(shallow, name) != getattr(deep, name)]
@@ -64,7 +65,7 @@ def grow_backbone(model: BackboneModel, workdir: str, config: Config, id_map: Id
     raise ConfigError(f"{where}: its items are not this run's (the id maps differ). Fix: grow "
                       "from a run on the same --dataset.")
 
-  max_len = Config.from_json_file(config_path).data.max_len
+  max_len = source_config.data.max_len
   source = backbones.build(id_map.vocab_size, shallow, max_len)
   source.score_last(tf.zeros([1, max_len], tf.int32))  # build it all, then restore into it
   tf.train.Checkpoint(model=tf.train.Checkpoint(backbone=source)).restore(
