@@ -18,6 +18,9 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  0.3 (by default);
   gumbel50c_sas8_grown, gumbel30c_sas8_grown
                  the same with train.calibrate_threshold (not by default);
+  gumbel50cm_sas8_grown, gumbel30cm_sas8_grown
+                 the same with train.calibrate_max_blocks too: where no threshold holds the
+                 budget on validation, the largest cap that does (not by default);
   gumbel50_sas8, gumbel30_sas8
                  SkipRec fine-tuned from sas8 (not by default);
   sas2_d3, sas2_s10, sas2_lr5 (not by default)

@@ -145,6 +145,16 @@ VARIANTS = {
     "gumbel30c_sas8_grown": Variant("ml100k_sasrec_8", "gumbel", 0.3, "gumbel30c_sas8_grown",
                                     "sas8_grown", backbone="sasrec", overrides=(
                                         "policy.body=pool", "train.calibrate_threshold=true")),
+    # The same, and where no threshold holds the budget, the blocks then capped: policy.max_blocks
+    # = the largest cap that holds it on validation (train.calibrate_max_blocks).
+    "gumbel50cm_sas8_grown": Variant("ml100k_sasrec_8", "gumbel", 0.5, "gumbel50cm_sas8_grown",
+                                     "sas8_grown", backbone="sasrec", overrides=(
+                                         "policy.body=pool", "train.calibrate_threshold=true",
+                                         "train.calibrate_max_blocks=true")),
+    "gumbel30cm_sas8_grown": Variant("ml100k_sasrec_8", "gumbel", 0.3, "gumbel30cm_sas8_grown",
+                                     "sas8_grown", backbone="sasrec", overrides=(
+                                         "policy.body=pool", "train.calibrate_threshold=true",
+                                         "train.calibrate_max_blocks=true")),
     # The 2-block SASRec's settings over 3 seeds, chosen on validation (not run by default).
     "sas2_d3": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_d3", backbone="sasrec",
                        overrides=("model.dropout=0.3", "model.embedding_dropout=0.3")),

@@ -1,17 +1,21 @@
 """train.calibrate_threshold: the keep threshold raised, after training, to the lowest of the
-validation sweep's that holds the blocks' budget (tf_skiprec/training/end_of_run.py). Known
-answers on hand-made sweeps, then a run whose evaluation and export use the threshold chosen."""
+validation sweep's that holds the blocks' budget; train.calibrate_max_blocks: the largest cap
+that holds it (tf_skiprec/training/end_of_run.py). Known answers on hand-made sweeps and users,
+then runs whose evaluation and export use what was chosen."""
 
+import numpy as np
 import pytest
 
 from tf_skiprec.compute import budget_for_usage
 from tf_skiprec.experiments import get_config
 from tf_skiprec.training import end_of_run, run
-from tf_skiprec.training.end_of_run import calibrated_threshold
+from tf_skiprec.export.runner import SavedModelRunner
+from tf_skiprec.training.end_of_run import calibrated_max_blocks, calibrated_threshold
 
 
-def _config(usage: float, threshold: float = 0.5):
+def _config(usage: float, threshold: float = 0.5, num_blocks: int = 4):
   config = get_config("smoke")
+  config.model.num_blocks = num_blocks
   config.train.mode = "gumbel"
   config.policy.body = "pool"
   config.policy.budget = budget_for_usage(config, usage)   # the blocks at `usage`
@@ -61,3 +65,66 @@ def test_a_calibrated_run_evaluates_and_exports_at_the_threshold_it_chose(tmp_pa
   assert all(sweep[t]["mean_blocks"] / 4 > 0.25 for t in below)        # the lowest that does
   assert result["valid_blocks"]["mean"] == pytest.approx(sweep[chosen]["mean_blocks"])
   assert exported == [chosen]
+
+
+def _capped(blocks_per_user):
+  """mean_blocks(m) for users who keep these many blocks at the threshold: each runs min(k, m)."""
+  calls = []
+
+  def mean_blocks(m):
+    calls.append(m)
+    return float(np.mean(np.minimum(blocks_per_user, m)))
+  return mean_blocks, calls
+
+
+def test_the_largest_cap_at_or_below_the_configured_one_that_holds_the_budget():
+  users = [8, 6, 5, 5, 3, 2]                 # 4.83 of 8 blocks at the threshold: over 0.5
+  mean_blocks, calls = _capped(users)
+  got = calibrated_max_blocks(_config(0.5, num_blocks=8), mean_blocks)
+  assert got["max_blocks"] == 4 and got["calibrated"]         # 3.5 blocks; a cap of 5 runs 4.17
+  assert got["valid_usage"] == pytest.approx(3.5 / 8) and got["budget"] == pytest.approx(0.5)
+  assert len(calls) <= 4 and got["evaluated"]["4"] == 3.5     # a binary search over 1..8
+  low = _config(0.5, num_blocks=8)
+  low.policy.max_blocks = 3                                     # the configured cap holds: kept
+  kept = calibrated_max_blocks(low, _capped(users)[0])
+  assert kept["max_blocks"] == 3 and not kept["calibrated"]
+  within = calibrated_max_blocks(_config(0.7, num_blocks=8), _capped(users)[0])   # 4.83 of 8 is within 0.7
+  assert within["max_blocks"] == 8 and not within["calibrated"]
+  exact = calibrated_max_blocks(_config(0.5, num_blocks=8), _capped([4, 4])[0])   # the budget itself holds
+  assert exact["max_blocks"] == 8
+  none = calibrated_max_blocks(_config(0.1, num_blocks=8), _capped(users)[0])     # 1 of 8 is over 0.1
+  assert none["max_blocks"] is None and not none["calibrated"] and none["valid_usage"] is None
+
+
+def test_a_capped_run_evaluates_and_exports_at_the_cap_it_chose(tmp_path, monkeypatch):
+  exported = []
+
+  def export_model(*args, max_blocks, **kwargs):    # the export checks itself at the cap
+    exported.append(max_blocks)
+    return real_export(*args, max_blocks=max_blocks, **kwargs)
+
+  real_export = end_of_run.export_model
+  monkeypatch.setattr(end_of_run, "export_model", export_model)
+  config = _config(0.25)                 # at most 1 of 4 blocks
+  config.train.pretrain_epochs, config.train.epochs = 1, 2
+  config.policy.penalty = 0.0            # no pressure: the policy keeps more than its budget
+  config.train.calibrate_max_blocks = True
+  config.export.base_dir = str(tmp_path / "models")
+  result = run(config, str(tmp_path / "w"))
+  calibration = result["max_blocks_calibration"]
+  chosen = result["max_blocks"]
+  assert calibration["calibrated"] and calibration["max_blocks"] == chosen
+  at_half = next(p for p in result["threshold_sweep"] if p["threshold"] == 0.5)
+  assert at_half["mean_blocks"] / 4 > 0.25                               # at 0.5 it ran over
+  evaluated = {int(m): b for m, b in calibration["evaluated"].items()}
+  assert evaluated[chosen] / 4 <= 0.25 + 1e-9                           # the cap holds it
+  assert all(b / 4 > 0.25 for m, b in evaluated.items() if m > chosen)  # the largest that does
+  assert result["valid_blocks"]["mean"] == pytest.approx(evaluated[chosen])
+  assert result["test_blocks"]["max"] <= chosen
+  assert exported == [chosen]
+  served = SavedModelRunner(result["export"]["path"])                   # the default cap
+  try:
+    out = served.run({"history": np.array([["1", "2", "3", "4", "5", "6"]] * 3)}, "decisions")
+  finally:
+    served.close()
+  assert np.all(out["blocks_executed"] <= chosen)

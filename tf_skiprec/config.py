@@ -86,6 +86,9 @@ class PolicyConfig:
   initial_keep_prob: float = 0.9     # start near the pretrained "keep everything"
   batch_norm: bool = True            # standardise the pooled history across users (policy.py)
   threshold: float = 0.5             # evaluation/serving: keep block i iff P(keep_i) >= threshold
+  # evaluation/serving: and each user runs at most its max_blocks most probable blocks (the
+  # export's default max_blocks); 0 = no cap.
+  max_blocks: int = 0
   # gumbel: loss = recommendation loss + compute term on the mean usage (executed blocks / N):
   #   cost "quadratic": penalty * (usage - budget)^2;
   #   cost "lagrangian": lambda * (usage - budget), lambda >= 0 raised by dual ascent
@@ -144,6 +147,11 @@ class PolicyConfig:
   warmup_epochs: int = 0             # rl only: Gumbel epochs before REINFORCE
   freeze_backbone_epochs: int = 0    # gumbel/rl: first epochs train the policy alone
 
+  @property
+  def cap(self) -> int | None:
+    """max_blocks as an evaluation's cap: None for 0 (no cap)."""
+    return self.max_blocks or None
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -156,6 +164,10 @@ class TrainConfig:
   # validation sweep's that holds the blocks' budget on validation (end_of_run.py,
   # calibrated_threshold); the test metrics and the export use it.
   calibrate_threshold: bool = False
+  # gumbel/rl: after that, if the blocks still run over their budget on validation, cap them:
+  # policy.max_blocks = the largest m whose validation usage holds it (end_of_run.py,
+  # calibrated_max_blocks); the test metrics and the export use it.
+  calibrate_max_blocks: bool = False
   pretrain_epochs: int = 0           # gumbel/rl without init_from: pretrain first, in workdir/pretrain
   pretrain_learning_rate: float = 0.0  # that pretrain stage's backbone lr; 0 = learning_rate
   pretrain_patience: int = 0         # that pretrain stage's patience; 0 = patience

@@ -65,6 +65,7 @@ RANGES: dict[str, str] = {
     "policy.learning_rate": "> 0",
     "policy.initial_keep_prob": "(0, 1)",
     "policy.threshold": "[0, 1]",
+    "policy.max_blocks": ">= 0",                  # 0: no cap
     "policy.budget": ">= 0",   # above 1 when the policy costs more than the blocks it skips
     "policy.budget_anneal_steps": ">= 0",
     "policy.budget_slack": ">= 0",
@@ -188,6 +189,10 @@ def _between_fields(config) -> list[str]:
     found.append(f"model.num_heads = {m.num_heads}: model.channels = {m.channels} is not a "
                  "multiple of it (each head reads channels / num_heads of them). Fix: "
                  f"--override model.num_heads={heads} (or channels a multiple of the heads).")
+  if config.policy.max_blocks > m.num_blocks >= 1:
+    found.append(f"policy.max_blocks = {config.policy.max_blocks} is above model.num_blocks = "
+                 f"{m.num_blocks}: a user cannot run more blocks than there are. Fix: --override "
+                 f"policy.max_blocks={m.num_blocks} (or 0 for no cap).")
   if config.train.grow_from and config.train.init_from:
     found.append(f"train.grow_from = {config.train.grow_from!r} and train.init_from = "
                  f"{config.train.init_from!r}: a run starts from one of them. Fix: --override "

@@ -68,7 +68,8 @@ def ml100k_sasrec_skiprec() -> Config:
   train.init_from=<a pretrain work directory>), then the Gumbel policy with the cheap `pool` body,
   the blocks at 0.5 (a budget of 0.5 + the pool policy's share), the backbone fine-tuned at a
   tenth of the lr (tf_skiprec.experiments.ml100k.skiprec_finetune), and the keep threshold then
-  raised until the blocks hold the budget on validation (train.calibrate_threshold).
+  raised until the blocks hold the budget on validation (train.calibrate_threshold), or, where
+  no threshold does (a decisive policy), the blocks capped (train.calibrate_max_blocks).
 
   Cost on this machine (2 cores): the 2-block run ~2 min, the grown 8-block pretraining ~4 min,
   SkipRec ~2.5 min."""
@@ -78,4 +79,5 @@ def ml100k_sasrec_skiprec() -> Config:
   config.train.pretrain_epochs = 200
   config.train.pretrain_window_stride = config.train.window_stride  # as ml100k_sasrec_8
   config.train.calibrate_threshold = True
+  config.train.calibrate_max_blocks = True
   return config

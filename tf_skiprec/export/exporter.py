@@ -54,7 +54,8 @@ def decode_ids(raw: np.ndarray) -> np.ndarray:
 
 
 def export_model(model, id_map: IdMap, *, base_dir: str, model_name: str, max_len: int,
-                 sample_histories: np.ndarray, threshold: float, top_k: int = 10) -> dict:
+                 sample_histories: np.ndarray, threshold: float, top_k: int = 10,
+                 max_blocks: int | None = None) -> dict:
   """Exports `model` (BackboneModel or SkipRecModel) and returns {"path", "version"}.
 
   Args:
@@ -63,6 +64,8 @@ def export_model(model, id_map: IdMap, *, base_dir: str, model_name: str, max_le
     threshold: serving_default's default keep threshold (a request may send its own): a block
       runs iff P(keep) >= threshold. A run exports at policy.threshold.
     top_k: serving_default's and full's default k.
+    max_blocks: serving_default's default cap (a request may send its own): a row runs at most
+      its max_blocks most probable blocks; None or 0 = no cap. A run exports policy.max_blocks.
   """
   lines = id_map.raw_ids.tolist()
   vocab_text = "\n".join(lines) + "\n"  # one pass over 1M ids, not 1M f-strings
@@ -76,14 +79,15 @@ def export_model(model, id_map: IdMap, *, base_dir: str, model_name: str, max_le
     with open(vocab, "w", encoding="utf-8", newline="\n") as f:
       f.write(vocab_text)
     id_map.save(os.path.join(sources, ID_MAP_FILE))
-    module = ServingModule(model, vocab, max_len, top_k=top_k, threshold=threshold)
+    module = ServingModule(model, vocab, max_len, top_k=top_k, threshold=threshold,
+                           max_blocks=max_blocks)
     module.id_map_file = tf.saved_model.Asset(os.path.join(sources, ID_MAP_FILE))
     staging = tempfile.mkdtemp(prefix=".export-", dir=model_dir)  # not an integer: TF Serving
     try:                                                           # ignores it
       tf.saved_model.save(module, staging, signatures=module.signatures())
       raw = raw_histories(sample_histories, id_map)
       write_warmup(staging, model_name, raw)
-      check_export(staging, model, id_map, sample_histories, top_k, threshold)
+      check_export(staging, model, id_map, sample_histories, top_k, threshold, max_blocks)
       os.chmod(staging, 0o755)  # mkdtemp makes it private; the server may run as another user
       version = _publish(staging, model_dir)
     except BaseException:
@@ -121,10 +125,10 @@ def write_warmup(export_dir: str, model_name: str, histories: np.ndarray) -> int
 
 
 def check_export(export_dir: str, model, id_map: IdMap, histories: np.ndarray,
-                 top_k: int, threshold: float) -> None:
+                 top_k: int, threshold: float, max_blocks: int | None = None) -> None:
   """Loads the export as TF Serving does, replays its warm-up, and compares its top-k with the
-  in-memory model's (decisions at `threshold`, the export's default, and every block). Raises
-  ExportError.
+  in-memory model's (decisions at `threshold` and `max_blocks`, the export's defaults, and every
+  block). Raises ExportError.
 
   The in-memory model scores the histories in chunks whose [chunk, V] scores stay within the
   evaluation bound (tf_skiprec.data.pipeline.MAX_EVAL_SCORES), whatever the catalogue.
@@ -142,7 +146,7 @@ def check_export(export_dir: str, model, id_map: IdMap, histories: np.ndarray,
       expected, own, blocks = [], [], []
       for start in range(0, len(histories), chunk):
         dense = tf.constant(histories[start:start + chunk], tf.int32)
-        keep = model.decisions(dense, threshold)                       # [s, N]
+        keep = model.decisions(dense, threshold, max_blocks or None)   # [s, N]
         if signature == "full":
           keep = tf.ones_like(keep)
         scores = model.score(dense, block_mask=keep).numpy()[:, 1:]     # [s, V - 1]

@@ -14,7 +14,7 @@ input. The module uses only the names every backbone exposes (tf_skiprec/backbon
 Signatures (`ServingModule.signatures()`), all with histories of raw item ids, "" = padding:
   serving_default(history [B, L] string, k [1] or [B] int32 = top_k,
                   threshold [1] or [B] float32 = the trained keep threshold,
-                  max_blocks [1] or [B] int32 = N)
+                  max_blocks [1] or [B] int32 = the trained cap, else N)
     -> item_ids [B, K] string, scores [B, K] float32, blocks_executed [B] int32,
        unknown_items [B] int32, history_length [B] int32   (K = max k; entries beyond a row's
        own k are "" with score 0)
@@ -56,10 +56,12 @@ class ServingModule(tf.Module):
     top_k: the default k.
     threshold: the default keep threshold (docs/method.md §2): serving_default runs block i iff
       P(keep_i) >= threshold, unless the request sends its own.
+    max_blocks: the default cap (policy.max_blocks): a row runs at most its max_blocks most
+      probable blocks, unless the request sends its own; None or 0: every block may run.
   """
 
   def __init__(self, model, vocab_file: str, max_len: int, top_k: int = 10,
-               threshold: float = 0.5):
+               threshold: float = 0.5, max_blocks: int | None = None):
     super().__init__(name="skiprec_serving")
     # The backbone is used but not tracked: its blocks are exported as constants (self.blocks),
     # so the export saves only the variables its graphs read, the embedding path and the
@@ -85,6 +87,11 @@ class ServingModule(tf.Module):
     self.num_items = int(self.backbone.vocab_size) - 1
     self.default_k = int(top_k)
     self.default_threshold = float(threshold)
+    num_blocks = self.backbone.num_blocks
+    if max_blocks and not 1 <= max_blocks <= num_blocks:
+      raise ValueError(f"max_blocks={max_blocks}: the backbone has {num_blocks} blocks. Fix: "
+                       f"export with max_blocks in 1..{num_blocks}, or 0 for no cap.")
+    self.default_max_blocks = int(max_blocks or num_blocks)
     self.vocab = tf.saved_model.Asset(vocab_file)
     line = tf.lookup.TextFileIndex.LINE_NUMBER
     whole = tf.lookup.TextFileIndex.WHOLE_LINE
@@ -104,7 +111,7 @@ class ServingModule(tf.Module):
     max_blocks = tf.TensorSpec([None], tf.int32, name="max_blocks")
     default_k = tf.constant([self.default_k], tf.int32)
     default_t = tf.constant([self.default_threshold], tf.float32)
-    default_m = tf.constant([self.backbone.num_blocks], tf.int32)
+    default_m = tf.constant([self.default_max_blocks], tf.int32)
 
     def serve(history, k=default_k, threshold=default_t, max_blocks=default_m):
       return self.recommend(history, k, threshold, max_blocks)

@@ -1,5 +1,5 @@
 """What a run does once training has stopped, each in its own function: the final evaluation of
-the best model, the threshold and max_blocks sweeps, the plots, the export and metrics.json.
+the best model, the threshold and max_blocks sweeps and calibrations, the plots, the export and metrics.json.
 
 Every function takes the trainer (after `restore_best`) or the results it returns, and all
 workers of a multi-worker run call the evaluations together (each evaluates on its own copy of
@@ -40,7 +40,7 @@ def final_evaluation(trainer: Trainer) -> dict:
   """
   results = {"mode": trainer.mode}
   for split, windows in (("valid", trainer.data.valid), ("test", trainer.data.test)):
-    out = trainer.evaluate(windows, trainer.config.policy.threshold)
+    out = trainer.evaluate(windows, trainer.config.policy.threshold, trainer.config.policy.cap)
     results[split], results[f"{split}_by_kind"] = out["metrics"], out["by_kind"]
     results[f"{split}_blocks"] = out["blocks"]
     if split == "valid":
@@ -64,10 +64,10 @@ def min_blocks_by_kind(kinds, backbone) -> dict[str, int | None]:
 def threshold_sweep(trainer: Trainer) -> list[dict]:
   """Validation accuracy and mean executed blocks at each of SWEEP_THRESHOLDS:
   [{"threshold", "mean_blocks", "HR@5", ...}, ...] (SkipRec: raising the threshold runs fewer
-  blocks with no retraining)."""
+  blocks with no retraining), with the configured cap (policy.max_blocks) if any."""
   sweep = []
   for threshold in SWEEP_THRESHOLDS:
-    out = trainer.evaluate(trainer.data.valid, threshold)
+    out = trainer.evaluate(trainer.data.valid, threshold, trainer.config.policy.cap)
     sweep.append({"threshold": threshold, "mean_blocks": out["blocks"]["mean"], **out["metrics"]})
   return sweep
 
@@ -110,10 +110,74 @@ def calibrate_threshold(trainer: Trainer, sweep: list[dict]) -> tuple[Config, di
     logging.info("train.calibrate_threshold: keep threshold %.2f (validation usage %.3f, budget "
                  "%.3f).", calibration["threshold"], calibration["valid_usage"],
                  calibration["budget"])
-    config = copy.deepcopy(config)
-    config.policy.threshold = calibration["threshold"]
-    trainer.config = config
+    config = _set_policy(trainer, threshold=calibration["threshold"])
   return config, calibration
+
+
+def calibrated_max_blocks(config: Config, mean_blocks) -> dict:
+  """train.calibrate_max_blocks: the cap that holds the budget on validation.
+
+  A decisive policy (P(keep) near 0 or 1) hardly moves with the threshold, so no threshold may
+  hold the budget (calibrated_threshold); the cap does, whatever the policy's certainty: a user
+  runs at most its m most probable blocks (policy.keep_at_most). This picks the largest m, at or
+  below policy.max_blocks (N when 0), whose validation usage at policy.threshold is within the
+  blocks' budget (compute.block_budget). Usage never falls as m grows (a user runs min(its
+  blocks, m)), so a binary search finds it in log2(N) evaluations. It looks at usage only, never
+  at accuracy, and never raises the cap.
+
+  Args:
+    mean_blocks: m -> the mean blocks executed per validation user with the cap m.
+
+  Returns {"max_blocks" (None: even one block is over the budget), "calibrated" (False: the
+  configured cap already holds it), "valid_usage", "budget", "evaluated" ({m: mean blocks})}.
+  """
+  budget, n = block_budget(config), config.model.num_blocks
+  evaluated = {}
+
+  def holds(m: int) -> bool:
+    evaluated[m] = float(mean_blocks(m))
+    return evaluated[m] / n <= budget + 1e-9
+
+  start = config.policy.max_blocks or n
+  found, low, high = None, 1, start
+  while low <= high:            # the largest m in [1, start] that holds the budget
+    m = (low + high) // 2
+    if holds(m):
+      found, low = m, m + 1
+    else:
+      high = m - 1
+  return {"max_blocks": found, "calibrated": found is not None and found != start,
+          "valid_usage": None if found is None else evaluated[found] / n, "budget": budget,
+          "evaluated": {str(m): b for m, b in sorted(evaluated.items())}}
+
+
+def calibrate_max_blocks(trainer: Trainer) -> tuple[Config, dict]:
+  """Applies calibrated_max_blocks to the trainer, at its (possibly calibrated) threshold:
+  returns (the config from here on, whose policy.max_blocks is the cap chosen, also set as
+  trainer.config; the calibration). The run's own config is not changed in place."""
+  config = trainer.config
+  threshold = config.policy.threshold
+  calibration = calibrated_max_blocks(config, lambda m: trainer.evaluate(
+      trainer.data.valid, threshold, m)["blocks"]["mean"])
+  if calibration["max_blocks"] is None:
+    logging.warning("train.calibrate_max_blocks: even one block per user is over the blocks' "
+                    "budget of %.3f; policy.max_blocks stays %d.", calibration["budget"],
+                    config.policy.max_blocks)
+  elif calibration["calibrated"]:
+    logging.info("train.calibrate_max_blocks: at most %d blocks per user (validation usage "
+                 "%.3f, budget %.3f).", calibration["max_blocks"], calibration["valid_usage"],
+                 calibration["budget"])
+    config = _set_policy(trainer, max_blocks=calibration["max_blocks"])
+  return config, calibration
+
+
+def _set_policy(trainer: Trainer, **fields) -> Config:
+  """A copy of the trainer's config with these policy fields, set as trainer.config."""
+  config = copy.deepcopy(trainer.config)
+  for name, value in fields.items():
+    setattr(config.policy, name, value)
+  trainer.config = config
+  return config
 
 
 def sweep_caps(num_blocks: int, points: int = CAP_POINTS) -> list[int]:
@@ -169,7 +233,7 @@ def export_best(trainer: Trainer, config: Config) -> dict:
       trainer.evaluate.model, data.id_map, base_dir=export.base_dir,
       model_name=export.model_name, max_len=config.data.max_len,
       sample_histories=histories["history"].numpy(), top_k=export.top_k,
-      threshold=config.policy.threshold)
+      threshold=config.policy.threshold, max_blocks=config.policy.cap)
 
 
 def write_metrics(results: dict, workdir: str) -> None:

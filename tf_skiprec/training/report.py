@@ -51,6 +51,8 @@ def result_table(result: dict) -> str:
     text += (f"\n\nblocks executed per user (test): mean {b['mean']:.2f} of {b['num_blocks']}, "
              f"min {b['min']}, max {b['max']}; {b['distinct_policies']} distinct policies")
     text += "\nusage by block: " + " ".join(f"{u:.2f}" for u in b["block_usage"])
+    if "threshold" in result:
+      text += "\n" + decisions_line(result)
     if "test_compute" in result:
       c = result["test_compute"]
       text += (f"\ncompute per request (test, estimated): {c['total']:.3f} MFLOPs = blocks "
@@ -70,3 +72,25 @@ def result_table(result: dict) -> str:
                    f"  max_blocks {p['max_blocks']:4d}: {p['mean_blocks']:6.2f} blocks, "
                    f"NDCG@10 {p['NDCG@10']:.4f}" for p in result["max_blocks_sweep"]))
   return text
+
+
+def decisions_line(result: dict) -> str:
+  """How the evaluation and the export decide: the keep threshold, the cap, and what the
+  calibrations (train.calibrate_threshold, train.calibrate_max_blocks) did."""
+  cap = result.get("max_blocks")
+  text = (f"decisions: keep a block iff P(keep) >= {result['threshold']:.2f}"
+          + (f", at most {cap} blocks per user" if cap else ""))
+  notes = []
+  for key, field in (("threshold_calibration", "threshold"), ("max_blocks_calibration",
+                                                                "max_blocks")):
+    c = result.get(key)
+    if c is None:
+      continue
+    if c[field] is None:
+      notes.append(f"no {field} held the budget ({c['budget']:.3f}) on validation")
+    elif c["calibrated"]:
+      notes.append(f"{field} calibrated to hold the budget ({c['budget']:.3f}): validation "
+                   f"usage {c['valid_usage']:.3f}")
+    else:
+      notes.append(f"the {field} already held the budget ({c['budget']:.3f})")
+  return text + ("; " + "; ".join(notes) if notes else "")

@@ -55,14 +55,15 @@ def run(config: Config, workdir: str, *, continue_finished: bool = False) -> dic
 
   trainer.restore_best()
   sweep = end_of_run.threshold_sweep(trainer) if config.train.mode != "pretrain" else None
-  calibration = None
+  calibrations = {}
   if sweep is not None and config.train.calibrate_threshold:
-    config, calibration = end_of_run.calibrate_threshold(trainer, sweep)
+    config, calibrations["threshold_calibration"] = end_of_run.calibrate_threshold(trainer, sweep)
+  if sweep is not None and config.train.calibrate_max_blocks:
+    config, calibrations["max_blocks_calibration"] = end_of_run.calibrate_max_blocks(trainer)
   results = end_of_run.final_evaluation(trainer)
   if sweep is not None:
-    results["threshold"] = config.policy.threshold
-    if calibration is not None:
-      results["threshold_calibration"] = calibration
+    results.update(threshold=config.policy.threshold, max_blocks=config.policy.max_blocks,
+                   **calibrations)
     results["threshold_sweep"] = sweep
     results["max_blocks_sweep"] = end_of_run.max_blocks_sweep(trainer)
     if trainer.chief:

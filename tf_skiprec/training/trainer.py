@@ -63,7 +63,7 @@ class Trainer:
   Attributes:
     model, optimizers, state: the model, its optimisers ({group: optimiser}) and the RunState.
     checkpoints: the latest and best checkpoints of the work directory.
-    evaluate: an Evaluator: evaluate(windows, threshold) -> evaluation result.
+    evaluate: an Evaluator: evaluate(windows, threshold, max_blocks) -> evaluation result.
     resumed_from: the step the latest checkpoint restored (0 when none).
   """
 
@@ -215,7 +215,7 @@ class Trainer:
     self.train_seconds += seconds
     means = {k: v / max(int(state.epoch_step.numpy()) - epoch.first_step, 1)
              for k, v in epoch.sums.items()}
-    valid = self.evaluate(self.data.valid, self.config.policy.threshold)
+    valid = self.evaluate(self.data.valid, self.config.policy.threshold, self.config.policy.cap)
     score = cluster.agree(self.strategy, selection_score(valid, self.config))  # one for all
     improved = improves(score, float(state.best_score.numpy()))
     if improved:
