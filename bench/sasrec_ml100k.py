@@ -23,9 +23,10 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  budget on validation, the largest cap that does (not by default);
   gumbel50_sas8, gumbel30_sas8
                  SkipRec fine-tuned from sas8 (not by default);
-  sas2_d3, sas2_s10, sas2_lr5 (not by default)
-                 sas2 with dropout 0.3, windows every 10 items, Adam at 5e-4: its settings
-                 compared over the seeds, on validation.
+  sas2_d3, sas2_s10, sas2_lr5, sas2_gelu (not by default)
+                 sas2 with dropout 0.3, windows every 10 items, Adam at 5e-4, the exact GELU
+                 (RecBole's) in the feed-forward layer: its settings compared over the seeds,
+                 on validation.
 
 It is bench/skiprec_ml100k.py with the SASRec variants as its default, so it takes the same flags
 (--variants, --seeds, --workdir to continue, --data, --quick, --out) and prints the same lines,

@@ -160,6 +160,8 @@ VARIANTS = {
                        overrides=("model.dropout=0.3", "model.embedding_dropout=0.3")),
     "sas2_s10": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_s10", backbone="sasrec",
                         overrides=("train.window_stride=10",)),
+    "sas2_gelu": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu", backbone="sasrec",
+                         overrides=("model.activation=gelu",)),
     "sas2_lr5": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_lr5", backbone="sasrec",
                         overrides=("train.learning_rate=5e-4",)),
 }

@@ -98,6 +98,7 @@ def test_every_number_refuses_a_value_out_of_its_range(key):
     ("model.backbone=sasrec;model.num_heads=3", "model.num_heads = 3: model.channels = 16 is not a "
      "multiple of it"),
     ("policy.max_blocks=9", "policy.max_blocks = 9 is above model.num_blocks = 4"),
+    ("model.activation=gelu", "model.activation = 'gelu': NextItNet+'s blocks are ReLU"),
 ])
 def test_the_cases_a_new_user_meets_are_named_with_their_fix(assignment, message):
   config = get_config("smoke")

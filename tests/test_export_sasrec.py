@@ -43,10 +43,11 @@ def exported(tmp_path_factory):
   return model, id_map, info
 
 
-def test_frozen_attention_block_equals_the_trained_block_with_every_weight_random():
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_frozen_attention_block_equals_the_trained_block_with_every_weight_random(activation):
   from tf_skiprec.attention import AttentionBlock
   from tf_skiprec.export.frozen import FrozenAttentionBlock
-  block = AttentionBlock(8, num_heads=2, inner_size=12)
+  block = AttentionBlock(8, num_heads=2, inner_size=12, activation=activation)
   x = tf.random.normal([3, 11, 8])
   mask = tf.constant(np.array([[0] * 4 + [1] * 7, [1] * 11, [0] * 10 + [1]], np.float32))[..., None]
   block(x, mask)                                               # builds the weights

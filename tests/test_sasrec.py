@@ -2,6 +2,8 @@
 tf_skiprec/attention.py): causality, padding, SkipRec's mask semantics, skipping against
 per-row masking, and a config round trip. Known answers, no training."""
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -94,14 +96,28 @@ def test_padded_keys_are_never_attended_to():
 
 
 def test_config_round_trip():
-  model = _sasrec(dropout=0.1, tie_embeddings=True)
+  model = _sasrec(dropout=0.1, tie_embeddings=True, activation="gelu")
   config = model.get_config()
   again = SASRec.from_config(config)
-  assert again.get_config() == config
+  assert again.get_config() == config and again.blocks[1].activation == "gelu"
   block = model.blocks[0]
   assert AttentionBlock.from_config(block.get_config()).get_config() == block.get_config()
   with pytest.raises(ValueError, match="multiple of num_heads"):
     AttentionBlock(10, num_heads=3)
+  with pytest.raises(ValueError, match="activation 'tanh'"):
+    AttentionBlock(8, activation="tanh")
+
+
+def test_the_feed_forward_activation_is_the_exact_gelu_when_configured():
+  """model.activation=gelu: the feed-forward layer applies 0.5 z (1 + erf(z / sqrt 2)), the exact
+  GELU (RecBole's), not the tanh approximation and not ReLU."""
+  block = AttentionBlock(8, num_heads=2, inner_size=12, activation="gelu")
+  block(tf.random.normal([2, 5, 8], seed=1), tf.ones([2, 5, 1]))
+  h = np.random.default_rng(0).normal(0.0, 2.0, [6, 8]).astype(np.float32)
+  z = h @ block.inner.kernel.numpy() + block.inner.bias.numpy()
+  exact = 0.5 * z * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
+  np.testing.assert_allclose(block.inner(h).numpy(), exact, atol=1e-5)
+  assert (z < -0.5).any()                              # where ReLU would give 0 and GELU not
 
 
 @pytest.mark.parametrize("num_blocks", [1, 24])

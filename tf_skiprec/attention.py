@@ -6,7 +6,7 @@ Bachlechner et al., 2020. SkipRec: Chen et al., AAAI 2021.
 
 The block is x -> x + F(x), with
   a    = alpha * Attention(LN1(x))            (causal; padded keys never attended to)
-  F(x) = a + alpha * FFN(LN2(x + a))          (FFN: Dense(inner, ReLU) -> Dense(C))
+  F(x) = a + alpha * FFN(LN2(x + a))          (FFN: Dense(inner, ReLU or GELU) -> Dense(C))
 so x + F(x) is a pre-LN transformer block whose two sublayers are scaled by one ReZero alpha
 (0 at initialisation: every block starts as the identity, as NextItNet+'s do). Skipping is then
 NextItNet+'s semantics exactly: x + m * F(x), m in {0, 1}, F(x) being the whole block's change
@@ -18,16 +18,24 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
+# The feed-forward layer's activation by name (model.activation), as Keras's Dense applies it:
+# its "gelu" is the exact (erf) GELU, RecBole's and BERT4Rec's. The frozen export block applies
+# these functions.
+ACTIVATIONS = {"relu": tf.nn.relu, "gelu": lambda x: tf.nn.gelu(x, approximate=False)}
+
 
 @keras.utils.register_keras_serializable(package="tf_skiprec")
 class AttentionBlock(keras.layers.Layer):
   """x [B, L, C] -> x + F(x) (the module docstring). seq_mask [B, L, 1]: 1 = item, 0 = padding."""
 
   def __init__(self, channels: int, num_heads: int = 2, inner_size: int | None = None,
-               dropout: float = 0.0, epsilon: float = 1e-6, **kwargs):
+               dropout: float = 0.0, epsilon: float = 1e-6, activation: str = "relu", **kwargs):
     super().__init__(**kwargs)
     if channels % num_heads:
       raise ValueError(f"channels ({channels}) must be a multiple of num_heads ({num_heads})")
+    if activation not in ACTIVATIONS:
+      raise ValueError(f"activation {activation!r}: one of {sorted(ACTIVATIONS)}")
+    self.activation = activation
     self.channels = channels
     self.num_heads = num_heads
     self.inner_size = inner_size or channels
@@ -37,7 +45,7 @@ class AttentionBlock(keras.layers.Layer):
     self.attention = keras.layers.MultiHeadAttention(num_heads, channels // num_heads,
                                                      dropout=dropout, name="attention")
     self.norm2 = keras.layers.LayerNormalization(epsilon=epsilon, name="norm2")
-    self.inner = keras.layers.Dense(self.inner_size, activation="relu", name="ffn_inner")
+    self.inner = keras.layers.Dense(self.inner_size, activation=activation, name="ffn_inner")
     self.outer = keras.layers.Dense(channels, name="ffn_outer")
     self.drop = keras.layers.Dropout(dropout)
     # Created here, not in build(), because the backbone calls `branch` directly.
@@ -69,4 +77,5 @@ class AttentionBlock(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), "channels": self.channels, "num_heads": self.num_heads,
-            "inner_size": self.inner_size, "dropout": self.dropout, "epsilon": self.epsilon}
+            "inner_size": self.inner_size, "dropout": self.dropout, "epsilon": self.epsilon,
+            "activation": self.activation}

@@ -63,6 +63,8 @@ class ModelConfig:
   dilations: tuple[int, ...] = (1, 4)  # nextitnet: repeated over the blocks: d = 1,4,1,4,...
   num_heads: int = 2                   # sasrec: attention heads (channels must be a multiple)
   inner_size: int = 0                  # sasrec: the feed-forward layer's width (0: channels)
+  activation: str = "relu"             # sasrec: the feed-forward layer's, "relu" or "gelu" (exact,
+                                       # erf: RecBole's and BERT4Rec's)
   dropout: float = 0.0                 # inside each residual branch
   embedding_dropout: float = 0.0
   tie_embeddings: bool = False

@@ -27,6 +27,7 @@ from tf_skiprec.data.readers import FORMATS as DATA_FORMATS  # data.dataset = FO
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.backbone": ("nextitnet", "sasrec"),
+    "model.activation": ("relu", "gelu"),
     "policy.body": ("cnn", "gru", "pool"),
     "policy.cost": ("quadratic", "lagrangian"),
     "policy.reward": ("likelihood", "quadratic", "reference"),
@@ -189,6 +190,10 @@ def _between_fields(config) -> list[str]:
     found.append(f"model.num_heads = {m.num_heads}: model.channels = {m.channels} is not a "
                  "multiple of it (each head reads channels / num_heads of them). Fix: "
                  f"--override model.num_heads={heads} (or channels a multiple of the heads).")
+  if m.backbone == "nextitnet" and m.activation != "relu":
+    found.append(f"model.activation = {m.activation!r}: NextItNet+'s blocks are ReLU; the "
+                 "activation is SASRec's feed-forward layer's. Fix: --override "
+                 "model.activation=relu (or model.backbone=sasrec).")
   if config.policy.max_blocks > m.num_blocks >= 1:
     found.append(f"policy.max_blocks = {config.policy.max_blocks} is above model.num_blocks = "
                  f"{m.num_blocks}: a user cannot run more blocks than there are. Fix: --override "

@@ -29,7 +29,8 @@ class SASRec(SkippableStack):
 
   def __init__(self, vocab_size: int, max_len: int, channels: int = 64, num_blocks: int = 2,
                num_heads: int = 2, inner_size: int | None = None, dropout: float = 0.0,
-               embedding_dropout: float = 0.0, tie_embeddings: bool = False, **kwargs):
+               embedding_dropout: float = 0.0, tie_embeddings: bool = False,
+               activation: str = "relu", **kwargs):
     super().__init__(**kwargs)
     self.init_embedding(vocab_size, channels, embedding_dropout, tie_embeddings)
     self.max_len = max_len
@@ -37,12 +38,14 @@ class SASRec(SkippableStack):
     self.num_heads = num_heads
     self.inner_size = inner_size or channels
     self.dropout = dropout
+    self.activation = activation
     self.position_embedding = keras.layers.Embedding(
         max_len, channels, embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
         name="position_embedding")
     self.embedding_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="embedding_norm")
     self.blocks = [AttentionBlock(channels, num_heads, self.inner_size, dropout=dropout,
-                                  name=f"block_{i}") for i in range(num_blocks)]
+                                  activation=activation, name=f"block_{i}")
+                   for i in range(num_blocks)]
     # Untied, the norm before the softmax has no gamma or beta: the softmax's kernel W and bias
     # b absorb them exactly (W^T (gamma * n + beta) + b = (gamma * W)^T n + (W^T beta + b)), so
     # they would only re-parameterise it (tests/test_sasrec.py). Tied, the kernel is the item
@@ -87,14 +90,16 @@ class SASRec(SkippableStack):
             "channels": self.channels, "num_blocks": self.num_blocks,
             "num_heads": self.num_heads, "inner_size": self.inner_size,
             "dropout": self.dropout, "embedding_dropout": self.embedding_dropout,
-            "tie_embeddings": self.tie_embeddings}
+            "tie_embeddings": self.tie_embeddings, "activation": self.activation}
 
 
 def build(vocab_size: int, model, max_len: int) -> SASRec:
   """The registry's builder: SASRec from the ModelConfig fields in `model` (channels, num_blocks,
-  num_heads, inner_size (0: channels), dropout, embedding_dropout, tie_embeddings), with position
+  num_heads, inner_size (0: channels), activation, dropout, embedding_dropout, tie_embeddings),
+  with position
   embeddings for windows of max_len."""
   return SASRec(vocab_size, max_len, channels=model.channels, num_blocks=model.num_blocks,
                 num_heads=model.num_heads, inner_size=model.inner_size or None,
                 dropout=model.dropout, embedding_dropout=model.embedding_dropout,
-                tie_embeddings=model.tie_embeddings, name="backbone")
+                tie_embeddings=model.tie_embeddings, activation=model.activation,
+                name="backbone")

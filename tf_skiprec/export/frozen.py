@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tf_skiprec.attention import AttentionBlock
+from tf_skiprec.attention import ACTIVATIONS, AttentionBlock
 from tf_skiprec.layers import ResidualBlock
 
 
@@ -103,6 +103,7 @@ class FrozenAttentionBlock:
     self.num_heads = block.num_heads
     self.head_size = block.channels // block.num_heads
     self.epsilon = block.epsilon
+    self.activation = ACTIVATIONS[block.activation]
     self.dtype = block.compute_dtype
     mha = block.attention
     # Keras's MultiHeadAttention stores the projections as [C, H, D] kernels, [H, D] biases,
@@ -145,7 +146,7 @@ class FrozenAttentionBlock:
     context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch, length, self.channels])
     a = w["alpha"] * (tf.matmul(context, w["out_kernel"]) + w["out_bias"]) * seq_mask
     h = _layer_norm(x + a, w["gamma2"], w["beta2"], self.epsilon)
-    h = tf.nn.relu(tf.matmul(h, w["inner_kernel"]) + w["inner_bias"])
+    h = self.activation(tf.matmul(h, w["inner_kernel"]) + w["inner_bias"])
     h = w["alpha"] * (tf.matmul(h, w["outer_kernel"]) + w["outer_bias"])
     return (a + h) * seq_mask
 

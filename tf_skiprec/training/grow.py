@@ -34,8 +34,8 @@ from tf_skiprec.model import BackboneModel, SkipRecModel
 
 # The model fields that fix the shape or meaning of a copied weight; the rest (depth, dropout,
 # stochastic depth) may differ.
-SAME_MODEL_FIELDS = ("backbone", "channels", "num_heads", "inner_size", "kernel_size",
-                     "tie_embeddings", "final_norm")
+SAME_MODEL_FIELDS = ("backbone", "channels", "num_heads", "inner_size", "activation",
+                     "kernel_size", "tie_embeddings", "final_norm")
 
 
 def grow_backbone(model: BackboneModel, workdir: str, config: Config, id_map: IdMap) -> str:
