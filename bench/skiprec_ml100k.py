@@ -162,6 +162,21 @@ VARIANTS = {
                         overrides=("train.window_stride=10",)),
     "sas2_gelu": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu", backbone="sasrec",
                          overrides=("model.activation=gelu",)),
+    # The GELU recipe end to end: the 8-block SASRec grown from sas2_gelu, and SkipRec on it
+    # with both calibrations.
+    "sas8_grown_gelu": Variant("ml100k_sasrec_8", "pretrain", None, "sas8_grown_gelu",
+                               "sas2_gelu", backbone="sasrec",
+                               overrides=("model.activation=gelu",)),
+    "gumbel50cm_sas8_grown_gelu": Variant(
+        "ml100k_sasrec_8", "gumbel", 0.5, "gumbel50cm_sas8_grown_gelu", "sas8_grown_gelu",
+        backbone="sasrec", overrides=("model.activation=gelu", "policy.body=pool",
+                                      "train.calibrate_threshold=true",
+                                      "train.calibrate_max_blocks=true")),
+    "gumbel30cm_sas8_grown_gelu": Variant(
+        "ml100k_sasrec_8", "gumbel", 0.3, "gumbel30cm_sas8_grown_gelu", "sas8_grown_gelu",
+        backbone="sasrec", overrides=("model.activation=gelu", "policy.body=pool",
+                                      "train.calibrate_threshold=true",
+                                      "train.calibrate_max_blocks=true")),
     "sas2_lr5": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_lr5", backbone="sasrec",
                         overrides=("train.learning_rate=5e-4",)),
 }
