@@ -88,8 +88,9 @@ def test_the_largest_cap_at_or_below_the_configured_one_that_holds_the_budget():
   low.policy.max_blocks = 3                                     # the configured cap holds: kept
   kept = calibrated_max_blocks(low, _capped(users)[0])
   assert kept["max_blocks"] == 3 and not kept["calibrated"]
-  within = calibrated_max_blocks(_config(0.7, num_blocks=8), _capped(users)[0])   # 4.83 of 8 is within 0.7
-  assert within["max_blocks"] == 8 and not within["calibrated"]
+  mean_blocks, calls = _capped(users)
+  within = calibrated_max_blocks(_config(0.7, num_blocks=8), mean_blocks)   # 4.83 of 8: within
+  assert within["max_blocks"] == 8 and not within["calibrated"] and calls == [8]
   exact = calibrated_max_blocks(_config(0.5, num_blocks=8), _capped([4, 4])[0])   # the budget itself holds
   assert exact["max_blocks"] == 8
   none = calibrated_max_blocks(_config(0.1, num_blocks=8), _capped(users)[0])     # 1 of 8 is over 0.1

@@ -32,13 +32,16 @@ def ml100k_sasrec_2() -> Config:
   (BUILD_NOTES.md, "SASRec"; without them, 3 seeds: valid 0.0669, test 0.0601): windows every
   25 items
   0.0658, every 10 0.0654, end to end 0.0645; dropout 0.2 and Adam at 1e-3 (0.5, or 2e-3: lower);
-  untied output weights (tied: 0.0642-0.0646 on validation, 0.055-0.059 on test).
+  untied output weights (tied: 0.0642-0.0646 on validation, 0.055-0.059 on test). Then, over 3
+  seeds, the exact GELU in the feed-forward layer (RecBole's): valid 0.0685 ± 0.0042 against
+  ReLU's 0.0669 ± 0.0030 (test 0.0611 against 0.0601).
   """
   config = ml100k_10()
   config.model.backbone = "sasrec"
   config.model.num_blocks = 2
   config.model.num_heads = 2
   config.model.inner_size = 256
+  config.model.activation = "gelu"
   config.model.dropout = 0.2
   config.model.embedding_dropout = 0.2
   config.train.learning_rate = 1e-3

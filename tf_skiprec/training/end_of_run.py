@@ -122,8 +122,8 @@ def calibrated_max_blocks(config: Config, mean_blocks) -> dict:
   runs at most its m most probable blocks (policy.keep_at_most). This picks the largest m, at or
   below policy.max_blocks (N when 0), whose validation usage at policy.threshold is within the
   blocks' budget (compute.block_budget). Usage never falls as m grows (a user runs min(its
-  blocks, m)), so a binary search finds it in log2(N) evaluations. It looks at usage only, never
-  at accuracy, and never raises the cap.
+  blocks, m)), so a binary search finds it in log2(N) evaluations (one when the configured cap
+  already holds it). It looks at usage only, never at accuracy, and never raises the cap.
 
   Args:
     mean_blocks: m -> the mean blocks executed per validation user with the cap m.
@@ -139,8 +139,11 @@ def calibrated_max_blocks(config: Config, mean_blocks) -> dict:
     return evaluated[m] / n <= budget + 1e-9
 
   start = config.policy.max_blocks or n
-  found, low, high = None, 1, start
-  while low <= high:            # the largest m in [1, start] that holds the budget
+  if holds(start):              # the configured cap (or none) already holds it: one evaluation
+    return {"max_blocks": start, "calibrated": False, "valid_usage": evaluated[start] / n,
+            "budget": budget, "evaluated": {str(start): evaluated[start]}}
+  found, low, high = None, 1, start - 1
+  while low <= high:            # the largest m in [1, start) that holds the budget
     m = (low + high) // 2
     if holds(m):
       found, low = m, m + 1
