@@ -28,9 +28,11 @@ $(STAMP): requirements.lock pyproject.toml
 train: $(STAMP)
 	$(PY) train.py --experiment=default --workdir=$(WORKDIR) $(ARGS)
 
-## Run the test suite.
+## Run the test suite, each test file on one of TEST_WORKERS processes (pytest-xdist; a file's
+## tests share its fixtures); TEST_WORKERS=0 runs them all in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 ## Serve saved_models/skiprec (every version; requests without one get the latest) with the
 ## local PredictionService server: gRPC on :8500, REST on :8501. `make train` exports there.

@@ -3,6 +3,7 @@ and a finished run's best model restored and exported."""
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 
@@ -116,7 +117,9 @@ def write_results(out_dir: str, name: str, quick: bool, payload: dict) -> str:
 
 def export_run(workdir: str, base: str, users: int) -> dict:
   """Child process only: the run's best model exported (SkipRec and backbone-only) under `base`,
-  and its first `users` validation histories as raw ids in base/histories.npy."""
+  and its first `users` validation histories as raw ids in base/histories.npy. The SkipRec
+  export decides as the run's own did: at the threshold and cap in its metrics.json, which
+  train.calibrate_threshold and train.calibrate_max_blocks may have changed from config.json's."""
   import numpy as np  # noqa: PLC0415
   import tf_skiprec  # noqa: F401, PLC0415  (Keras 2 before TensorFlow loads)
   from absl import logging  # noqa: PLC0415
@@ -126,13 +129,17 @@ def export_run(workdir: str, base: str, users: int) -> dict:
 
   logging.set_verbosity(logging.WARNING)
   config, data, model = restore_best_run(workdir)
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    metrics = json.load(f)
+  threshold = metrics.get("threshold", config.policy.threshold)
+  max_blocks = metrics.get("max_blocks") or None
   dense = next(iter(data.pipelines.evaluation(data.valid, users)))["history"].numpy()
   common = dict(id_map=data.id_map, base_dir=base, max_len=config.data.max_len,
-                sample_histories=dense[:32], threshold=config.policy.threshold)
-  skiprec = export_model(model, model_name="skiprec", **common)
+                sample_histories=dense[:32], threshold=threshold)
+  skiprec = export_model(model, model_name="skiprec", max_blocks=max_blocks, **common)
   backbone = export_model(BackboneModel(model.backbone), model_name="backbone", **common)
   np.save(os.path.join(base, "histories.npy"), raw_histories(dense, data.id_map))
   return {"skiprec": skiprec["path"], "backbone": backbone["path"],
           "num_blocks": config.model.num_blocks, "channels": config.model.channels,
-          "policy_body": config.policy.body, "threshold": config.policy.threshold,
+          "policy_body": config.policy.body, "threshold": threshold, "max_blocks": max_blocks,
           "num_items": data.id_map.num_items, "max_len": config.data.max_len}
