@@ -15,8 +15,9 @@ runs above were trained is in BUILD_NOTES.md (issue 15). For each run:
 3. In --timing_processes fresh processes that only load and time the exports (TF Serving's
    --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism, 1 and 1 by default),
    serving_default at the export's own threshold and cap (the run's, from its metrics.json),
-   full, and both `decisions` are called interleaved at B = 1 (cycling through the users) and B = 64. Medians per process; the table
-   takes the median over processes of each process's speed-up. Two harnesses (--harness), a
+   full, and both `decisions` are called interleaved at B = 1 (cycling through the users) and
+   B = 64. Medians per process; the table takes the median over processes of each process's
+   speed-up. Two harnesses (--harness), a
    process of each in turn:
    - c: TF Serving's own call with nothing around it: TF_LoadSessionFromSavedModel and
      TF_SessionRun on the signatures' tensors from C (bench/session_run.c, bench/c_session.py);
