@@ -102,16 +102,7 @@ def calibrate_threshold(trainer: Trainer, sweep: list[dict]) -> tuple[Config, di
   that threshold, not at the one that chose the epoch."""
   config = trainer.config
   calibration = calibrated_threshold(config, sweep, config.model.num_blocks)
-  if calibration["threshold"] is None:
-    logging.warning("train.calibrate_threshold: no threshold of the validation sweep holds the "
-                    "blocks' budget of %.3f; policy.threshold stays %.2f.", calibration["budget"],
-                    config.policy.threshold)
-  elif calibration["calibrated"]:
-    logging.info("train.calibrate_threshold: keep threshold %.2f (validation usage %.3f, budget "
-                 "%.3f).", calibration["threshold"], calibration["valid_usage"],
-                 calibration["budget"])
-    config = _set_policy(trainer, threshold=calibration["threshold"])
-  return config, calibration
+  return _apply(trainer, calibration, "threshold"), calibration
 
 
 def calibrated_max_blocks(config: Config, mean_blocks) -> dict:
@@ -158,20 +149,24 @@ def calibrate_max_blocks(trainer: Trainer) -> tuple[Config, dict]:
   """Applies calibrated_max_blocks to the trainer, at its (possibly calibrated) threshold:
   returns (the config from here on, whose policy.max_blocks is the cap chosen, also set as
   trainer.config; the calibration). The run's own config is not changed in place."""
-  config = trainer.config
-  threshold = config.policy.threshold
-  calibration = calibrated_max_blocks(config, lambda m: trainer.evaluate(
+  threshold = trainer.config.policy.threshold
+  calibration = calibrated_max_blocks(trainer.config, lambda m: trainer.evaluate(
       trainer.data.valid, threshold, m)["blocks"]["mean"])
-  if calibration["max_blocks"] is None:
-    logging.warning("train.calibrate_max_blocks: even one block per user is over the blocks' "
-                    "budget of %.3f; policy.max_blocks stays %d.", calibration["budget"],
-                    config.policy.max_blocks)
+  return _apply(trainer, calibration, "max_blocks"), calibration
+
+
+def _apply(trainer: Trainer, calibration: dict, field: str) -> Config:
+  """Logs a calibration of policy.<field> and, when it chose another value, sets it as the
+  trainer's config (_set_policy); returns the config from here on."""
+  flag, budget = f"train.calibrate_{field}", calibration["budget"]
+  if calibration[field] is None:
+    logging.warning("%s: no %s holds the blocks' budget of %.3f on validation; policy.%s stays "
+                    "%s.", flag, field, budget, field, getattr(trainer.config.policy, field))
   elif calibration["calibrated"]:
-    logging.info("train.calibrate_max_blocks: at most %d blocks per user (validation usage "
-                 "%.3f, budget %.3f).", calibration["max_blocks"], calibration["valid_usage"],
-                 calibration["budget"])
-    config = _set_policy(trainer, max_blocks=calibration["max_blocks"])
-  return config, calibration
+    logging.info("%s: policy.%s = %s (validation usage %.3f, budget %.3f).", flag, field,
+                 calibration[field], calibration["valid_usage"], budget)
+    return _set_policy(trainer, **{field: calibration[field]})
+  return trainer.config
 
 
 def _set_policy(trainer: Trainer, **fields) -> Config:
