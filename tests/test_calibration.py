@@ -91,9 +91,9 @@ def test_the_largest_cap_at_or_below_the_configured_one_that_holds_the_budget():
   mean_blocks, calls = _capped(users)
   within = calibrated_max_blocks(_config(0.7, num_blocks=8), mean_blocks)   # 4.83 of 8: within
   assert within["max_blocks"] == 8 and not within["calibrated"] and calls == [8]
-  exact = calibrated_max_blocks(_config(0.5, num_blocks=8), _capped([4, 4])[0])   # the budget itself holds
-  assert exact["max_blocks"] == 8
-  none = calibrated_max_blocks(_config(0.1, num_blocks=8), _capped(users)[0])     # 1 of 8 is over 0.1
+  exact = calibrated_max_blocks(_config(0.5, num_blocks=8), _capped([4, 4])[0])
+  assert exact["max_blocks"] == 8                                       # the budget itself holds
+  none = calibrated_max_blocks(_config(0.1, num_blocks=8), _capped(users)[0])  # 1 of 8: over 0.1
   assert none["max_blocks"] is None and not none["calibrated"] and none["valid_usage"] is None
 
 

@@ -1,5 +1,6 @@
 """What a run does once training has stopped, each in its own function: the final evaluation of
-the best model, the threshold and max_blocks sweeps and calibrations, the plots, the export and metrics.json.
+the best model, the threshold and max_blocks sweeps and calibrations, the plots, the export and
+metrics.json.
 
 Every function takes the trainer (after `restore_best`) or the results it returns, and all
 workers of a multi-worker run call the evaluations together (each evaluates on its own copy of
