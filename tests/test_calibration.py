@@ -11,6 +11,7 @@ from tf_skiprec.experiments import get_config
 from tf_skiprec.training import end_of_run, run
 from tf_skiprec.export.runner import SavedModelRunner
 from tf_skiprec.training.end_of_run import calibrated_max_blocks, calibrated_threshold
+from tf_skiprec.training.report import decisions_line
 
 
 def _config(usage: float, threshold: float = 0.5, num_blocks: int = 4):
@@ -129,3 +130,18 @@ def test_a_capped_run_evaluates_and_exports_at_the_cap_it_chose(tmp_path, monkey
   finally:
     served.close()
   assert np.all(out["blocks_executed"] <= chosen)
+
+
+def test_the_decisions_line_says_what_each_calibration_did():
+  held = {"threshold": 0.5, "max_blocks": 0,
+          "threshold_calibration": {"threshold": 0.5, "calibrated": False, "budget": 0.5}}
+  assert decisions_line(held) == ("decisions: keep a block iff P(keep) >= 0.50; the threshold "
+                                  "already held the budget (0.500)")
+  capped = {"threshold": 0.5, "max_blocks": 5,
+            "threshold_calibration": {"threshold": None, "calibrated": False, "budget": 0.5},
+            "max_blocks_calibration": {"max_blocks": 5, "calibrated": True, "budget": 0.5,
+                                       "valid_usage": 0.4375}}
+  assert decisions_line(capped) == (
+      "decisions: keep a block iff P(keep) >= 0.50, at most 5 blocks per user; no threshold held "
+      "the budget (0.500) on validation; max_blocks calibrated to hold the budget (0.500): "
+      "validation usage 0.438")

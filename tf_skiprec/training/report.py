@@ -79,7 +79,7 @@ def decisions_line(result: dict) -> str:
   calibrations (train.calibrate_threshold, train.calibrate_max_blocks) did."""
   cap = result.get("max_blocks")
   text = (f"decisions: keep a block iff P(keep) >= {result['threshold']:.2f}"
-          + (f", at most {cap} blocks per user" if cap else ""))
+          + (f", at most {cap} block{'' if cap == 1 else 's'} per user" if cap else ""))
   notes = []
   for key, field in (("threshold_calibration", "threshold"), ("max_blocks_calibration",
                                                                 "max_blocks")):
