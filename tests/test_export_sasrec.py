@@ -135,3 +135,13 @@ def test_an_export_window_beyond_the_position_table_is_refused(tmp_path):
   vocab.write_text("".join(f"x{i}\n" for i in range(ITEMS)))
   with pytest.raises(ValueError, match=f"positions for {MAX_LEN} items only.*Fix"):
     ServingModule(model, str(vocab), MAX_LEN + 1)
+
+
+def test_an_export_cap_beyond_the_blocks_is_refused(tmp_path):
+  model, _ = _model()
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("".join(f"x{i}\n" for i in range(ITEMS)))
+  n = model.backbone.num_blocks
+  with pytest.raises(ValueError, match=f"max_blocks={n + 1}: the backbone has {n} blocks.*Fix"):
+    ServingModule(model, str(vocab), MAX_LEN, max_blocks=n + 1)
+  assert ServingModule(model, str(vocab), MAX_LEN, max_blocks=n).default_max_blocks == n

@@ -157,8 +157,8 @@ def calibrate_max_blocks(trainer: Trainer) -> tuple[Config, dict]:
 
 
 def _apply(trainer: Trainer, calibration: dict, field: str) -> Config:
-  """Logs a calibration of policy.<field> and, when it chose another value, sets it as the
-  trainer's config (_set_policy); returns the config from here on."""
+  """Logs a calibration of policy.<field> and, when it chose another value, sets it in a copy of
+  the trainer's config that becomes trainer.config; returns the config from here on."""
   flag, budget = f"train.calibrate_{field}", calibration["budget"]
   if calibration[field] is None:
     logging.warning("%s: no %s holds the blocks' budget of %.3f on validation; policy.%s stays "
@@ -166,17 +166,9 @@ def _apply(trainer: Trainer, calibration: dict, field: str) -> Config:
   elif calibration["calibrated"]:
     logging.info("%s: policy.%s = %s (validation usage %.3f, budget %.3f).", flag, field,
                  calibration[field], calibration["valid_usage"], budget)
-    return _set_policy(trainer, **{field: calibration[field]})
+    trainer.config = copy.deepcopy(trainer.config)    # the run's own config stays as it was
+    setattr(trainer.config.policy, field, calibration[field])
   return trainer.config
-
-
-def _set_policy(trainer: Trainer, **fields) -> Config:
-  """A copy of the trainer's config with these policy fields, set as trainer.config."""
-  config = copy.deepcopy(trainer.config)
-  for name, value in fields.items():
-    setattr(config.policy, name, value)
-  trainer.config = config
-  return config
 
 
 def sweep_caps(num_blocks: int, points: int = CAP_POINTS) -> list[int]:
