@@ -42,6 +42,56 @@ def test_the_lowest_threshold_at_or_above_the_configured_one_that_holds_the_budg
   assert none["threshold"] is None and not none["calibrated"]
 
 
+def _kept(*users):
+  """mean_blocks(threshold) for users with these P(keep), compared in float32 as
+  policy.greedy_decisions compares them; and the thresholds it was called with."""
+  prob, calls = np.array(users, np.float32), []
+
+  def mean_blocks(threshold):
+    calls.append(threshold)
+    return float(np.mean(np.sum(prob >= np.float32(threshold), axis=1)))
+  return mean_blocks, calls
+
+
+# Two decisive users: at 0.95 both keep 5 of 8 blocks. Their kept blocks, most probable first:
+# .9999 .9995 .9992 .9991 .999 .998 .997 .996 | .995 .99, so at most 4 each (8 in all) means a
+# threshold in (0.995, 0.996].
+DECISIVE = ([0.999, 0.998, 0.997, 0.996, 0.995, 0.1, 0.1, 0.01],
+            [0.9999, 0.9995, 0.9992, 0.9991, 0.99, 0.2, 0.1, 0.1])
+GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def test_a_threshold_near_1_that_the_sweep_misses_is_found_by_bisection():
+  mean_blocks, calls = _kept(*DECISIVE)
+  sweep = _sweep({t: mean_blocks(t) for t in GRID})
+  assert calibrated_threshold(_config(0.5), sweep, num_blocks=8)["threshold"] is None
+  calls.clear()
+  got = calibrated_threshold(_config(0.5), sweep, 8, mean_blocks)
+  assert calls[0] == end_of_run.THRESHOLD_CEILING and len(calls) <= 1 + end_of_run.REFINE_STEPS
+  assert 0.995 < got["threshold"] <= 0.996 and got["calibrated"]
+  assert got["valid_usage"] == pytest.approx(0.5) and mean_blocks(got["threshold"]) == 4.0
+  assert got["threshold"] == float(np.float32(got["threshold"]))      # served as evaluated
+  over = [float(t) for t, b in got["evaluated"].items() if b / 8 > 0.5]
+  assert max(over) < got["threshold"]                                  # the lowest that holds
+  # A looser budget, 4.5 of 8 (9 blocks in all): a threshold in (0.99, 0.995].
+  loose = calibrated_threshold(_config(4.5 / 8), sweep, 8, _kept(*DECISIVE)[0])
+  assert 0.99 < loose["threshold"] <= 0.995
+  # Bisection between two points of the sweep that bracket the edge.
+  mean_blocks, calls = _kept([0.75, 0.72, 0.69, 0.65, 0.2], [0.9, 0.8, 0.75, 0.62, 0.1])
+  bracket = _sweep({t: mean_blocks(t) for t in GRID})
+  calls.clear()
+  mid = calibrated_threshold(_config(0.5, num_blocks=5), bracket, 5, mean_blocks)
+  assert 0.69 < mid["threshold"] <= 0.72 and mean_blocks(mid["threshold"]) == 2.5
+  assert all(0.6 < t < 0.7 for t in calls[:-1])                       # only within the bracket
+  # The configured threshold already holds: nothing is evaluated, nothing changes.
+  mean_blocks, calls = _kept(*DECISIVE)
+  held = calibrated_threshold(_config(0.7), _sweep({0.5: 5.0}), 8, mean_blocks)
+  assert held["threshold"] == 0.5 and not held["calibrated"] and calls == []
+  # Not even the highest float32 threshold below 1 holds it: none, for the cap to act.
+  mean_blocks, _ = _kept([1.0] * 8, [1.0] * 8)
+  assert calibrated_threshold(_config(0.5), sweep, 8, mean_blocks)["threshold"] is None
+
+
 def test_a_calibrated_run_evaluates_and_exports_at_the_threshold_it_chose(tmp_path, monkeypatch):
   exported = []
 
@@ -57,14 +107,17 @@ def test_a_calibrated_run_evaluates_and_exports_at_the_threshold_it_chose(tmp_pa
   config.train.calibrate_threshold = True
   config.export.base_dir = str(tmp_path / "models")
   result = run(config, str(tmp_path / "w"))
-  sweep = {p["threshold"]: p for p in result["threshold_sweep"]}
+  calibration = result["threshold_calibration"]
+  evaluated = {float(t): b for t, b in calibration["evaluated"].items()}
   chosen = result["threshold"]
-  assert result["threshold_calibration"]["threshold"] == chosen
-  assert chosen in sweep and chosen > 0.5                              # raised: it ran over
-  assert sweep[chosen]["mean_blocks"] / 4 <= 0.25 + 1e-9               # holds the budget
-  below = [t for t in sweep if 0.5 <= t < chosen]
-  assert all(sweep[t]["mean_blocks"] / 4 > 0.25 for t in below)        # the lowest that does
-  assert result["valid_blocks"]["mean"] == pytest.approx(sweep[chosen]["mean_blocks"])
+  assert calibration["threshold"] == chosen
+  assert chosen in evaluated and chosen > 0.5                          # raised: it ran over
+  assert evaluated[chosen] / 4 <= 0.25 + 1e-9                          # holds the budget
+  below = [t for t in evaluated if 0.5 <= t < chosen]
+  assert below and all(evaluated[t] / 4 > 0.25 for t in below)         # the lowest that does
+  sweep = {p["threshold"]: p["mean_blocks"] for p in result["threshold_sweep"]}
+  assert all(evaluated[t] == sweep[t] for t in sweep if t >= 0.5)      # the sweep, then refined
+  assert result["valid_blocks"]["mean"] == pytest.approx(evaluated[chosen])
   assert exported == [chosen]
 
 
@@ -145,3 +198,5 @@ def test_the_decisions_line_says_what_each_calibration_did():
       "decisions: keep a block iff P(keep) >= 0.50, at most 5 blocks per user; no threshold held "
       "the budget (0.500) on validation; max_blocks calibrated to hold the budget (0.500): "
       "validation usage 0.438")
+  bisected = {"threshold": float(np.float32(0.98734)), "max_blocks": 0}   # not printed as 0.99
+  assert decisions_line(bisected) == "decisions: keep a block iff P(keep) >= 0.98734"

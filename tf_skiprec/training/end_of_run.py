@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 
 import numpy as np
@@ -25,6 +26,10 @@ from tf_skiprec.training.trainer import Trainer
 
 # Keep thresholds of the validation sweep; 0 keeps every block (P(keep) >= 0).
 SWEEP_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+# train.calibrate_threshold's bisection: its steps, and the highest threshold it tries (the largest
+# float32 below 1; P(keep) is float32, so a threshold of 1 would keep only P(keep) rounded to 1).
+REFINE_STEPS = 10
+THRESHOLD_CEILING = float(np.nextafter(np.float32(1), np.float32(0)))
 CAP_POINTS = 10  # values of max_blocks in the compute-cap sweep, 1 to N, geometrically spaced
 
 
@@ -73,37 +78,88 @@ def threshold_sweep(trainer: Trainer) -> list[dict]:
   return sweep
 
 
-def calibrated_threshold(config: Config, sweep: list[dict], num_blocks: int) -> dict:
+def calibrated_threshold(config: Config, sweep: list[dict], num_blocks: int,
+                         mean_blocks=None, steps: int = REFINE_STEPS) -> dict:
   """train.calibrate_threshold: the keep threshold that holds the budget on validation.
 
   Training holds the budget for its sampled decisions; evaluation and serving keep a block when
   P(keep) >= policy.threshold, which can run over it (a block whose P(keep) sits just above the
   threshold). This picks the lowest threshold of the validation `sweep` (threshold_sweep), at
   or above policy.threshold, whose validation usage (mean blocks / N) is within the blocks'
-  budget (compute.block_budget: policy.budget less the policy's own share). It looks at usage
-  only, never at accuracy, and never lowers the threshold.
+  budget (compute.block_budget: policy.budget less the policy's own share).
+
+  With `mean_blocks` it then narrows that down. The sweep's grid is coarse where a decisive
+  policy's P(keep) sits, near 1: on ML-100k a SASRec policy still ran 4.3 of 8 blocks at 0.95,
+  against a budget of 4, and 4.05 at 0.982 (BUILD_NOTES.md, "SASRec", fifth session). So it
+  bisects `steps` times, on the logit log(t / (1 - t)), between the highest threshold that runs
+  over and the lowest that holds; when none of the sweep holds, between the sweep's top and
+  THRESHOLD_CEILING, the highest float32 threshold below 1 (a request's threshold is float32).
+  It takes the lowest threshold found that holds. Usage never rises with the threshold, so this
+  converges on the edge of the budget.
+
+  It looks at usage only, never at accuracy, and never lowers the threshold.
+
+  Args:
+    mean_blocks: threshold -> the mean blocks executed per validation user at it (with the run's
+      cap), or None to choose on the sweep alone.
 
   Returns {"threshold", "calibrated" (False: policy.threshold already holds it), "valid_usage",
-  "budget"}; "threshold" is None when no threshold of the sweep holds the budget.
+  "budget", "evaluated" ({threshold: mean blocks}, every one looked at)}; "threshold" is None
+  when no threshold holds the budget.
   """
-  budget = block_budget(config)
-  start = config.policy.threshold
-  for point in sorted(sweep, key=lambda p: p["threshold"]):
-    usage = point["mean_blocks"] / num_blocks
-    if point["threshold"] >= start and usage <= budget + 1e-9:
-      return {"threshold": point["threshold"], "calibrated": point["threshold"] != start,
-              "valid_usage": usage, "budget": budget}
-  return {"threshold": None, "calibrated": False, "valid_usage": None, "budget": budget}
+  budget, start = block_budget(config), config.policy.threshold
+  evaluated = {p["threshold"]: p["mean_blocks"] for p in sweep if p["threshold"] >= start}
+  if mean_blocks is not None and start not in evaluated:
+    evaluated[start] = float(mean_blocks(start))
+
+  def holds(threshold: float) -> bool:
+    return evaluated[threshold] / num_blocks <= budget + 1e-9
+
+  over = max((t for t in evaluated if not holds(t)), default=None)   # thresholds only rise
+  found = min((t for t in evaluated if holds(t) and (over is None or t > over)), default=None)
+  if mean_blocks is not None and over is not None:
+    if found is None:
+      evaluated[THRESHOLD_CEILING] = float(mean_blocks(THRESHOLD_CEILING))
+      found = THRESHOLD_CEILING if holds(THRESHOLD_CEILING) else None
+    for _ in range(steps if found is not None else 0):
+      middle = _float32(_sigmoid((_logit(over) + _logit(found)) / 2))
+      if not over < middle < found:     # as fine as float32 goes
+        break
+      evaluated[middle] = float(mean_blocks(middle))
+      if holds(middle):
+        found = middle
+      else:
+        over = middle
+  return {"threshold": found, "calibrated": found is not None and found != start,
+          "valid_usage": None if found is None else evaluated[found] / num_blocks,
+          "budget": budget,
+          "evaluated": {repr(t): b for t, b in sorted(evaluated.items())}}
 
 
 def calibrate_threshold(trainer: Trainer, sweep: list[dict]) -> tuple[Config, dict]:
-  """Applies calibrated_threshold to the trainer: returns (the config from here on, whose
-  policy.threshold is the one chosen, also set as trainer.config; the calibration). The run's
-  own config is not changed in place. The final evaluation's selection_rule is then read at
-  that threshold, not at the one that chose the epoch."""
+  """Applies calibrated_threshold to the trainer, bisecting on validation usage at the run's cap:
+  returns (the config from here on, whose policy.threshold is the one chosen, also set as
+  trainer.config; the calibration). The run's own config is not changed in place. The final
+  evaluation's selection_rule is then read at that threshold, not at the one that chose the
+  epoch."""
   config = trainer.config
-  calibration = calibrated_threshold(config, sweep, config.model.num_blocks)
+  calibration = calibrated_threshold(config, sweep, config.model.num_blocks, lambda t: (
+      trainer.evaluate(trainer.data.valid, t, config.policy.cap)["blocks"]["mean"]))
   return _apply(trainer, calibration, "threshold"), calibration
+
+
+def _logit(p: float) -> float:
+  """log(p / (1 - p)), held within +-30 (a threshold of 0 at -30: P(keep) below 1e-13 is 0)."""
+  return min(max(math.log(max(p, 1e-30)) - math.log1p(-min(p, 1 - 1e-16)), -30.0), 30.0)
+
+
+def _sigmoid(z: float) -> float:
+  return 1.0 / (1.0 + math.exp(-z))
+
+
+def _float32(x: float) -> float:
+  """x rounded to float32, the precision P(keep) is compared at: what is evaluated is served."""
+  return float(np.float32(x))
 
 
 def calibrated_max_blocks(config: Config, mean_blocks) -> dict:

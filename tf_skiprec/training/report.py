@@ -64,7 +64,7 @@ def result_table(result: dict) -> str:
       text += "\nmean blocks by kind of user: " + ", ".join(
           f"{k} {v:.2f}" + (f" (min {low[k]})" if k in low else "") for k, v in b["by_kind"].items())
     text += "\n\nvalidation across keep thresholds (0 = every block):\n" + "\n".join(
-        f"  threshold {p['threshold']:.2f}: {p['mean_blocks']:6.2f} blocks, "
+        f"  threshold {threshold_text(p['threshold'])}: {p['mean_blocks']:6.2f} blocks, "
         f"NDCG@10 {p['NDCG@10']:.4f}" for p in result["threshold_sweep"])
     if result.get("max_blocks_sweep"):
       text += ("\n\nvalidation across max_blocks (threshold 0: each user runs its m most probable "
@@ -74,11 +74,17 @@ def result_table(result: dict) -> str:
   return text
 
 
+def threshold_text(threshold: float) -> str:
+  """A keep threshold as the report prints it: two decimals (0.50), or as many as a calibrated
+  one needs (0.987341), so that a threshold near 1 is not printed as 1.00."""
+  return f"{threshold:.2f}" if round(threshold, 2) == threshold else f"{threshold:.6g}"
+
+
 def decisions_line(result: dict) -> str:
   """How the evaluation and the export decide: the keep threshold, the cap, and what the
   calibrations (train.calibrate_threshold, train.calibrate_max_blocks) did."""
   cap = result.get("max_blocks")
-  text = (f"decisions: keep a block iff P(keep) >= {result['threshold']:.2f}"
+  text = (f"decisions: keep a block iff P(keep) >= {threshold_text(result['threshold'])}"
           + (f", at most {cap} block{'' if cap == 1 else 's'} per user" if cap else ""))
   notes = []
   for key, field in (("threshold_calibration", "threshold"), ("max_blocks_calibration",
