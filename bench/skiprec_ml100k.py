@@ -185,6 +185,14 @@ VARIANTS = {
                                       "train.calibrate_max_blocks=true")),
     "sas2_lr5": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_lr5", backbone="sasrec",
                         overrides=RELU + ("train.learning_rate=5e-4",)),
+    # Fewer windows a step, so more steps an epoch: a step of 64 windows counts ~1,600 labels
+    # (25 a window), against RecBole's 256 prefixes, one label each.
+    "sas2_gelu_b32": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_b32",
+                             backbone="sasrec",
+                             overrides=("model.activation=gelu", "train.batch_size=32")),
+    "sas2_gelu_b16": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_b16",
+                             backbone="sasrec",
+                             overrides=("model.activation=gelu", "train.batch_size=16")),
 }
 # bench/sasrec_ml100k.py's default: the list.
 SASREC_DEFAULT = ("sas2_gelu", "sas8_grown_gelu", "gumbel50cm_sas8_grown_gelu",
