@@ -92,6 +92,57 @@ def test_a_threshold_near_1_that_the_sweep_misses_is_found_by_bisection():
   assert calibrated_threshold(_config(0.5), sweep, 8, mean_blocks)["threshold"] is None
 
 
+class _Users:
+  """A stand-in for a trainer whose validation users have these P(keep) [U, N]: evaluate()
+  decides as policy.greedy_decisions does, and its NDCG@10 is the mean of `gain` over the blocks
+  each user runs, so which blocks run decides which calibration scores higher."""
+
+  def __init__(self, config, prob, gain):
+    self.config, self.prob, self.gain = config, np.array(prob, np.float32), np.array(gain)
+    self.data = type("Data", (), {"valid": "valid"})()
+
+  def evaluate(self, windows, threshold, max_blocks=None):
+    assert windows == "valid"                                         # never the test split
+    keep = self.prob >= np.float32(threshold)
+    if max_blocks is not None:
+      rank = np.argsort(np.argsort(-self.prob, axis=1, kind="stable"), axis=1, kind="stable")
+      keep &= rank < max_blocks
+    return {"blocks": {"mean": float(keep.sum(1).mean())},
+            "metrics": {"NDCG@10": float((keep * self.gain).sum(1).mean())}}
+
+
+# At 0.5, user A keeps 6 blocks and B 3: 4.5 of 8, over a budget of 4. A threshold in (0.7, 0.8]
+# holds it with A's 6 and B's 2; a cap of 5 with A's 5 and B's 3.
+TWO_WAYS = ([0.999, 0.998, 0.997, 0.996, 0.995, 0.99, 0.1, 0.1],
+            [0.9, 0.8, 0.7, 0.1, 0.1, 0.1, 0.1, 0.1])
+
+
+@pytest.mark.parametrize("gain_at, applied", [((1, 2), "max_blocks"), ((0, 5), "threshold")])
+def test_with_both_calibrations_the_one_better_on_validation_is_applied(gain_at, applied):
+  config = _config(0.5, num_blocks=8)
+  config.train.calibrate_threshold = config.train.calibrate_max_blocks = True
+  gain = np.zeros([2, 8])
+  gain[gain_at] = 1.0                                 # B's third block, or A's sixth
+  trainer = _Users(config, TWO_WAYS, gain)
+  sweep = [{"threshold": t, "mean_blocks": trainer.evaluate("valid", t)["blocks"]["mean"]}
+           for t in GRID]
+  got, calibrations = end_of_run.calibrate(trainer, sweep)
+  assert 0.7 < calibrations["threshold_calibration"]["threshold"] <= 0.8
+  assert calibrations["max_blocks_calibration"]["max_blocks"] == 5
+  choice = calibrations["calibration_choice"]
+  assert choice["chosen"] == applied and choice["valid"][applied] == 0.5
+  assert choice["valid"][{"threshold": "max_blocks", "max_blocks": "threshold"}[applied]] == 0.0
+  assert got is trainer.config and config.policy.threshold == 0.5    # the run's own: unchanged
+  if applied == "max_blocks":
+    assert (got.policy.threshold, got.policy.max_blocks) == (0.5, 5)
+  else:
+    assert got.policy.max_blocks == 0 and 0.7 < got.policy.threshold <= 0.8
+  # One knob alone is applied as found, with no choice to make.
+  config.train.calibrate_max_blocks = False
+  alone, calibrations = end_of_run.calibrate(_Users(config, TWO_WAYS, gain), sweep)
+  assert "calibration_choice" not in calibrations and 0.7 < alone.policy.threshold <= 0.8
+
+
 def test_a_calibrated_run_evaluates_and_exports_at_the_threshold_it_chose(tmp_path, monkeypatch):
   exported = []
 
@@ -200,3 +251,7 @@ def test_the_decisions_line_says_what_each_calibration_did():
       "validation usage 0.438")
   bisected = {"threshold": float(np.float32(0.98734)), "max_blocks": 0}   # not printed as 0.99
   assert decisions_line(bisected) == "decisions: keep a block iff P(keep) >= 0.98734"
+  chose = dict(capped, calibration_choice={"chosen": "max_blocks", "metric": "NDCG@10",
+                                           "valid": {"threshold": 0.05, "max_blocks": 0.0632}})
+  assert decisions_line(chose).endswith(
+      "; applied: the max_blocks, validation NDCG@10 0.0632 against the threshold's 0.0500")

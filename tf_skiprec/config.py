@@ -162,13 +162,14 @@ class TrainConfig:
   # A run of the same backbone with fewer blocks whose best checkpoint this run's deeper backbone
   # grows from (StackRec stacking, tf_skiprec/training/grow.py); "" = start from scratch.
   grow_from: str = ""
-  # gumbel/rl: after training, raise the keep threshold (policy.threshold) to the lowest of the
-  # validation sweep's that holds the blocks' budget on validation (end_of_run.py,
+  # gumbel/rl: after training, raise the keep threshold (policy.threshold) to the lowest that
+  # holds the blocks' budget on validation (the sweep's, then bisected: end_of_run.py,
   # calibrated_threshold); the test metrics and the export use it.
   calibrate_threshold: bool = False
-  # gumbel/rl: after that, if the blocks still run over their budget on validation, cap them:
-  # policy.max_blocks = the largest m whose validation usage holds it (end_of_run.py,
-  # calibrated_max_blocks); the test metrics and the export use it.
+  # gumbel/rl: if the blocks run over their budget on validation, cap them: policy.max_blocks =
+  # the largest m whose validation usage holds it (calibrated_max_blocks). With
+  # calibrate_threshold too, whichever of the two has the higher validation NDCG@10 is applied
+  # (end_of_run.calibrate); the test metrics and the export use it.
   calibrate_max_blocks: bool = False
   pretrain_epochs: int = 0           # gumbel/rl without init_from: pretrain first, in workdir/pretrain
   pretrain_learning_rate: float = 0.0  # that pretrain stage's backbone lr; 0 = learning_rate

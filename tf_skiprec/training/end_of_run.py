@@ -21,7 +21,7 @@ from tf_skiprec.config import Config
 from tf_skiprec.data.synthetic import group_lag
 from tf_skiprec.export.exporter import export_model
 from tf_skiprec.training import plots, workdir as workdir_lib
-from tf_skiprec.training.selection import selection_rule
+from tf_skiprec.training.selection import SELECT_METRIC, selection_rule
 from tf_skiprec.training.trainer import Trainer
 
 # Keep thresholds of the validation sweep; 0 keeps every block (P(keep) >= 0).
@@ -136,18 +136,6 @@ def calibrated_threshold(config: Config, sweep: list[dict], num_blocks: int,
           "evaluated": {repr(t): b for t, b in sorted(evaluated.items())}}
 
 
-def calibrate_threshold(trainer: Trainer, sweep: list[dict]) -> tuple[Config, dict]:
-  """Applies calibrated_threshold to the trainer, bisecting on validation usage at the run's cap:
-  returns (the config from here on, whose policy.threshold is the one chosen, also set as
-  trainer.config; the calibration). The run's own config is not changed in place. The final
-  evaluation's selection_rule is then read at that threshold, not at the one that chose the
-  epoch."""
-  config = trainer.config
-  calibration = calibrated_threshold(config, sweep, config.model.num_blocks, lambda t: (
-      trainer.evaluate(trainer.data.valid, t, config.policy.cap)["blocks"]["mean"]))
-  return _apply(trainer, calibration, "threshold"), calibration
-
-
 def _logit(p: float) -> float:
   """log(p / (1 - p)), held within +-30 (a threshold of 0 at -30: P(keep) below 1e-13 is 0)."""
   return min(max(math.log(max(p, 1e-30)) - math.log1p(-min(p, 1 - 1e-16)), -30.0), 30.0)
@@ -202,14 +190,46 @@ def calibrated_max_blocks(config: Config, mean_blocks) -> dict:
           "evaluated": {str(m): b for m, b in sorted(evaluated.items())}}
 
 
-def calibrate_max_blocks(trainer: Trainer) -> tuple[Config, dict]:
-  """Applies calibrated_max_blocks to the trainer, at its (possibly calibrated) threshold:
-  returns (the config from here on, whose policy.max_blocks is the cap chosen, also set as
-  trainer.config; the calibration). The run's own config is not changed in place."""
-  threshold = trainer.config.policy.threshold
-  calibration = calibrated_max_blocks(trainer.config, lambda m: trainer.evaluate(
-      trainer.data.valid, threshold, m)["blocks"]["mean"])
-  return _apply(trainer, calibration, "max_blocks"), calibration
+def calibrate(trainer: Trainer, sweep: list[dict]) -> tuple[Config, dict]:
+  """train.calibrate_threshold and train.calibrate_max_blocks, applied to the trainer: returns
+  (the config from here on, also set as trainer.config; {"threshold_calibration",
+  "max_blocks_calibration", "calibration_choice"}, each present when it was done).
+
+  Each knob is calibrated on its own, from the run's configured threshold and cap: the threshold
+  (calibrated_threshold, bisecting on validation usage at the configured cap) and the cap
+  (calibrated_max_blocks, at the configured threshold). When both had to move to hold the
+  budget, each holds it, and the one whose validation NDCG@10 is higher is applied (ties: the
+  threshold), as the run's epochs are chosen: a threshold near 1 keeps, of each user's blocks,
+  those the policy is surest of, and a cap the user's m most probable ones, and which costs less
+  accuracy differs from one policy to the next (BUILD_NOTES.md, "SASRec", fifth session). The
+  run's own config is not changed in place; the final evaluation's selection_rule is then read
+  at the calibrated decisions, not at those that chose the epoch.
+  """
+  config, train = trainer.config, trainer.config.train
+  policy, valid = config.policy, trainer.data.valid
+  found = {}
+  if train.calibrate_threshold:
+    found["threshold"] = calibrated_threshold(config, sweep, config.model.num_blocks, lambda t: (
+        trainer.evaluate(valid, t, policy.cap)["blocks"]["mean"]))
+  if train.calibrate_max_blocks:
+    found["max_blocks"] = calibrated_max_blocks(config, lambda m: (
+        trainer.evaluate(valid, policy.threshold, m)["blocks"]["mean"]))
+  calibrations = {f"{field}_calibration": c for field, c in found.items()}
+  moved = [field for field, c in found.items() if c["calibrated"]]
+  if len(moved) == 2:
+    scores = {
+        "threshold": trainer.evaluate(valid, found["threshold"]["threshold"], policy.cap),
+        "max_blocks": trainer.evaluate(valid, policy.threshold, found["max_blocks"]["max_blocks"])}
+    scores = {field: out["metrics"][SELECT_METRIC] for field, out in scores.items()}
+    chosen = max(moved, key=scores.get)
+    calibrations["calibration_choice"] = {"chosen": chosen, "metric": SELECT_METRIC,
+                                          "valid": scores}
+    logging.info("Calibration: policy.%s, whose validation %s is %.4f against %.4f.", chosen,
+                 SELECT_METRIC, scores[chosen], min(scores.values()))
+    found = {chosen: found[chosen]}
+  for field, calibration in found.items():
+    _apply(trainer, calibration, field)
+  return trainer.config, calibrations
 
 
 def _apply(trainer: Trainer, calibration: dict, field: str) -> Config:

@@ -99,4 +99,10 @@ def decisions_line(result: dict) -> str:
                    f"usage {c['valid_usage']:.3f}")
     else:
       notes.append(f"the {field} already held the budget ({c['budget']:.3f})")
+  choice = result.get("calibration_choice")
+  if choice:
+    other = next(field for field in choice["valid"] if field != choice["chosen"])
+    notes.append(f"applied: the {choice['chosen']}, validation {choice['metric']} "
+                 f"{choice['valid'][choice['chosen']]:.4f} against the {other}'s "
+                 f"{choice['valid'][other]:.4f}")
   return text + ("; " + "; ".join(notes) if notes else "")

@@ -56,10 +56,8 @@ def run(config: Config, workdir: str, *, continue_finished: bool = False) -> dic
   trainer.restore_best()
   sweep = end_of_run.threshold_sweep(trainer) if config.train.mode != "pretrain" else None
   calibrations = {}
-  if sweep is not None and config.train.calibrate_threshold:
-    config, calibrations["threshold_calibration"] = end_of_run.calibrate_threshold(trainer, sweep)
-  if sweep is not None and config.train.calibrate_max_blocks:
-    config, calibrations["max_blocks_calibration"] = end_of_run.calibrate_max_blocks(trainer)
+  if sweep is not None:
+    config, calibrations = end_of_run.calibrate(trainer, sweep)
   results = end_of_run.final_evaluation(trainer)
   if sweep is not None:
     results.update(threshold=config.policy.threshold, max_blocks=config.policy.max_blocks,
