@@ -70,9 +70,10 @@ def ml100k_sasrec_skiprec() -> Config:
   with --override train.grow_from=<its work directory>, or from --override
   train.init_from=<a pretrain work directory>), then the Gumbel policy with the cheap `pool` body,
   the blocks at 0.5 (a budget of 0.5 + the pool policy's share), the backbone fine-tuned at a
-  tenth of the lr (tf_skiprec.experiments.ml100k.skiprec_finetune), and the keep threshold then
-  raised until the blocks hold the budget on validation (train.calibrate_threshold), or, where
-  no threshold does (a decisive policy), the blocks capped (train.calibrate_max_blocks).
+  tenth of the lr (tf_skiprec.experiments.ml100k.skiprec_finetune); then, where the blocks run
+  over the budget on validation, the keep threshold raised until they hold it
+  (train.calibrate_threshold) or the blocks capped (train.calibrate_max_blocks), whichever of
+  the two is better on validation.
 
   Cost on this machine (2 cores): the 2-block run ~2 min, the grown 8-block pretraining ~4 min,
   SkipRec ~2.5 min."""
