@@ -15,18 +15,26 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  at alpha 0);
   gumbel50_sas8_grown, gumbel30_sas8_grown
                  SkipRec fine-tuned from sas8_grown with the pool policy, the blocks at 0.5 and
-                 0.3 (by default);
+                 0.3;
   gumbel50c_sas8_grown, gumbel30c_sas8_grown
-                 the same with train.calibrate_threshold (not by default);
+                 the same with train.calibrate_threshold;
   gumbel50cm_sas8_grown, gumbel30cm_sas8_grown
-                 the same with train.calibrate_max_blocks too: where no threshold holds the
-                 budget on validation, the largest cap that does (not by default);
+                 the same with train.calibrate_max_blocks too: where the blocks run over the
+                 budget on validation, the threshold or the cap that holds it, whichever is
+                 better on validation;
   gumbel50_sas8, gumbel30_sas8
-                 SkipRec fine-tuned from sas8 (not by default);
-  sas2_d3, sas2_s10, sas2_lr5, sas2_gelu (not by default)
+                 SkipRec fine-tuned from sas8;
+  sas2_d3, sas2_s10, sas2_lr5, sas2_gelu
                  sas2 with dropout 0.3, windows every 10 items, Adam at 5e-4, the exact GELU
                  (RecBole's) in the feed-forward layer: its settings compared over the seeds,
-                 on validation.
+                 on validation;
+  sas2_gelu_b32, sas2_gelu_b16
+                 sas2_gelu at 32 and 16 windows a step (64 by default), and the GELU chain at
+                 32: sas8_grown_gelu_b32, gumbel50cm_sas8_grown_gelu_b32,
+                 gumbel30cm_sas8_grown_gelu_b32.
+The default (SASREC_DEFAULT): sas2_gelu, sas8_grown_gelu, gumbel50cm_sas8_grown_gelu and
+gumbel30cm_sas8_grown_gelu, the recipe of tf_skiprec/experiments/ml100k_sasrec.py (the ReLU
+variants pin model.activation=relu); the others are run by name with --variants.
 
 It is bench/skiprec_ml100k.py with the SASRec variants as its default, so it takes the same flags
 (--variants, --seeds, --workdir to continue, --data, --quick, --out) and prints the same lines,
