@@ -1,10 +1,10 @@
 """SASRec on ML-100k (issue 17): our 2-block SASRec against RecBole's, a deeper SASRec, and SkipRec
 on it at budgets 0.5 and 0.3, 3 seeds, on the SPEC §5 protocol.
 
-  .venv/bin/python bench/sasrec_ml100k.py --workdir=runs/sasrec_ml100k     # 5 variants x 3 seeds
+  .venv/bin/python bench/sasrec_ml100k.py --workdir=runs/sasrec_ml100k     # 4 variants x 3 seeds
   .venv/bin/python bench/sasrec_ml100k.py --quick                          # 1 seed, 1 epoch each
   .venv/bin/python bench/serving_trained.py \
-      --run=sasrec_skiprec=runs/sasrec_ml100k/0/gumbel50_sas8_grown \
+      --run=sasrec_skiprec=runs/sasrec_ml100k/0/gumbel50cm_sas8_grown_gelu \
       --out=bench/results/sasrec_ml100k                                    # the served speed-up
 
 Variants (bench/skiprec_ml100k.py's VARIANTS, backbone "sasrec"; experiments in
