@@ -29,9 +29,7 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  (RecBole's) in the feed-forward layer: its settings compared over the seeds,
                  on validation;
   sas2_gelu_b32, sas2_gelu_b16
-                 sas2_gelu at 32 and 16 windows a step (64 by default), and the GELU chain at
-                 32: sas8_grown_gelu_b32, gumbel50cm_sas8_grown_gelu_b32,
-                 gumbel30cm_sas8_grown_gelu_b32.
+                 sas2_gelu at 32 and 16 windows a step (64 by default).
 The default (SASREC_DEFAULT): sas2_gelu, sas8_grown_gelu, gumbel50cm_sas8_grown_gelu and
 gumbel30cm_sas8_grown_gelu, the recipe of tf_skiprec/experiments/ml100k_sasrec.py (the ReLU
 variants pin model.activation=relu); the others are run by name with --variants.

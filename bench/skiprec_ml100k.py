@@ -67,9 +67,6 @@ class Variant:
 
 
 RELU = ("model.activation=relu",)  # SASRec's feed-forward ReLU (the experiments now use GELU)
-B32 = ("model.activation=gelu", "train.batch_size=32")
-CALIBRATED = ("policy.body=pool", "train.calibrate_threshold=true",
-              "train.calibrate_max_blocks=true")
 
 VARIANTS = {
     "full10": Variant("ml100k_10", "pretrain", None, "full10"),
@@ -196,15 +193,6 @@ VARIANTS = {
     "sas2_gelu_b16": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_b16",
                              backbone="sasrec",
                              overrides=("model.activation=gelu", "train.batch_size=16")),
-    # The GELU recipe end to end at 32 windows a step.
-    "sas8_grown_gelu_b32": Variant("ml100k_sasrec_8", "pretrain", None, "sas8_grown_gelu_b32",
-                                   "sas2_gelu_b32", backbone="sasrec", overrides=B32),
-    "gumbel50cm_sas8_grown_gelu_b32": Variant(
-        "ml100k_sasrec_8", "gumbel", 0.5, "gumbel50cm_sas8_grown_gelu_b32", "sas8_grown_gelu_b32",
-        backbone="sasrec", overrides=B32 + CALIBRATED),
-    "gumbel30cm_sas8_grown_gelu_b32": Variant(
-        "ml100k_sasrec_8", "gumbel", 0.3, "gumbel30cm_sas8_grown_gelu_b32", "sas8_grown_gelu_b32",
-        backbone="sasrec", overrides=B32 + CALIBRATED),
 }
 # bench/sasrec_ml100k.py's default: the list.
 SASREC_DEFAULT = ("sas2_gelu", "sas8_grown_gelu", "gumbel50cm_sas8_grown_gelu",
