@@ -206,21 +206,26 @@ def calibrate(trainer: Trainer, sweep: list[dict]) -> tuple[Config, dict]:
   at the calibrated decisions, not at those that chose the epoch.
   """
   config, train = trainer.config, trainer.config.train
-  policy, valid = config.policy, trainer.data.valid
+  policy, seen = config.policy, {}
+
+  def valid_at(threshold, cap) -> tuple[float, float]:
+    """(mean blocks, NDCG@10) on validation, each (threshold, cap) evaluated once."""
+    if (threshold, cap) not in seen:
+      out = trainer.evaluate(trainer.data.valid, threshold, cap)
+      seen[threshold, cap] = (out["blocks"]["mean"], out["metrics"][SELECT_METRIC])
+    return seen[threshold, cap]
+
   found = {}
   if train.calibrate_threshold:
-    found["threshold"] = calibrated_threshold(config, sweep, config.model.num_blocks, lambda t: (
-        trainer.evaluate(valid, t, policy.cap)["blocks"]["mean"]))
+    found["threshold"] = calibrated_threshold(config, sweep, config.model.num_blocks,
+                                              lambda t: valid_at(t, policy.cap)[0])
   if train.calibrate_max_blocks:
-    found["max_blocks"] = calibrated_max_blocks(config, lambda m: (
-        trainer.evaluate(valid, policy.threshold, m)["blocks"]["mean"]))
+    found["max_blocks"] = calibrated_max_blocks(config, lambda m: valid_at(policy.threshold, m)[0])
   calibrations = {f"{field}_calibration": c for field, c in found.items()}
   moved = [field for field, c in found.items() if c["calibrated"]]
   if len(moved) == 2:
-    scores = {
-        "threshold": trainer.evaluate(valid, found["threshold"]["threshold"], policy.cap),
-        "max_blocks": trainer.evaluate(valid, policy.threshold, found["max_blocks"]["max_blocks"])}
-    scores = {field: out["metrics"][SELECT_METRIC] for field, out in scores.items()}
+    scores = {"threshold": valid_at(found["threshold"]["threshold"], policy.cap)[1],
+              "max_blocks": valid_at(policy.threshold, found["max_blocks"]["max_blocks"])[1]}
     chosen = max(moved, key=scores.get)
     calibrations["calibration_choice"] = {"chosen": chosen, "metric": SELECT_METRIC,
                                           "valid": scores}
