@@ -237,9 +237,9 @@ def calibrate(trainer: Trainer, sweep: list[dict]) -> tuple[Config, dict]:
   return trainer.config, calibrations
 
 
-def _apply(trainer: Trainer, calibration: dict, field: str) -> Config:
+def _apply(trainer: Trainer, calibration: dict, field: str) -> None:
   """Logs a calibration of policy.<field> and, when it chose another value, sets it in a copy of
-  the trainer's config that becomes trainer.config; returns the config from here on."""
+  the trainer's config that becomes trainer.config."""
   flag, budget = f"train.calibrate_{field}", calibration["budget"]
   if calibration[field] is None:
     logging.warning("%s: no %s holds the blocks' budget of %.3f on validation; policy.%s stays "
@@ -249,7 +249,6 @@ def _apply(trainer: Trainer, calibration: dict, field: str) -> Config:
                  calibration[field], calibration["valid_usage"], budget)
     trainer.config = copy.deepcopy(trainer.config)    # the run's own config stays as it was
     setattr(trainer.config.policy, field, calibration[field])
-  return trainer.config
 
 
 def sweep_caps(num_blocks: int, points: int = CAP_POINTS) -> list[int]:
