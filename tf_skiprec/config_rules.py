@@ -76,6 +76,7 @@ RANGES: dict[str, str] = {
     "policy.dual_lr": ">= 0",
     "policy.entropy_weight": ">= 0",
     "policy.entropy_ramp_steps": ">= 0",
+    "policy.distill_weight": ">= 0",
     "policy.tau_start": "> 0",
     "policy.tau_end": "> 0",
     "policy.tau_anneal_steps": ">= 0",
@@ -198,6 +199,12 @@ def _between_fields(config) -> list[str]:
     found.append(f"policy.max_blocks = {config.policy.max_blocks} is above model.num_blocks = "
                  f"{m.num_blocks}: a user cannot run more blocks than there are. Fix: --override "
                  f"policy.max_blocks={m.num_blocks} (or 0 for no cap).")
+  if config.policy.distill_weight and config.train.loss != "full":
+    found.append(f"policy.distill_weight = {config.policy.distill_weight} with train.loss = "
+                 f"{config.train.loss!r}: distillation compares the two paths' softmax over every "
+                 "item, which the sampled softmax exists to avoid. Fix: --override "
+                 "policy.distill_weight=0 (or train.loss=full on a catalogue whose [positions, "
+                 "items] logits fit in memory).")
   if config.train.grow_from and config.train.init_from:
     found.append(f"train.grow_from = {config.train.grow_from!r} and train.init_from = "
                  f"{config.train.init_from!r}: a run starts from one of them. Fix: --override "

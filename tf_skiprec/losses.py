@@ -1,4 +1,5 @@
-"""Losses (pure functions): full-softmax and sampled-softmax cross-entropy over positions."""
+"""Losses (pure functions): full-softmax and sampled-softmax cross-entropy over positions, and the
+KL divergence between two softmaxes (distillation)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,17 @@ def position_mask(inputs: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
 def full_softmax_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
   """Cross-entropy over every item. logits: [P, V], labels: [P] -> [P]."""
   return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def softmax_kl(teacher_logits: tf.Tensor, student_logits: tf.Tensor) -> tf.Tensor:
+  """KL(softmax(teacher) || softmax(student)) per row: [P, V], [P, V] -> [P].
+
+  sum_v p_v (log p_v - log q_v), computed from log-softmaxes (an item the teacher gives
+  probability 0 adds 0). The gradient reaches both arguments: stop the teacher's yourself.
+  """
+  log_p = tf.nn.log_softmax(teacher_logits, axis=-1)
+  log_q = tf.nn.log_softmax(student_logits, axis=-1)
+  return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
 
 
 def sample_negatives(labels: tf.Tensor, num_sampled: int, vocab_size: int):

@@ -124,15 +124,17 @@ class SkipRecModel(BackboneModel):
       "lagrangian"; `after_step` raises the multiplier by dual ascent while usage exceeds the
       budget); + user_charge * the batch mean of log(k_u + 1), k_u the blocks user u runs (a
       per-user charge whose price per block falls with depth: the k-th costs ~ user_charge / k);
-      + entropy_weight * the mean entropy of the decisions, so that the policy decides.
+      + entropy_weight * the mean entropy of the decisions, so that the policy decides;
+      + distill_weight * (the full backbone's cross-entropy + KL(full || chosen)) (`_distill`).
       The temperature, the budget and the entropy weight are `schedules` of the global step.
     "rl": REINFORCE with a self-critical baseline: advantage = R(sampled) - R(greedy) per window,
       divided by its batch standard deviation when `advantage_norm` (rewards.py). R (`reward`):
       "likelihood", the mean log-likelihood of the window's targets - compute_cost * usage;
       "quadratic" / "reference", the top-k rewards of the window's last target. Both rewards are
       computed with dropout off and carry no gradient; the greedy pass trains nothing. The
-      backbone keeps training on the recommendation loss under the sampled decisions. The
-      charge compute_cost can be ramped in from 0 (`schedules.compute_cost_scale`).
+      backbone keeps training on the recommendation loss under the sampled decisions (+ the
+      distillation term, as in "gumbel"). The charge compute_cost can be ramped in from 0
+      (`schedules.compute_cost_scale`).
   At evaluation the decisions are deterministic: keep block i iff P(keep_i) >= the threshold
   passed to `decisions` (policy.threshold in a run; the export takes it as an argument). The
   loss without training (`compute_loss(training=False)`, used by no loop) decides at 0.5.
@@ -140,7 +142,7 @@ class SkipRecModel(BackboneModel):
 
   def __init__(self, backbone, policy, *, mode: str = "gumbel", schedules: Schedules | None = None,
                cost: str = "quadratic", penalty: float = 20.0, user_charge: float = 0.0,
-               reward: str = "likelihood",
+               distill_weight: float = 0.0, reward: str = "likelihood",
                compute_cost: float = 0.5, advantage_norm: bool = True, reward_top_k: int = 5,
                gamma: float = 1.0, loss: str = "full", num_sampled: int = 1000,
                block_drop: float = 0.0, **kwargs):
@@ -154,6 +156,7 @@ class SkipRecModel(BackboneModel):
     self.cost = cost
     self.penalty = penalty
     self.user_charge = user_charge
+    self.distill_weight = distill_weight
     # The Lagrange multiplier (cost "lagrangian") is state: it is checkpointed with the model.
     self.multiplier = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="multiplier")
     self.reward = reward
@@ -202,6 +205,10 @@ class SkipRecModel(BackboneModel):
       entropy = tf.reduce_mean(policy_lib.keep_entropy(logits))
       loss += self.schedules.entropy_weight(step) * entropy
       stats["entropy"] = entropy
+      if self.distill_weight:
+        term, more = self._distill(hidden, inputs, training)
+        loss += self.distill_weight * term
+        stats.update(more)
       return loss, stats
     # REINFORCE with the greedy decisions as the baseline (self-critical).
     keep, log_prob = policy_lib.sampled_decisions(logits, seed)          # [B, N], [B]
@@ -218,9 +225,33 @@ class SkipRecModel(BackboneModel):
     weight = rewards.normalized_advantage(advantage) if self.advantage_norm else advantage
     policy_loss = -tf.reduce_mean(weight * log_prob)
     # "advantage": the mean raw R(sampled) - R(greedy), before normalisation.
-    return rec + policy_loss, {"rec_loss": rec, "reward": tf.reduce_mean(reward),
-                               "advantage": tf.reduce_mean(advantage),
-                               "usage": tf.reduce_mean(keep)}
+    stats = {"rec_loss": rec, "reward": tf.reduce_mean(reward),
+             "advantage": tf.reduce_mean(advantage), "usage": tf.reduce_mean(keep)}
+    loss = rec + policy_loss
+    if self.distill_weight:
+      term, more = self._distill(hidden, inputs, training)
+      loss += self.distill_weight * term
+      stats.update(more)
+    return loss, stats
+
+  def _distill(self, hidden, inputs, training: bool):
+    """In-place distillation (Yu & Huang, universally slimmable networks): hidden [B, L, C], the
+    backbone under the chosen blocks -> (full_rec + kl, {"full_rec_loss", "distill_kl"}).
+
+    The full backbone (every block) runs on the same windows: full_rec is its mean cross-entropy
+    on the labels, and kl the mean over counted positions of KL(softmax(full) || softmax(chosen)),
+    the full path's softmax detached, so that it teaches the chosen blocks and is taught only by
+    the labels. The padding id's logit is left out of both softmaxes (it is never scored).
+    """
+    full = self.backbone(inputs["inputs"], training=training)           # [B, L, C]
+    full_rec = self.position_loss(full, inputs, training=training)
+    mask = losses.position_mask(inputs["inputs"], inputs["labels"])    # [B, L]
+    teacher = tf.stop_gradient(self.backbone.logits(tf.boolean_mask(full, mask))[:, 1:])
+    student = self.backbone.logits(tf.boolean_mask(hidden, mask))[:, 1:]  # [P, V - 1]
+    per_position = losses.softmax_kl(teacher, student)                  # [P]
+    kl = tf.math.divide_no_nan(tf.reduce_sum(per_position),
+                               tf.cast(tf.size(per_position), per_position.dtype))
+    return full_rec + kl, {"full_rec_loss": full_rec, "distill_kl": kl}
 
   def after_step(self, stats: dict, step, mode: str | None = None) -> dict:
     """Cost "lagrangian", Gumbel steps: one dual-ascent step of the multiplier on the step's

@@ -61,7 +61,8 @@ def build_model(config: Config, vocab_size: int) -> BackboneModel:
                            initial_keep_prob=p.initial_keep_prob, batch_norm=p.batch_norm,
                            name="policy")
     model = SkipRecModel(backbone, policy, mode=mode, schedules=make_schedules(config), cost=p.cost,
-                         penalty=p.penalty, user_charge=p.user_charge, reward=p.reward,
+                         penalty=p.penalty, user_charge=p.user_charge,
+                         distill_weight=p.distill_weight, reward=p.reward,
                          compute_cost=p.compute_cost,
                          advantage_norm=p.advantage_norm, reward_top_k=p.reward_top_k,
                          gamma=p.gamma, **common)

@@ -1,0 +1,143 @@
+"""In-place distillation (policy.distill_weight): the full backbone trained on the labels teaches
+the chosen blocks' softmax. Known answers: the KL's closed form, zero between identical paths,
+the weight entering the loss exactly, and the teacher taught by the labels alone."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import set_alphas
+from tf_skiprec import losses
+from tf_skiprec.config_rules import problems
+from tf_skiprec.experiments import get_config
+from tf_skiprec.training import builders
+
+
+def _config(mode="gumbel", backbone="nextitnet", **policy):
+  config = get_config("smoke")
+  config.train.mode = mode
+  config.model.backbone = backbone
+  config.model.num_blocks = 4
+  for k, v in policy.items():
+    setattr(config.policy, k, v)
+  return config
+
+
+def _batch(seed=0):
+  seq = tf.constant(np.random.default_rng(seed).integers(0, 60, size=(6, 21)), tf.int32)
+  return {"inputs": seq[:, :-1], "labels": seq[:, 1:]}  # some padding (0) among them
+
+
+def _model(config):
+  tf.keras.utils.set_random_seed(0)
+  model = builders.build_model(config, vocab_size=61)
+  set_alphas(model.backbone, 0.7)  # the blocks do something
+  return model
+
+
+def test_softmax_kl_closed_form():
+  p_logits = np.array([[0.0, 1.0, 2.0], [3.0, -1.0, 0.5]], np.float32)
+  q_logits = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
+
+  def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+  p, q = softmax(p_logits), softmax(q_logits)
+  expected = (p * np.log(p / q)).sum(axis=1)
+  np.testing.assert_allclose(losses.softmax_kl(p_logits, q_logits).numpy(), expected, rtol=1e-5)
+  np.testing.assert_allclose(losses.softmax_kl(p_logits, p_logits + 5.0).numpy(), [0.0, 0.0],
+                             atol=1e-6)  # a shift of every logit is the same softmax
+
+
+@pytest.mark.parametrize("backbone", ["nextitnet", "sasrec"])
+def test_every_block_kept_gives_no_kl_and_the_full_loss(backbone):
+  model = _model(_config(backbone=backbone, distill_weight=1.0))
+  batch = _batch()
+  hidden = model.backbone(batch["inputs"], block_mask=tf.ones([6, 4]), training=False)
+  term, stats = model._distill(hidden, batch, training=False)
+  assert float(stats["distill_kl"]) == pytest.approx(0.0, abs=1e-6)
+  assert float(stats["full_rec_loss"]) == pytest.approx(
+      float(model.position_loss(hidden, batch)), rel=1e-6)
+  assert float(term) == pytest.approx(float(stats["full_rec_loss"]), rel=1e-6)
+
+
+def test_kl_is_the_mean_over_counted_positions_without_the_padding_item():
+  model = _model(_config(distill_weight=1.0))
+  batch = _batch()
+  keep = tf.constant([[1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 0], [0, 1, 0, 1], [1, 1, 1, 1],
+                      [0, 0, 1, 1]], tf.float32)
+  hidden = model.backbone(batch["inputs"], block_mask=keep, training=False)
+  _, stats = model._distill(hidden, batch, training=False)
+  full = model.backbone(batch["inputs"], training=False)
+  counted = (batch["inputs"].numpy() != 0) & (batch["labels"].numpy() != 0)
+  t = model.backbone.logits(full).numpy()[counted][:, 1:].astype(np.float64)
+  s = model.backbone.logits(hidden).numpy()[counted][:, 1:].astype(np.float64)
+  log_p = t - np.log(np.exp(t - t.max(1, keepdims=True)).sum(1, keepdims=True)) - t.max(1, keepdims=True)
+  log_q = s - np.log(np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True)) - s.max(1, keepdims=True)
+  expected = (np.exp(log_p) * (log_p - log_q)).sum(1).mean()
+  assert expected > 1e-3  # the paths differ
+  assert float(stats["distill_kl"]) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["gumbel", "rl"])
+def test_the_weight_enters_the_loss_exactly(mode):
+  batch = _batch()
+  out = {}
+  for weight in (0.0, 0.7):
+    # P(keep) 0.3: the greedy decisions skip every block, the sampled ones most of them
+    model = _model(_config(mode=mode, distill_weight=weight, initial_keep_prob=0.3))
+    out[weight] = model.compute_loss_and_stats(batch, training=False, seed=[1, 2], step=0)
+  (loss0, stats0), (loss1, stats1) = out[0.0], out[0.7]
+  assert "distill_kl" not in stats0 and "full_rec_loss" not in stats0
+  term = float(stats1["full_rec_loss"]) + float(stats1["distill_kl"])
+  assert float(loss1 - loss0) == pytest.approx(0.7 * term, rel=1e-4)
+  assert float(stats1["distill_kl"]) > 1e-3  # the chosen path differs from the full one
+
+
+def test_the_teacher_is_taught_by_the_labels_alone():
+  # The chosen path skips every block, so only the full path runs them: the KL reaches them only
+  # if the teacher's softmax is not detached, and the full path's cross-entropy always does.
+  model = _model(_config(distill_weight=1.0))
+  batch = _batch()
+  block_vars = [v for block in model.backbone.blocks for v in block.trainable_variables]
+  shared = model.backbone.embedding.embeddings
+  with tf.GradientTape(persistent=True) as tape:
+    hidden = model.backbone(batch["inputs"], block_mask=tf.zeros([6, 4]), training=False)
+    _, stats = model._distill(hidden, batch, training=False)
+  kl_grads = tape.gradient(stats["distill_kl"], block_vars)
+  assert all(g is None or float(tf.reduce_max(tf.abs(g))) == 0.0 for g in kl_grads)
+  rec_grads = tape.gradient(stats["full_rec_loss"], block_vars)
+  assert all(g is not None for g in rec_grads)
+  assert max(float(tf.reduce_max(tf.abs(g))) for g in rec_grads) > 0.0
+  assert float(tf.reduce_max(tf.abs(tf.convert_to_tensor(tape.gradient(stats["distill_kl"],
+                                                                       shared))))) > 0.0
+
+
+def test_a_training_loop_reports_both_terms_and_trains_skipped_blocks():
+  from tf_skiprec.training.steps import make_train_loop
+  config = _config(distill_weight=1.0, budget=0.05, initial_keep_prob=0.01)
+  strategy = tf.distribute.get_strategy()
+  model = _model(config)
+  optimizers = builders.make_optimizers(model, config.train, config.policy.learning_rate)
+  before = [v.numpy().copy() for v in model.backbone.blocks[3].trainable_variables]
+  step = tf.Variable(0, dtype=tf.int64)
+  loop = make_train_loop(model, optimizers, strategy, step, seed=0)
+  data = tf.data.Dataset.from_tensors(_batch()).repeat()
+  out = loop(iter(data), tf.constant(3))
+  assert int(out["steps"]) == 3
+  assert {"full_rec_loss", "distill_kl", "rec_loss", "usage"} <= set(out["means"])
+  assert float(out["means"]["usage"]) < 0.2  # the policy skips nearly every block ...
+  after = model.backbone.blocks[3].trainable_variables
+  assert any(np.abs(a.numpy() - b).max() > 0 for a, b in zip(after, before))  # ... still trained
+
+
+def test_distillation_with_the_sampled_softmax_is_refused_with_the_fix():
+  config = _config(distill_weight=0.5)
+  config.train.loss = "sampled"
+  found = problems(config)
+  assert any("policy.distill_weight = 0.5" in p and "Fix: --override" in p for p in found), found
+  config.train.loss = "full"
+  assert problems(config) == []
+  config.policy.distill_weight = -1.0
+  assert any("policy.distill_weight" in p for p in problems(config))
