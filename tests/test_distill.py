@@ -1,6 +1,6 @@
 """In-place distillation (policy.distill_weight): the full backbone trained on the labels teaches
 the chosen blocks' softmax. Known answers: the KL's closed form, zero between identical paths,
-the weight entering the loss exactly, and the teacher taught by the labels alone."""
+the weight entering the loss exactly, and the teacher's output detached."""
 
 import numpy as np
 import pytest
@@ -95,9 +95,9 @@ def test_the_weight_enters_the_loss_exactly(mode):
   assert float(stats1["distill_kl"]) > 1e-3  # the chosen path differs from the full one
 
 
-def test_the_teacher_is_taught_by_the_labels_alone():
+def test_the_kl_never_moves_the_full_paths_output():
   # The chosen path skips every block, so only the full path runs them: the KL reaches them only
-  # if the teacher's softmax is not detached, and the full path's cross-entropy always does.
+  # if the teacher's logits are not detached, and the full path's cross-entropy always does.
   model = _model(_config(distill_weight=1.0))
   batch = _batch()
   block_vars = [v for block in model.backbone.blocks for v in block.trainable_variables]
@@ -110,26 +110,72 @@ def test_the_teacher_is_taught_by_the_labels_alone():
   rec_grads = tape.gradient(stats["full_rec_loss"], block_vars)
   assert all(g is not None for g in rec_grads)
   assert max(float(tf.reduce_max(tf.abs(g))) for g in rec_grads) > 0.0
+  # The parts both paths run get the KL through the chosen path.
   assert float(tf.reduce_max(tf.abs(tf.convert_to_tensor(tape.gradient(stats["distill_kl"],
                                                                        shared))))) > 0.0
 
 
-def test_a_training_loop_reports_both_terms_and_trains_skipped_blocks():
+def _grad_norm(loss_fn, variables):
+  with tf.GradientTape() as tape:
+    loss = loss_fn()
+  grads = tape.gradient(loss, variables)
+  return sum(0.0 if g is None else float(tf.norm(tf.convert_to_tensor(g))) for g in grads)
+
+
+@pytest.mark.parametrize("mode", ["gumbel", "rl"])
+def test_the_kl_reaches_the_backbone_in_both_modes_and_the_policy_in_gumbel_only(mode):
+  model = _model(_config(mode=mode, distill_weight=1.0, initial_keep_prob=0.5))
+  batch = _batch()
+
+  def kl():
+    return model.compute_loss_and_stats(batch, training=True, seed=[3, 4], step=0)[1]["distill_kl"]
+
+  # The blocks (not only the head, which scores both paths) get it: the student is the path the
+  # step's decisions ran, not a detached pass.
+  block_vars = [v for block in model.backbone.blocks for v in block.trainable_variables]
+  assert _grad_norm(kl, block_vars) > 0.0
+  policy_norm = _grad_norm(kl, model.policy.trainable_variables)
+  if mode == "gumbel":
+    assert policy_norm > 0.0  # straight-through decisions
+  else:
+    assert policy_norm == 0.0  # REINFORCE's samples carry no gradient
+
+
+def test_no_counted_position_gives_zero_terms_and_finite_gradients():
+  model = _model(_config(distill_weight=1.0))
+  seq = _batch()["inputs"]
+  batch = {"inputs": seq, "labels": tf.zeros_like(seq)}  # no labels: nothing counts
+  with tf.GradientTape() as tape:
+    loss, stats = model.compute_loss_and_stats(batch, training=False, step=0)
+  assert float(stats["distill_kl"]) == 0.0 and float(stats["full_rec_loss"]) == 0.0
+  grads = tape.gradient(loss, model.backbone.trainable_variables)
+  assert all(g is None or bool(tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(g))))
+             for g in grads)
+
+
+def _train_three_steps(weight):
   from tf_skiprec.training.steps import make_train_loop
-  config = _config(distill_weight=1.0, budget=0.05, initial_keep_prob=0.01)
-  strategy = tf.distribute.get_strategy()
+  config = _config(distill_weight=weight, budget=0.05, initial_keep_prob=0.01)
   model = _model(config)
   optimizers = builders.make_optimizers(model, config.train, config.policy.learning_rate)
   before = [v.numpy().copy() for v in model.backbone.blocks[3].trainable_variables]
-  step = tf.Variable(0, dtype=tf.int64)
-  loop = make_train_loop(model, optimizers, strategy, step, seed=0)
-  data = tf.data.Dataset.from_tensors(_batch()).repeat()
-  out = loop(iter(data), tf.constant(3))
+  loop = make_train_loop(model, optimizers, tf.distribute.get_strategy(),
+                         tf.Variable(0, dtype=tf.int64), seed=0)
+  out = loop(iter(tf.data.Dataset.from_tensors(_batch()).repeat()), tf.constant(3))
+  after = model.backbone.blocks[3].trainable_variables
+  moved = max(float(np.abs(a.numpy() - b).max()) for a, b in zip(after, before))
+  return out, moved
+
+
+def test_a_training_loop_reports_both_terms_and_trains_skipped_blocks():
+  control, unmoved = _train_three_steps(0.0)
+  assert unmoved == 0.0  # P(keep) 0.01: no sample kept the last block, so it learned nothing
+  out, moved = _train_three_steps(1.0)
   assert int(out["steps"]) == 3
   assert {"full_rec_loss", "distill_kl", "rec_loss", "usage"} <= set(out["means"])
+  assert "distill_kl" not in control["means"]
   assert float(out["means"]["usage"]) < 0.2  # the policy skips nearly every block ...
-  after = model.backbone.blocks[3].trainable_variables
-  assert any(np.abs(a.numpy() - b).max() > 0 for a, b in zip(after, before))  # ... still trained
+  assert moved > 0.0                         # ... and the full path still trains them
 
 
 def test_distillation_with_the_sampled_softmax_is_refused_with_the_fix():
@@ -137,7 +183,9 @@ def test_distillation_with_the_sampled_softmax_is_refused_with_the_fix():
   config.train.loss = "sampled"
   found = problems(config)
   assert any("policy.distill_weight = 0.5" in p and "Fix: --override" in p for p in found), found
-  config.train.loss = "full"
+  config.train.mode = "pretrain"  # the weight is SkipRec's: unused, so not refused
+  assert problems(config) == []
+  config.train.mode, config.train.loss = "gumbel", "full"
   assert problems(config) == []
   config.policy.distill_weight = -1.0
   assert any("policy.distill_weight" in p for p in problems(config))

@@ -119,12 +119,13 @@ class PolicyConfig:
   # (P(keep) near 0 or 1), so that the deterministic decisions at evaluation match training's.
   entropy_weight: float = 0.0
   entropy_ramp_steps: int = 0        # the weight rises linearly from 0 over these steps
-  # gumbel/rl: in-place distillation (slimmable networks' "sandwich" rule): each step also runs
-  # the full backbone (every block), trains it on the labels, and pulls the chosen blocks'
-  # softmax towards its detached softmax: + distill_weight * (the full backbone's cross-entropy
-  # + KL(full || chosen)), over every counted position. Without it the fine-tuned backbone
-  # serves only the chosen blocks: its full path, and so the thresholds that keep more blocks,
-  # lose accuracy. One more backbone pass a step; the full softmax only (train.loss="full").
+  # gumbel/rl: in-place distillation (as universally slimmable networks train their
+  # sub-networks): each step also runs the full backbone (every block), trains it on the labels,
+  # and pulls the chosen blocks' softmax towards its detached softmax: + distill_weight * (the
+  # full backbone's cross-entropy + KL(full || chosen)), over every counted position. Without it
+  # the fine-tuning spends the full path, which lower thresholds, larger caps and the `full`
+  # signature run. In gumbel the KL also reaches the policy (straight-through), in rl not. One
+  # more backbone pass a step; the full softmax only (train.loss="full").
   distill_weight: float = 0.0
   tau_start: float = 5.0             # Gumbel-softmax temperature, annealed ...
   tau_end: float = 0.5

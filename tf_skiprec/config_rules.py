@@ -199,7 +199,8 @@ def _between_fields(config) -> list[str]:
     found.append(f"policy.max_blocks = {config.policy.max_blocks} is above model.num_blocks = "
                  f"{m.num_blocks}: a user cannot run more blocks than there are. Fix: --override "
                  f"policy.max_blocks={m.num_blocks} (or 0 for no cap).")
-  if config.policy.distill_weight and config.train.loss != "full":
+  if (config.policy.distill_weight and config.train.loss != "full"
+      and config.train.mode != "pretrain"):
     found.append(f"policy.distill_weight = {config.policy.distill_weight} with train.loss = "
                  f"{config.train.loss!r}: distillation compares the two paths' softmax over every "
                  "item, which the sampled softmax exists to avoid. Fix: --override "

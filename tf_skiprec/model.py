@@ -95,17 +95,14 @@ class BackboneModel(tfrs.models.Model):
     The sampled softmax (train.loss="sampled") applies in training only; otherwise, and for
     every evaluation, the loss is over the full softmax.
     """
-    mask = losses.position_mask(inputs["inputs"], inputs["labels"])  # [B, L]
-    h = tf.boolean_mask(hidden, mask)                                   # [P, C]
-    labels = tf.boolean_mask(inputs["labels"], mask)                    # [P]
+    h, labels = _counted(hidden, inputs)                                # [P, C], [P]
     if self.loss_kind == "sampled" and training:
       weights, bias = self.backbone.output_weights()
       per_position = losses.sampled_softmax_loss(self.backbone.head_input(h), labels, weights,
                                                  bias, self.num_sampled)
     else:
       per_position = losses.full_softmax_loss(self.backbone.logits(h), labels)
-    return tf.math.divide_no_nan(tf.reduce_sum(per_position),
-                                 tf.cast(tf.size(per_position), per_position.dtype))
+    return _mean(per_position)
 
   def score(self, history: tf.Tensor, block_mask=None) -> tf.Tensor:
     """history [B, L] (left-padded), block_mask [B, N] (None: every block) -> scores of every
@@ -239,18 +236,22 @@ class SkipRecModel(BackboneModel):
     backbone under the chosen blocks -> (full_rec + kl, {"full_rec_loss", "distill_kl"}).
 
     The full backbone (every block) runs on the same windows: full_rec is its mean cross-entropy
-    on the labels, and kl the mean over counted positions of KL(softmax(full) || softmax(chosen)),
-    the full path's softmax detached, so that it teaches the chosen blocks and is taught only by
-    the labels. The padding id's logit is left out of both softmaxes (it is never scored).
+    on the labels (full softmax), and kl the mean over counted positions of
+    KL(softmax(full) || softmax(chosen)), the full path's logits detached: the KL moves the
+    chosen path towards the full one, never the full path's output towards the chosen one (the
+    parts both run, such as the embedding and the head, get the KL through the chosen path). In
+    gumbel the KL also reaches the policy, through the straight-through decisions; in rl the
+    decisions carry no gradient. The padding id's logit is left out of both softmaxes (it is
+    never scored).
     """
     full = self.backbone(inputs["inputs"], training=training)           # [B, L, C]
-    full_rec = self.position_loss(full, inputs, training=training)
-    mask = losses.position_mask(inputs["inputs"], inputs["labels"])    # [B, L]
-    teacher = tf.stop_gradient(self.backbone.logits(tf.boolean_mask(full, mask))[:, 1:])
-    student = self.backbone.logits(tf.boolean_mask(hidden, mask))[:, 1:]  # [P, V - 1]
-    per_position = losses.softmax_kl(teacher, student)                  # [P]
-    kl = tf.math.divide_no_nan(tf.reduce_sum(per_position),
-                               tf.cast(tf.size(per_position), per_position.dtype))
+    h_full, labels = _counted(full, inputs)                             # [P, C], [P]
+    h_chosen, _ = _counted(hidden, inputs)
+    full_logits = self.backbone.logits(h_full)                          # [P, V]
+    full_rec = _mean(losses.full_softmax_loss(full_logits, labels))
+    teacher = tf.stop_gradient(full_logits[:, 1:])                      # [P, V - 1]
+    student = self.backbone.logits(h_chosen)[:, 1:]
+    kl = _mean(losses.softmax_kl(teacher, student))
     return full_rec + kl, {"full_rec_loss": full_rec, "distill_kl": kl}
 
   def after_step(self, stats: dict, step, mode: str | None = None) -> dict:
@@ -282,6 +283,19 @@ class SkipRecModel(BackboneModel):
     last = self.backbone.logits(hidden[:, -1])                          # [B, V]
     ranks = target_ranks(last, inputs["labels"][:, -1])
     return rewards.block_reward(ranks < self.reward_top_k, usage, self.gamma, self.reward)
+
+
+def _counted(hidden: tf.Tensor, inputs: dict):
+  """hidden [B, L, C] -> (its counted positions [P, C], their labels [P]) (losses.position_mask:
+  a label and a history)."""
+  mask = losses.position_mask(inputs["inputs"], inputs["labels"])      # [B, L]
+  return tf.boolean_mask(hidden, mask), tf.boolean_mask(inputs["labels"], mask)
+
+
+def _mean(per_position: tf.Tensor) -> tf.Tensor:
+  """[P] -> their mean; 0 when P = 0."""
+  return tf.math.divide_no_nan(tf.reduce_sum(per_position),
+                               tf.cast(tf.size(per_position), per_position.dtype))
 
 
 def log_blocks_charge(keep: tf.Tensor) -> tf.Tensor:
