@@ -4,7 +4,7 @@ on it at budgets 0.5 and 0.3, 3 seeds, on the SPEC §5 protocol.
   .venv/bin/python bench/sasrec_ml100k.py --workdir=runs/sasrec_ml100k     # 4 variants x 3 seeds
   .venv/bin/python bench/sasrec_ml100k.py --quick                          # 1 seed, 1 epoch each
   .venv/bin/python bench/serving_trained.py \
-      --run=sasrec_skiprec=runs/sasrec_ml100k/0/gumbel50cm_sas8_grown_gelu \
+      --run=sasrec_skiprec=runs/sasrec_ml100k/0/gumbel50cmd_sas8_grown_gelu \
       --out=bench/results/sasrec_ml100k                                    # the served speed-up
 
 Variants (bench/skiprec_ml100k.py's VARIANTS, backbone "sasrec"; experiments in
@@ -22,6 +22,9 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  the same with train.calibrate_max_blocks too: where the blocks run over the
                  budget on validation, the threshold or the cap that holds it, whichever is
                  better on validation;
+  gumbel50cmd_sas8_grown, gumbel30cmd_sas8_grown, gumbel50cmd_sas8_grown_gelu
+                 the same with in-place distillation (policy.distill_weight=1): the full
+                 backbone, trained on the labels, teaches the chosen blocks;
   gumbel50_sas8, gumbel30_sas8
                  SkipRec fine-tuned from sas8;
   sas2_d3, sas2_s10, sas2_lr5, sas2_gelu
@@ -30,9 +33,10 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  on validation;
   sas2_gelu_b32, sas2_gelu_b16
                  sas2_gelu at 32 and 16 windows a step (64 by default).
-The default (SASREC_DEFAULT): sas2_gelu, sas8_grown_gelu, gumbel50cm_sas8_grown_gelu and
-gumbel30cm_sas8_grown_gelu, the recipe of tf_skiprec/experiments/ml100k_sasrec.py (the ReLU
-variants pin model.activation=relu); the others are run by name with --variants.
+The default (SASREC_DEFAULT): sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu and
+gumbel30cm_sas8_grown_gelu, the recipe of tf_skiprec/experiments/ml100k_sasrec.py at budgets 0.5
+(with distillation) and 0.3 (without: validation preferred it off there) (the ReLU variants pin
+model.activation=relu); the others are run by name with --variants.
 
 It is bench/skiprec_ml100k.py with the SASRec variants as its default, so it takes the same flags
 (--variants, --seeds, --workdir to continue, --data, --quick, --out) and prints the same lines,
