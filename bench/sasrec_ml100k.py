@@ -4,7 +4,7 @@ on it at budgets 0.5 and 0.3, 3 seeds, on the SPEC §5 protocol.
   .venv/bin/python bench/sasrec_ml100k.py --workdir=runs/sasrec_ml100k     # 4 variants x 3 seeds
   .venv/bin/python bench/sasrec_ml100k.py --quick                          # 1 seed, 1 epoch each
   .venv/bin/python bench/serving_trained.py \
-      --run=sasrec_skiprec=runs/sasrec_ml100k/0/gumbel50cmd_sas8_grown_gelu \
+      --run=sasrec_skiprec=runs/sasrec_ml100k/0/gumbel50cmd_sas8_grown_gelu_e20 \
       --out=bench/results/sasrec_ml100k                                    # the served speed-up
 
 Variants (bench/skiprec_ml100k.py's VARIANTS, backbone "sasrec"; experiments in
@@ -25,6 +25,8 @@ tf_skiprec/experiments/ml100k_sasrec.py):
   gumbel50cmd_sas8_grown, gumbel30cmd_sas8_grown, gumbel50cmd_sas8_grown_gelu
                  the same with in-place distillation (policy.distill_weight=1): the full
                  backbone, trained on the labels, teaches the chosen blocks;
+  gumbel50cmd_sas8_grown_gelu_e20
+                 the last, up to 20 epochs (10 by default);
   gumbel50_sas8, gumbel30_sas8
                  SkipRec fine-tuned from sas8;
   sas2_d3, sas2_s10, sas2_lr5, sas2_gelu
@@ -33,9 +35,9 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  on validation;
   sas2_gelu_b32, sas2_gelu_b16
                  sas2_gelu at 32 and 16 windows a step (64 by default).
-The default (SASREC_DEFAULT): sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu and
+The default (SASREC_DEFAULT): sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu_e20 and
 gumbel30cm_sas8_grown_gelu, the recipe of tf_skiprec/experiments/ml100k_sasrec.py at budgets 0.5
-(with distillation) and 0.3 (without: validation preferred it off there) (the ReLU variants pin
+(with distillation, 20 epochs) and 0.3 (without: validation preferred it off there) (the ReLU variants pin
 model.activation=relu); the others are run by name with --variants.
 
 It is bench/skiprec_ml100k.py with the SASRec variants as its default, so it takes the same flags

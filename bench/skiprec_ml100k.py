@@ -222,7 +222,7 @@ VARIANTS = {
                              overrides=("model.activation=gelu", "train.batch_size=16")),
 }
 # bench/sasrec_ml100k.py's default: the list.
-SASREC_DEFAULT = ("sas2_gelu", "sas8_grown_gelu", "gumbel50cmd_sas8_grown_gelu",
+SASREC_DEFAULT = ("sas2_gelu", "sas8_grown_gelu", "gumbel50cmd_sas8_grown_gelu_e20",
                   "gumbel30cm_sas8_grown_gelu")
 FULL = tuple(name for name, v in VARIANTS.items() if v.mode == "pretrain")
 # What the acceptance looks at: SkipRec at a budget of 0.5 or below (rl has no budget).
