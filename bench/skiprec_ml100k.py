@@ -67,6 +67,18 @@ class Variant:
 
 
 RELU = ("model.activation=relu",)  # SASRec's feed-forward ReLU (the experiments now use GELU)
+GELU = ("model.activation=gelu",)
+CALIBRATED = ("train.calibrate_threshold=true", "train.calibrate_max_blocks=true")
+DISTILLED = CALIBRATED + ("policy.distill_weight=1",)
+
+
+def _sasrec_skiprec(budget: float, subdir: str, base: str, activation: tuple = RELU,
+                    extra: tuple = ()) -> Variant:
+  """SkipRec (gumbel, the pool policy) on the 8-block SASRec variant `base`, the blocks at
+  `budget`, with the feed-forward `activation`'s override and `extra` overrides."""
+  return Variant("ml100k_sasrec_8", "gumbel", budget, subdir, base, backbone="sasrec",
+                 overrides=activation + ("policy.body=pool",) + extra)
+
 
 VARIANTS = {
     "full10": Variant("ml100k_10", "pretrain", None, "full10"),
@@ -129,97 +141,66 @@ VARIANTS = {
                     overrides=RELU),
     "sas8": Variant("ml100k_sasrec_8", "pretrain", None, "sas8", backbone="sasrec",
                     overrides=RELU),
-    "gumbel50_sas8": Variant("ml100k_sasrec_8", "gumbel", 0.5, "gumbel50_sas8", "sas8",
-                             overrides=RELU + ("policy.body=pool",), backbone="sasrec"),
-    "gumbel30_sas8": Variant("ml100k_sasrec_8", "gumbel", 0.3, "gumbel30_sas8", "sas8",
-                             overrides=RELU + ("policy.body=pool",), backbone="sasrec"),
+    "gumbel50_sas8": _sasrec_skiprec(0.5, "gumbel50_sas8", "sas8"),
+    "gumbel30_sas8": _sasrec_skiprec(0.3, "gumbel30_sas8", "sas8"),
     # The 8-block SASRec grown from the trained 2-block one (train.grow_from: blocks b0 b1 b0 b1
     # ..., the new ones at alpha 0, so it starts as sas2), and SkipRec on it.
     "sas8_grown": Variant("ml100k_sasrec_8", "pretrain", None, "sas8_grown", "sas2",
                           backbone="sasrec", overrides=RELU),
-    "gumbel50_sas8_grown": Variant("ml100k_sasrec_8", "gumbel", 0.5, "gumbel50_sas8_grown",
-                                   "sas8_grown", overrides=RELU + ("policy.body=pool",),
-                                   backbone="sasrec"),
-    "gumbel30_sas8_grown": Variant("ml100k_sasrec_8", "gumbel", 0.3, "gumbel30_sas8_grown",
-                                   "sas8_grown", overrides=RELU + ("policy.body=pool",),
-                                   backbone="sasrec"),
+    "gumbel50_sas8_grown": _sasrec_skiprec(0.5, "gumbel50_sas8_grown", "sas8_grown"),
+    "gumbel30_sas8_grown": _sasrec_skiprec(0.3, "gumbel30_sas8_grown", "sas8_grown"),
     # The same, the keep threshold then raised to hold the budget on validation
     # (train.calibrate_threshold): at 0.5, evaluation ran over it (4.2 of 8 blocks).
-    "gumbel50c_sas8_grown": Variant("ml100k_sasrec_8", "gumbel", 0.5, "gumbel50c_sas8_grown",
-                                    "sas8_grown", backbone="sasrec", overrides=RELU + (
-                                        "policy.body=pool", "train.calibrate_threshold=true")),
-    "gumbel30c_sas8_grown": Variant("ml100k_sasrec_8", "gumbel", 0.3, "gumbel30c_sas8_grown",
-                                    "sas8_grown", backbone="sasrec", overrides=RELU + (
-                                        "policy.body=pool", "train.calibrate_threshold=true")),
+    "gumbel50c_sas8_grown": _sasrec_skiprec(0.5, "gumbel50c_sas8_grown", "sas8_grown",
+                                            extra=CALIBRATED[:1]),
+    "gumbel30c_sas8_grown": _sasrec_skiprec(0.3, "gumbel30c_sas8_grown", "sas8_grown",
+                                            extra=CALIBRATED[:1]),
     # The same, and where no threshold holds the budget, the blocks then capped: policy.max_blocks
     # = the largest cap that holds it on validation (train.calibrate_max_blocks).
-    "gumbel50cm_sas8_grown": Variant("ml100k_sasrec_8", "gumbel", 0.5, "gumbel50cm_sas8_grown",
-                                     "sas8_grown", backbone="sasrec", overrides=RELU + (
-                                         "policy.body=pool", "train.calibrate_threshold=true",
-                                         "train.calibrate_max_blocks=true")),
-    "gumbel30cm_sas8_grown": Variant("ml100k_sasrec_8", "gumbel", 0.3, "gumbel30cm_sas8_grown",
-                                     "sas8_grown", backbone="sasrec", overrides=RELU + (
-                                         "policy.body=pool", "train.calibrate_threshold=true",
-                                         "train.calibrate_max_blocks=true")),
+    "gumbel50cm_sas8_grown": _sasrec_skiprec(0.5, "gumbel50cm_sas8_grown", "sas8_grown",
+                                             extra=CALIBRATED),
+    "gumbel30cm_sas8_grown": _sasrec_skiprec(0.3, "gumbel30cm_sas8_grown", "sas8_grown",
+                                             extra=CALIBRATED),
     # The same with in-place distillation (policy.distill_weight): the full backbone, trained on
     # the labels, teaches the chosen blocks; without it the fine-tuned full path lost up to 0.015
     # of validation NDCG@10 (seeds 1-4).
-    "gumbel50cmd_sas8_grown": Variant("ml100k_sasrec_8", "gumbel", 0.5, "gumbel50cmd_sas8_grown",
-                                      "sas8_grown", backbone="sasrec", overrides=RELU + (
-                                          "policy.body=pool", "train.calibrate_threshold=true",
-                                          "train.calibrate_max_blocks=true",
-                                          "policy.distill_weight=1")),
-    "gumbel30cmd_sas8_grown": Variant("ml100k_sasrec_8", "gumbel", 0.3, "gumbel30cmd_sas8_grown",
-                                      "sas8_grown", backbone="sasrec", overrides=RELU + (
-                                          "policy.body=pool", "train.calibrate_threshold=true",
-                                          "train.calibrate_max_blocks=true",
-                                          "policy.distill_weight=1")),
+    "gumbel50cmd_sas8_grown": _sasrec_skiprec(0.5, "gumbel50cmd_sas8_grown", "sas8_grown",
+                                              extra=DISTILLED),
+    "gumbel30cmd_sas8_grown": _sasrec_skiprec(0.3, "gumbel30cmd_sas8_grown", "sas8_grown",
+                                              extra=DISTILLED),
     # The 2-block SASRec's settings over 3 seeds, chosen on validation (not run by default).
     "sas2_d3": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_d3", backbone="sasrec",
                        overrides=RELU + ("model.dropout=0.3", "model.embedding_dropout=0.3")),
     "sas2_s10": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_s10", backbone="sasrec",
                         overrides=RELU + ("train.window_stride=10",)),
     "sas2_gelu": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu", backbone="sasrec",
-                         overrides=("model.activation=gelu",)),
+                         overrides=GELU),
     # The GELU recipe end to end: the 8-block SASRec grown from sas2_gelu, and SkipRec on it
     # with both calibrations.
     "sas8_grown_gelu": Variant("ml100k_sasrec_8", "pretrain", None, "sas8_grown_gelu",
                                "sas2_gelu", backbone="sasrec",
-                               overrides=("model.activation=gelu",)),
-    "gumbel50cm_sas8_grown_gelu": Variant(
-        "ml100k_sasrec_8", "gumbel", 0.5, "gumbel50cm_sas8_grown_gelu", "sas8_grown_gelu",
-        backbone="sasrec", overrides=("model.activation=gelu", "policy.body=pool",
-                                      "train.calibrate_threshold=true",
-                                      "train.calibrate_max_blocks=true")),
-    "gumbel30cm_sas8_grown_gelu": Variant(
-        "ml100k_sasrec_8", "gumbel", 0.3, "gumbel30cm_sas8_grown_gelu", "sas8_grown_gelu",
-        backbone="sasrec", overrides=("model.activation=gelu", "policy.body=pool",
-                                      "train.calibrate_threshold=true",
-                                      "train.calibrate_max_blocks=true")),
-    "gumbel50cmd_sas8_grown_gelu": Variant(
-        "ml100k_sasrec_8", "gumbel", 0.5, "gumbel50cmd_sas8_grown_gelu", "sas8_grown_gelu",
-        backbone="sasrec", overrides=("model.activation=gelu", "policy.body=pool",
-                                      "train.calibrate_threshold=true",
-                                      "train.calibrate_max_blocks=true",
-                                      "policy.distill_weight=1")),
+                               overrides=GELU),
+    "gumbel50cm_sas8_grown_gelu": _sasrec_skiprec(
+        0.5, "gumbel50cm_sas8_grown_gelu", "sas8_grown_gelu", GELU, CALIBRATED),
+    "gumbel30cm_sas8_grown_gelu": _sasrec_skiprec(
+        0.3, "gumbel30cm_sas8_grown_gelu", "sas8_grown_gelu", GELU, CALIBRATED),
+    "gumbel50cmd_sas8_grown_gelu": _sasrec_skiprec(
+        0.5, "gumbel50cmd_sas8_grown_gelu", "sas8_grown_gelu", GELU, DISTILLED),
     # The same, up to 20 epochs (10 in skiprec_finetune): 2 of its 3 seeds had their best epoch
     # at the 10th.
-    "gumbel50cmd_sas8_grown_gelu_e20": Variant(
-        "ml100k_sasrec_8", "gumbel", 0.5, "gumbel50cmd_sas8_grown_gelu_e20", "sas8_grown_gelu",
-        backbone="sasrec", overrides=("model.activation=gelu", "policy.body=pool",
-                                      "train.calibrate_threshold=true",
-                                      "train.calibrate_max_blocks=true",
-                                      "policy.distill_weight=1", "train.epochs=20")),
+    "gumbel50cmd_sas8_grown_gelu_e20": _sasrec_skiprec(
+        0.5, "gumbel50cmd_sas8_grown_gelu_e20", "sas8_grown_gelu", GELU,
+        DISTILLED + ("train.epochs=20",)),
     "sas2_lr5": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_lr5", backbone="sasrec",
                         overrides=RELU + ("train.learning_rate=5e-4",)),
     # Fewer windows a step, so more steps an epoch: a step of 64 windows counts ~1,600 labels
     # (25 a window), against RecBole's 256 prefixes, one label each.
     "sas2_gelu_b32": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_b32",
                              backbone="sasrec",
-                             overrides=("model.activation=gelu", "train.batch_size=32")),
+                             overrides=GELU + ("train.batch_size=32",)),
     "sas2_gelu_b16": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_b16",
                              backbone="sasrec",
-                             overrides=("model.activation=gelu", "train.batch_size=16")),
+                             overrides=GELU + ("train.batch_size=16",)),
 }
 # bench/sasrec_ml100k.py's default: the issue's list.
 SASREC_DEFAULT = ("sas2_gelu", "sas8_grown_gelu", "gumbel50cmd_sas8_grown_gelu_e20",
