@@ -36,9 +36,9 @@ tf_skiprec/experiments/ml100k_sasrec.py):
   sas2_gelu_b32, sas2_gelu_b16
                  sas2_gelu at 32 and 16 windows a step (64 by default).
 The default (SASREC_DEFAULT): sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu_e20 and
-gumbel30cm_sas8_grown_gelu, the recipe of tf_skiprec/experiments/ml100k_sasrec.py at budgets 0.5
-(with distillation, 20 epochs) and 0.3 (without: validation preferred it off there) (the ReLU variants pin
-model.activation=relu); the others are run by name with --variants.
+gumbel30cm_sas8_grown_gelu: the recipe of tf_skiprec/experiments/ml100k_sasrec.py at budgets 0.5
+(with distillation, 20 epochs) and 0.3 (without: validation preferred it off there). The ReLU
+variants pin model.activation=relu; the others are run by name with --variants.
 
 It is bench/skiprec_ml100k.py with the SASRec variants as its default, so it takes the same flags
 (--variants, --seeds, --workdir to continue, --data, --quick, --out) and prints the same lines,
