@@ -202,11 +202,7 @@ class SkipRecModel(BackboneModel):
       entropy = tf.reduce_mean(policy_lib.keep_entropy(logits))
       loss += self.schedules.entropy_weight(step) * entropy
       stats["entropy"] = entropy
-      if self.distill_weight:
-        term, more = self._distill(hidden, inputs, training)
-        loss += self.distill_weight * term
-        stats.update(more)
-      return loss, stats
+      return self._with_distill(loss, stats, hidden, inputs, training), stats
     # REINFORCE with the greedy decisions as the baseline (self-critical).
     keep, log_prob = policy_lib.sampled_decisions(logits, seed)          # [B, N], [B]
     greedy = policy_lib.greedy_decisions(logits, 0.5)                    # [B, N]
@@ -224,12 +220,16 @@ class SkipRecModel(BackboneModel):
     # "advantage": the mean raw R(sampled) - R(greedy), before normalisation.
     stats = {"rec_loss": rec, "reward": tf.reduce_mean(reward),
              "advantage": tf.reduce_mean(advantage), "usage": tf.reduce_mean(keep)}
-    loss = rec + policy_loss
-    if self.distill_weight:
-      term, more = self._distill(hidden, inputs, training)
-      loss += self.distill_weight * term
-      stats.update(more)
-    return loss, stats
+    return self._with_distill(rec + policy_loss, stats, hidden, inputs, training), stats
+
+  def _with_distill(self, loss, stats: dict, hidden, inputs, training: bool):
+    """loss + distill_weight * the distillation term (`_distill`) of hidden [B, L, C], its
+    stats added to `stats`; loss unchanged when distill_weight is 0."""
+    if not self.distill_weight:
+      return loss
+    term, more = self._distill(hidden, inputs, training)
+    stats.update(more)
+    return loss + self.distill_weight * term
 
   def _distill(self, hidden, inputs, training: bool):
     """In-place distillation (Yu & Huang, universally slimmable networks): hidden [B, L, C], the
