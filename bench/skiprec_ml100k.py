@@ -201,6 +201,10 @@ VARIANTS = {
     "sas2_gelu_b16": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_b16",
                              backbone="sasrec",
                              overrides=GELU + ("train.batch_size=16",)),
+    # Weight averaging (train.ema_decay): the averaged weights validated, kept and tested.
+    **{f"sas2_gelu_ema{tag}": Variant("ml100k_sasrec_2", "pretrain", None, f"sas2_gelu_ema{tag}",
+                                      backbone="sasrec", overrides=GELU + (f"train.ema_decay={d}",))
+       for tag, d in (("99", 0.99), ("998", 0.998))},
 }
 # bench/sasrec_ml100k.py's default: the list.
 SASREC_DEFAULT = ("sas2_gelu", "sas8_grown_gelu", "gumbel50cmd_sas8_grown_gelu_e20",

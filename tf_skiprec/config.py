@@ -194,6 +194,10 @@ class TrainConfig:
   learning_rate: float = 1e-3
   weight_decay: float = 0.0          # decoupled (AdamW); 0 = Adam
   clipnorm: float = 0.0              # 0 = no clipping
+  # Validation, model selection, the best checkpoint, the test and the export use an exponential
+  # moving average of the trainable weights with this decay (training/averaging.py); 0 = the
+  # weights themselves. A work directory resumes only with the value it was started with.
+  ema_decay: float = 0.0
   epochs: int = 30
   patience: int = 5                  # epochs without a better model-selection score
   loss: str = "full"                 # "full" softmax or "sampled" softmax

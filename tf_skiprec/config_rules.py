@@ -96,6 +96,7 @@ RANGES: dict[str, str] = {
     "train.learning_rate": "> 0",
     "train.weight_decay": ">= 0",
     "train.clipnorm": ">= 0",
+    "train.ema_decay": "[0, 1)",                  # 0: no averaging
     "train.epochs": ">= 0",                       # 0: evaluate (and export) a finished run
     "train.patience": ">= 0",
     "train.num_sampled": ">= 1",

@@ -39,7 +39,9 @@ class RunState(tf.Module):
 
 
 class Checkpoints:
-  """`workdir/checkpoints` (latest, for resuming) and `workdir/best` (best validation model).
+  """`workdir/checkpoints` (latest, for resuming: the model, the optimisers, the run state and
+the weights' `average` when there is one) and `workdir/best` (the best validation model: the
+weights validated, the averaged ones under train.ema_decay).
 
   Saving is atomic: TensorFlow writes a checkpoint's files under temporary names, renames them,
   and only then rewrites the `checkpoint` state file that names the latest one (by rename), so a
@@ -53,10 +55,12 @@ class Checkpoints:
   """
 
   def __init__(self, workdir: str, *, model, optimizers: dict, state: RunState,
-               max_to_keep: int = 3, scratch: str | None = None):
+               average: tf.Module | None = None, max_to_keep: int = 3,
+               scratch: str | None = None):
     self.state = state
     self.scratch = scratch
-    self.latest = tf.train.Checkpoint(model=model, state=state, **optimizers)
+    extra = {"average": average} if average is not None else {}
+    self.latest = tf.train.Checkpoint(model=model, state=state, **optimizers, **extra)
     self.best = tf.train.Checkpoint(model=model)
     self.latest_dir = os.path.join(workdir, "checkpoints")
     self.best_dir = os.path.join(workdir, "best")

@@ -17,7 +17,7 @@ LOSS_KEYS = ("loss", "grad_norm")  # a step whose loss or gradient norm is not f
 
 def make_train_loop(model, optimizers: dict, strategy: tf.distribute.Strategy,
                     step_counter: tf.Variable, seed: int, clipnorm: float = 0.0,
-                    mode: str | None = None) -> Callable:
+                    mode: str | None = None, average=None) -> Callable:
   """Returns loop(iterator, num_steps) -> {"means": {name: []}, "steps": [] int64,
   "bad_step": [] int64, "bad": {name: []}}.
 
@@ -32,8 +32,9 @@ def make_train_loop(model, optimizers: dict, strategy: tf.distribute.Strategy,
       `model.variable_groups()` ({optimiser name: variables}) with its own optimiser (each
       replica's loss divided by the number of replicas, so the summed gradients are the mean;
       clipped to `clipnorm` when set), averages the stats over replicas, calls
-      `model.after_step(stats, step, mode)` (the Lagrange multiplier's dual ascent) and
-      increments `step_counter`.
+      `model.after_step(stats, step, mode)` (the Lagrange multiplier's dual ascent), moves the
+      weights' `average` (a training.averaging.WeightAverage, when given) and increments
+      `step_counter`.
   "means" averages each stat (and "loss", "grad_norm": the global norm of a replica's
   gradients, before clipping, times the replicas) over the steps run. The loop stops after the
   first step whose loss or gradient norm is not finite: "steps" is then the number run, that
@@ -71,6 +72,8 @@ def make_train_loop(model, optimizers: dict, strategy: tf.distribute.Strategy,
     out = {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
            for name, value in per_replica.items()}
     out.update(model.after_step(out, step, mode))
+    if average is not None:
+      average.update(step)
     step_counter.assign_add(1)
     return out
 

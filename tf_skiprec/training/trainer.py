@@ -11,6 +11,10 @@ and an eager end, epoch after epoch, as Orbit's StandardTrainer splits them.
   end_epoch     (eager)  validation, model selection (selection.py), the best and latest
                          checkpoints, early stopping, the epoch's summaries
 
+With train.ema_decay, each step also moves the weights' average (averaging.py), and end_epoch
+validates and saves as the best model the averaged weights; the latest checkpoint keeps the
+training weights and their averages.
+
 Before training, `restore` restores the latest checkpoint (or the pretrained backbone of
 `train.init_from`), and `claim` writes the work directory's config and id map. A loop ends early
 at the end of an epoch and at a checkpoint step, so every checkpoint is where it was with one
@@ -19,6 +23,7 @@ step per loop, and results do not depend on `runtime.steps_per_loop`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -35,6 +40,7 @@ from tf_skiprec.data.pipeline import train_windows_used
 from tf_skiprec.data.run_data import RunData
 from tf_skiprec.errors import TrainingError
 from tf_skiprec.training import builders, cluster, grow, workdir as workdir_lib
+from tf_skiprec.training.averaging import WeightAverage
 from tf_skiprec.training.evaluate import Evaluator
 from tf_skiprec.training.selection import SELECT_METRIC, improves, selection_score
 from tf_skiprec.training.state import Checkpoints, RunState, checkpoint_paths
@@ -62,6 +68,7 @@ class Trainer:
 
   Attributes:
     model, optimizers, state: the model, its optimisers ({group: optimiser}) and the RunState.
+    average: the trainable weights' moving average (train.ema_decay > 0), else None.
     checkpoints: the latest and best checkpoints of the work directory.
     evaluate: an Evaluator: evaluate(windows, threshold, max_blocks) -> evaluation result.
     resumed_from: the step the latest checkpoint restored (0 when none).
@@ -77,8 +84,12 @@ class Trainer:
       self.optimizers = builders.make_optimizers(self.model, config.train,
                                                  config.policy.learning_rate)
       self.state = RunState()
+      self.average = (WeightAverage([v for vs in self.model.variable_groups().values() for v in vs],
+                                    config.train.ema_decay, strategy)
+                      if config.train.ema_decay else None)
     self.checkpoints = Checkpoints(workdir, model=self.model, optimizers=self.optimizers,
-                                   state=self.state, max_to_keep=config.train.max_checkpoints,
+                                   state=self.state, average=self.average,
+                                   max_to_keep=config.train.max_checkpoints,
                                    scratch=cluster.scratch_dir(workdir, strategy))
     self.resumed_from = 0
     self.evaluate: Evaluator | None = None
@@ -109,6 +120,8 @@ class Trainer:
         builders.load_pretrained_backbone(self.model, init_from)
       elif train.grow_from:
         grow.grow_backbone(self.model, train.grow_from, self.config, self.data.id_map)
+      if self.average is not None:
+        self.average.reset()  # the average starts at the weights the stage starts from
     if (state.finished.numpy() and state.epoch.numpy() < train.epochs
         and state.bad_epochs.numpy() < train.patience):
       if continue_finished:  # e.g. a Hyperband round continuing the previous round's run
@@ -156,7 +169,7 @@ class Trainer:
               {"policy": self.optimizers["policy"]} if frozen else self.optimizers)
       self._loops[mode, frozen] = make_train_loop(self.model, used, self.strategy,
                                                   self.state.step, train.seed, train.clipnorm,
-                                                  mode)
+                                                  mode, self.average)
     batches = self.data.pipelines.train(
         self.data.train, train.batch_size, seed=train.seed, epoch=index,
         replicas=self.strategy.num_replicas_in_sync, skip_batches=done)
@@ -215,17 +228,18 @@ class Trainer:
     self.train_seconds += seconds
     means = {k: v / max(int(state.epoch_step.numpy()) - epoch.first_step, 1)
              for k, v in epoch.sums.items()}
-    valid = self.evaluate(self.data.valid, self.config.policy.threshold, self.config.policy.cap)
-    score = cluster.agree(self.strategy, selection_score(valid, self.config))  # one for all
-    improved = improves(score, float(state.best_score.numpy()))
-    if improved:
-      state.best_score.assign(score)
-      state.best_epoch.assign(epoch.index)
-      state.best_elapsed.assign(state.elapsed)
-      state.bad_epochs.assign(0)
-      self.checkpoints.save_best()
-    else:
-      state.bad_epochs.assign_add(1)
+    with self._averaged():  # the weights validated and saved as the best: the averages, if any
+      valid = self.evaluate(self.data.valid, self.config.policy.threshold, self.config.policy.cap)
+      score = cluster.agree(self.strategy, selection_score(valid, self.config))  # one for all
+      improved = improves(score, float(state.best_score.numpy()))
+      if improved:
+        state.best_score.assign(score)
+        state.best_epoch.assign(epoch.index)
+        state.best_elapsed.assign(state.elapsed)
+        state.bad_epochs.assign(0)
+        self.checkpoints.save_best()
+      else:
+        state.bad_epochs.assign_add(1)
     logging.info("epoch %d/%d [%s%s]  loss %.4f  valid %s %.4f  HR@10 %.4f  blocks %.1f/%d%s  %.1fs",
                  epoch.index + 1, train.epochs, epoch.mode,
                  ", frozen backbone" if epoch.frozen else "", means.get("loss", float("nan")),
@@ -268,6 +282,10 @@ class Trainer:
     }
 
   # ----------------------------------------------------------------------------------------------
+
+  def _averaged(self):
+    """A context in which the model holds the averaged weights (train.ema_decay), else its own."""
+    return self.average.swapped() if self.average is not None else contextlib.nullcontext()
 
   def _account(self, tick: float) -> float:
     """Adds the training seconds since `tick` to state.elapsed; returns the new tick."""

@@ -23,6 +23,8 @@ ID_MAP_FILE = "id_map.json"
 
 
 MUST_MATCH = ("data", "model", "policy")  # config sections a resumed work directory must share
+# Fields of other sections it must share too: what its checkpoints hold.
+MUST_MATCH_FIELDS = (("train", "ema_decay"),)
 # Fields whose meaning in a config.json written before they existed is not their default: before
 # issue 15, policy.budget counted the blocks alone.
 WRITTEN_BEFORE = {("policy", "budget_counts_policy"): False}
@@ -54,6 +56,13 @@ def check_resumable(config: Config, workdir: str) -> None:
       raise ConfigError(
           f"{path}: this work directory holds a run with a different {section} config "
           f"(fields {diff}). Fix: use a new --workdir, or the same config to resume.{hint}")
+  for section, name in MUST_MATCH_FIELDS:
+    before, now = (previous.get(section) or {}).get(name), current[section][name]
+    if before != now:
+      raise ConfigError(
+          f"{path}: this work directory holds a run with {section}.{name} = {before}, and its "
+          f"checkpoints hold what that trains; this run has {now}. Fix: use a new --workdir, or "
+          f"--override {section}.{name}={before} to resume it.")
 
 
 def claim(config: Config, workdir: str, id_map: IdMap) -> None:
