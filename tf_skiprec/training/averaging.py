@@ -55,6 +55,11 @@ class WeightAverage(tf.Module):
     self.averages = [tf.Variable(v.read_value(), trainable=False,
                                  name=f"average_{i}") for i, v in enumerate(variables)]
 
+  @property
+  def weights(self) -> tuple:
+    """The weights averaged, in the averages' order."""
+    return self._weights_held()
+
   def reset(self) -> None:
     """Each average to its weight's value now (eager): a stage's starting weights."""
     for average, weight in zip(self.averages, self._weights_held()):
