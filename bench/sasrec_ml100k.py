@@ -34,7 +34,11 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  (RecBole's) in the feed-forward layer: its settings compared over the seeds,
                  on validation;
   sas2_gelu_b32, sas2_gelu_b16
-                 sas2_gelu at 32 and 16 windows a step (64 by default).
+                 sas2_gelu at 32 and 16 windows a step (64 by default);
+  <a GELU variant>_ema99, _ema998
+                 sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu_e20 and
+                 gumbel30cm_sas8_grown_gelu with weight averaging (train.ema_decay 0.99, 0.998),
+                 each from the averaged variant before it.
 The default (SASREC_DEFAULT): sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu_e20 and
 gumbel30cm_sas8_grown_gelu: the recipe of tf_skiprec/experiments/ml100k_sasrec.py at budgets 0.5
 (with distillation, 20 epochs) and 0.3 (without: validation preferred it off there). The ReLU

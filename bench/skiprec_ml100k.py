@@ -178,8 +178,7 @@ VARIANTS = {
     # The GELU recipe end to end: the 8-block SASRec grown from sas2_gelu, and SkipRec on it
     # with both calibrations.
     "sas8_grown_gelu": Variant("ml100k_sasrec_8", "pretrain", None, "sas8_grown_gelu",
-                               "sas2_gelu", backbone="sasrec",
-                               overrides=GELU),
+                               "sas2_gelu", backbone="sasrec", overrides=GELU),
     "gumbel50cm_sas8_grown_gelu": _sasrec_skiprec(
         0.5, "gumbel50cm_sas8_grown_gelu", "sas8_grown_gelu", GELU, CALIBRATED),
     "gumbel30cm_sas8_grown_gelu": _sasrec_skiprec(
@@ -196,16 +195,19 @@ VARIANTS = {
     # Fewer windows a step, so more steps an epoch: a step of 64 windows counts ~1,600 labels
     # (25 a window), against RecBole's 256 prefixes, one label each.
     "sas2_gelu_b32": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_b32",
-                             backbone="sasrec",
-                             overrides=GELU + ("train.batch_size=32",)),
+                             backbone="sasrec", overrides=GELU + ("train.batch_size=32",)),
     "sas2_gelu_b16": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_b16",
-                             backbone="sasrec",
-                             overrides=GELU + ("train.batch_size=16",)),
-    # Weight averaging (train.ema_decay): the averaged weights validated, kept and tested.
-    **{f"sas2_gelu_ema{tag}": Variant("ml100k_sasrec_2", "pretrain", None, f"sas2_gelu_ema{tag}",
-                                      backbone="sasrec", overrides=GELU + (f"train.ema_decay={d}",))
-       for tag, d in (("99", 0.99), ("998", 0.998))},
+                             backbone="sasrec", overrides=GELU + ("train.batch_size=16",)),
 }
+# Weight averaging (train.ema_decay): the GELU chain again, each variant (sas2_gelu_ema99, ...)
+# from the averaged one before it.
+for _tag, _decay in (("99", 0.99), ("998", 0.998)):
+  for _name in ("sas2_gelu", "sas8_grown_gelu", "gumbel50cmd_sas8_grown_gelu_e20",
+                "gumbel30cm_sas8_grown_gelu"):
+    _v = VARIANTS[_name]
+    VARIANTS[f"{_name}_ema{_tag}"] = dataclasses.replace(
+        _v, subdir=f"{_v.subdir}_ema{_tag}", base=_v.base and f"{_v.base}_ema{_tag}",
+        overrides=_v.overrides + (f"train.ema_decay={_decay}",))
 # bench/sasrec_ml100k.py's default: the list.
 SASREC_DEFAULT = ("sas2_gelu", "sas8_grown_gelu", "gumbel50cmd_sas8_grown_gelu_e20",
                   "gumbel30cm_sas8_grown_gelu")
