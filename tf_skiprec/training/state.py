@@ -40,8 +40,8 @@ class RunState(tf.Module):
 
 class Checkpoints:
   """`workdir/checkpoints` (latest, for resuming: the model, the optimisers, the run state and
-the weights' `average` when there is one) and `workdir/best` (the best validation model: the
-weights validated, the averaged ones under train.ema_decay).
+  the weights' `average` when there is one) and `workdir/best` (the best validation model: the
+  weights validated, the averaged ones under train.ema_decay).
 
   Saving is atomic: TensorFlow writes a checkpoint's files under temporary names, renames them,
   and only then rewrites the `checkpoint` state file that names the latest one (by rename), so a
