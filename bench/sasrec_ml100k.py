@@ -35,6 +35,9 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  on validation;
   sas2_gelu_b32, sas2_gelu_b16
                  sas2_gelu at 32 and 16 windows a step (64 by default);
+  sas2_gelu_prefix
+                 sas2_gelu on RecBole's samples: a window ending at every item (each counts its
+                 last label), 256 a step;
   <a GELU variant>_ema99, _ema998
                  sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu_e20 and
                  gumbel30cm_sas8_grown_gelu with weight averaging (train.ema_decay 0.99, 0.998),

@@ -192,6 +192,10 @@ VARIANTS = {
         DISTILLED + ("train.epochs=20",)),
     "sas2_lr5": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_lr5", backbone="sasrec",
                         overrides=RELU + ("train.learning_rate=5e-4",)),
+    # RecBole's samples: every prefix of every history, its last label counted, 256 a step.
+    "sas2_gelu_prefix": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_prefix",
+                                backbone="sasrec",
+                                overrides=GELU + ("train.window_stride=1", "train.batch_size=256")),
     # Fewer windows a step, so more steps an epoch: a step of 64 windows counts ~1,600 labels
     # (25 a window), against RecBole's 256 prefixes, one label each.
     "sas2_gelu_b32": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_b32",
