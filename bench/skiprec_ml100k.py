@@ -196,6 +196,12 @@ VARIANTS = {
     "sas2_gelu_prefix": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_prefix",
                                 backbone="sasrec",
                                 overrides=GELU + ("train.window_stride=1", "train.batch_size=256")),
+    # The GELU chain grown from it (the 8 blocks on windows every 25 items, 64 a step).
+    "sas8_grown_gelu_p": Variant("ml100k_sasrec_8", "pretrain", None, "sas8_grown_gelu_p",
+                                 "sas2_gelu_prefix", backbone="sasrec", overrides=GELU),
+    "gumbel50cmd_sas8_grown_gelu_e20_p": _sasrec_skiprec(
+        0.5, "gumbel50cmd_sas8_grown_gelu_e20_p", "sas8_grown_gelu_p", GELU,
+        DISTILLED + ("train.epochs=20",)),
     # Fewer windows a step, so more steps an epoch: a step of 64 windows counts ~1,600 labels
     # (25 a window), against RecBole's 256 prefixes, one label each.
     "sas2_gelu_b32": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_b32",
