@@ -7,7 +7,7 @@ on it at budgets 0.5 and 0.3, 3 seeds, on the SPEC §5 protocol.
       --run=sasrec_skiprec=runs/sasrec_ml100k/0/gumbel50cmd_sas8_grown_gelu_e20 \
       --out=bench/results/sasrec_ml100k                                    # the served speed-up
 
-Variants (bench/skiprec_ml100k.py's VARIANTS, backbone "sasrec"; experiments in
+Variants (bench/ml100k_variants.py, backbone "sasrec"; experiments in
 tf_skiprec/experiments/ml100k_sasrec.py):
   sas2           ml100k_sasrec_2: RecBole's shape, 2 blocks x 64, 2 heads, feed-forward 256;
   sas8           ml100k_sasrec_8: 8 blocks, with stochastic depth in pretraining, from scratch;
@@ -60,7 +60,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
-import skiprec_ml100k  # noqa: E402  (bench/: the runner, the variants, the table)
+import skiprec_ml100k  # noqa: E402  (bench/: the runner and the table)
+from ml100k_variants import SASREC_DEFAULT  # noqa: E402
 
 PEER_NDCG10 = 0.0636         # RecBole 1.2.1 SASRec on this machine, ../shared/PEERS.md
 PEER_SECONDS_TO_BEST = 2290  # its wall time to the best epoch
@@ -74,5 +75,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.FLAGS.set_default("variants", list(skiprec_ml100k.SASREC_DEFAULT))
+  flags.FLAGS.set_default("variants", list(SASREC_DEFAULT))
   app.run(main)
