@@ -26,6 +26,7 @@ RELU = ("model.activation=relu",)  # SASRec's feed-forward ReLU (the experiments
 GELU = ("model.activation=gelu",)
 CALIBRATED = ("train.calibrate_threshold=true", "train.calibrate_max_blocks=true")
 DISTILLED = CALIBRATED + ("policy.distill_weight=1",)
+PREFIX = ("train.window_stride=1", "train.batch_size=256")  # RecBole's samples: every prefix
 
 
 def _sasrec_skiprec(budget: float, subdir: str, base: str, activation: tuple = RELU,
@@ -151,13 +152,25 @@ VARIANTS = {
     # RecBole's samples: every prefix of every history, its last label counted, 256 a step.
     "sas2_gelu_prefix": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_prefix",
                                 backbone="sasrec",
-                                overrides=GELU + ("train.window_stride=1", "train.batch_size=256")),
+                                overrides=GELU + PREFIX),
     # The GELU chain grown from it (the 8 blocks on windows every 25 items, 64 a step).
     "sas8_grown_gelu_p": Variant("ml100k_sasrec_8", "pretrain", None, "sas8_grown_gelu_p",
                                  "sas2_gelu_prefix", backbone="sasrec", overrides=GELU),
     "gumbel50cmd_sas8_grown_gelu_e20_p": _sasrec_skiprec(
         0.5, "gumbel50cmd_sas8_grown_gelu_e20_p", "sas8_grown_gelu_p", GELU,
         DISTILLED + ("train.epochs=20",)),
+    # The chain on RecBole's samples throughout: the 8 blocks grown from sas2_gelu_prefix and
+    # pretrained on them too (patience 4: an epoch costs ~5x one on windows every 25 items), and
+    # SkipRec on it, fine-tuned on windows every 25 items (_pp) or on the prefixes (_ppp).
+    "sas8_grown_gelu_pp": Variant("ml100k_sasrec_8", "pretrain", None, "sas8_grown_gelu_pp",
+                                  "sas2_gelu_prefix", backbone="sasrec",
+                                  overrides=GELU + PREFIX + ("train.patience=4",)),
+    "gumbel50cmd_sas8_grown_gelu_e20_pp": _sasrec_skiprec(
+        0.5, "gumbel50cmd_sas8_grown_gelu_e20_pp", "sas8_grown_gelu_pp", GELU,
+        DISTILLED + ("train.epochs=20",)),
+    "gumbel50cmd_sas8_grown_gelu_e20_ppp": _sasrec_skiprec(
+        0.5, "gumbel50cmd_sas8_grown_gelu_e20_ppp", "sas8_grown_gelu_pp", GELU,
+        DISTILLED + PREFIX + ("train.epochs=20",)),
     # Fewer windows a step, so more steps an epoch: a step of 64 windows counts ~1,600 labels
     # (25 a window), against RecBole's 256 prefixes, one label each.
     "sas2_gelu_b32": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_b32",
