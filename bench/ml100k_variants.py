@@ -94,7 +94,7 @@ VARIANTS = {
     # Issue 17: SASRec (tf_skiprec/experiments/ml100k_sasrec.py; bench/sasrec_ml100k.py).
     # The ReLU variants (the experiments' feed-forward activation until sas2_gelu was chosen on
     # validation): their results in bench/results/sasrec_ml100k/ were measured with it.
-    "sas2": Variant("ml100k_sasrec_2", "pretrain", None, "sas2", backbone="sasrec",
+    "sas2": Variant("ml100k_sasrec_2_w25", "pretrain", None, "sas2", backbone="sasrec",
                     overrides=RELU),
     "sas8": Variant("ml100k_sasrec_8", "pretrain", None, "sas8", backbone="sasrec",
                     overrides=RELU),
@@ -126,11 +126,11 @@ VARIANTS = {
     "gumbel30cmd_sas8_grown": _sasrec_skiprec(0.3, "gumbel30cmd_sas8_grown", "sas8_grown",
                                               extra=DISTILLED),
     # The 2-block SASRec's settings over 3 seeds, chosen on validation (not run by default).
-    "sas2_d3": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_d3", backbone="sasrec",
+    "sas2_d3": Variant("ml100k_sasrec_2_w25", "pretrain", None, "sas2_d3", backbone="sasrec",
                        overrides=RELU + ("model.dropout=0.3", "model.embedding_dropout=0.3")),
-    "sas2_s10": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_s10", backbone="sasrec",
+    "sas2_s10": Variant("ml100k_sasrec_2_w25", "pretrain", None, "sas2_s10", backbone="sasrec",
                         overrides=RELU + ("train.window_stride=10",)),
-    "sas2_gelu": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu", backbone="sasrec",
+    "sas2_gelu": Variant("ml100k_sasrec_2_w25", "pretrain", None, "sas2_gelu", backbone="sasrec",
                          overrides=GELU),
     # The GELU recipe end to end: the 8-block SASRec grown from sas2_gelu, and SkipRec on it
     # with both calibrations.
@@ -147,10 +147,10 @@ VARIANTS = {
     "gumbel50cmd_sas8_grown_gelu_e20": _sasrec_skiprec(
         0.5, "gumbel50cmd_sas8_grown_gelu_e20", "sas8_grown_gelu", GELU,
         DISTILLED + ("train.epochs=20",)),
-    "sas2_lr5": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_lr5", backbone="sasrec",
+    "sas2_lr5": Variant("ml100k_sasrec_2_w25", "pretrain", None, "sas2_lr5", backbone="sasrec",
                         overrides=RELU + ("train.learning_rate=5e-4",)),
     # RecBole's samples: every prefix of every history, its last label counted, 256 a step.
-    "sas2_gelu_prefix": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_prefix",
+    "sas2_gelu_prefix": Variant("ml100k_sasrec_2_w25", "pretrain", None, "sas2_gelu_prefix",
                                 backbone="sasrec",
                                 overrides=GELU + PREFIX),
     # The GELU chain grown from it (the 8 blocks on windows every 25 items, 64 a step).
@@ -173,9 +173,9 @@ VARIANTS = {
         DISTILLED + PREFIX + ("train.epochs=20",)),
     # Fewer windows a step, so more steps an epoch: a step of 64 windows counts ~1,600 labels
     # (25 a window), against RecBole's 256 prefixes, one label each.
-    "sas2_gelu_b32": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_b32",
+    "sas2_gelu_b32": Variant("ml100k_sasrec_2_w25", "pretrain", None, "sas2_gelu_b32",
                              backbone="sasrec", overrides=GELU + ("train.batch_size=32",)),
-    "sas2_gelu_b16": Variant("ml100k_sasrec_2", "pretrain", None, "sas2_gelu_b16",
+    "sas2_gelu_b16": Variant("ml100k_sasrec_2_w25", "pretrain", None, "sas2_gelu_b16",
                              backbone="sasrec", overrides=GELU + ("train.batch_size=16",)),
 }
 # Weight averaging (train.ema_decay): the GELU chain again, each variant (sas2_gelu_ema99, ...)
