@@ -9,7 +9,8 @@ on it at budgets 0.5 and 0.3, 3 seeds, on the SPEC §5 protocol.
 
 Variants (bench/ml100k_variants.py, backbone "sasrec"; experiments in
 tf_skiprec/experiments/ml100k_sasrec.py):
-  sas2           ml100k_sasrec_2: RecBole's shape, 2 blocks x 64, 2 heads, feed-forward 256;
+  sas2           ml100k_sasrec_2_w25 (ReLU): RecBole's shape, 2 blocks x 64, 2 heads,
+                 feed-forward 256, on windows every 25 items;
   sas8           ml100k_sasrec_8: 8 blocks, with stochastic depth in pretraining, from scratch;
   sas8_grown     the same, grown from sas2 (train.grow_from: its blocks stacked, the new ones
                  at alpha 0);
@@ -37,7 +38,12 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  sas2_gelu at 32 and 16 windows a step (64 by default);
   sas2_gelu_prefix
                  sas2_gelu on RecBole's samples: a window ending at every item (each counts its
-                 last label), 256 a step;
+                 last label), 256 a step: ml100k_sasrec_2;
+  sas8_grown_gelu_p, gumbel50cmd_sas8_grown_gelu_e20_p
+                 the GELU chain grown from it, on windows every 25 items;
+  sas8_grown_gelu_pp, gumbel50cmd_sas8_grown_gelu_e20_pp, gumbel50cmd_sas8_grown_gelu_e20_ppp
+                 the same with the 8 blocks pretrained on the prefixes (patience 4), SkipRec
+                 fine-tuned on windows every 25 items (_pp) or on the prefixes (_ppp);
   <a GELU variant>_ema99, _ema998
                  sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu_e20 and
                  gumbel30cm_sas8_grown_gelu with weight averaging (train.ema_decay 0.99, 0.998),
