@@ -188,8 +188,8 @@ for _tag, _decay in (("99", 0.99), ("998", 0.998)):
         _v, subdir=f"{_v.subdir}_ema{_tag}", base=_v.base and f"{_v.base}_ema{_tag}",
         overrides=_v.overrides + (f"train.ema_decay={_decay}",))
 # bench/sasrec_ml100k.py's default: the list.
-SASREC_DEFAULT = ("sas2_gelu", "sas8_grown_gelu", "gumbel50cmd_sas8_grown_gelu_e20",
-                  "gumbel30cm_sas8_grown_gelu")
+SASREC_DEFAULT = ("sas2_gelu_prefix", "sas2_gelu", "sas8_grown_gelu",
+                  "gumbel50cmd_sas8_grown_gelu_e20", "gumbel30cm_sas8_grown_gelu")
 FULL = tuple(name for name, v in VARIANTS.items() if v.mode == "pretrain")
 # What the acceptance looks at: SkipRec at a budget of 0.5 or below (rl has no budget).
 LOW_BUDGET = tuple(name for name, v in VARIANTS.items()

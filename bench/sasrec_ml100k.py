@@ -1,7 +1,7 @@
 """SASRec on ML-100k (issue 17): our 2-block SASRec against RecBole's, a deeper SASRec, and SkipRec
 on it at budgets 0.5 and 0.3, 3 seeds, on the SPEC §5 protocol.
 
-  .venv/bin/python bench/sasrec_ml100k.py --workdir=runs/sasrec_ml100k     # 4 variants x 3 seeds
+  .venv/bin/python bench/sasrec_ml100k.py --workdir=runs/sasrec_ml100k     # 5 variants x 3 seeds
   .venv/bin/python bench/sasrec_ml100k.py --quick                          # 1 seed, 1 epoch each
   .venv/bin/python bench/serving_trained.py \
       --run=sasrec_skiprec=runs/sasrec_ml100k/0/gumbel50cmd_sas8_grown_gelu_e20 \
@@ -48,8 +48,9 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu_e20 and
                  gumbel30cm_sas8_grown_gelu with weight averaging (train.ema_decay 0.99, 0.998),
                  each from the averaged variant before it.
-The default (SASREC_DEFAULT): sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu_e20 and
-gumbel30cm_sas8_grown_gelu: the recipe of tf_skiprec/experiments/ml100k_sasrec.py at budgets 0.5
+The default (SASREC_DEFAULT): sas2_gelu_prefix (ml100k_sasrec_2, the 2-block acceptance), then
+sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu_e20 and gumbel30cm_sas8_grown_gelu: the
+recipe of tf_skiprec/experiments/ml100k_sasrec.py at budgets 0.5
 (with distillation, 20 epochs) and 0.3 (without: validation preferred it off there). The ReLU
 variants pin model.activation=relu; the others are run by name with --variants.
 
