@@ -20,6 +20,9 @@ from serving.model_store import AVAILABLE, END, UNLOADING, ModelStore, VersionPo
 from serving.server import LocalServer
 
 ITEMS, BLOCKS, MAX_LEN, K = 40, 6, 12, 5
+# The RPC deadline of a test that holds a request on purpose: the client's default (10 s) is for
+# answers, and a held request waits out a model load, which takes longer on a loaded machine.
+HELD = 120.0
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ def _hold_first_run(monkeypatch, runner=None) -> tuple[threading.Event, threadin
   def held(self, *args):
     if (runner is None or self is runner) and not running.is_set():
       running.set()
-      release.wait(timeout=60)
+      release.wait(timeout=HELD)
     return real(self, *args)
   monkeypatch.setattr(SavedModelRunner, "_session_run", held)
   return running, release
@@ -92,7 +95,7 @@ def test_a_full_queue_answers_unavailable_and_the_server_goes_on(export_base, mo
   base, raw = export_base
   params = BatchingParameters(max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1)
   server = _server(base, params)
-  client = SkipRecClient(server.address, "skiprec")
+  client = SkipRecClient(server.address, "skiprec", timeout=HELD)
   client.recommend([raw[0]])                         # loaded and warm
   running, release = _hold_first_run(monkeypatch)    # the first batch holds the only thread
   answers = {}
@@ -133,7 +136,7 @@ def test_a_version_retired_while_its_request_waits_in_a_batch_still_answers_it(e
   store = ModelStore("skiprec", model_dir, VersionPolicy("latest"), poll_seconds=0.2)
   params = BatchingParameters(max_batch_size=4, batch_timeout_micros=1000, num_batch_threads=2)
   server = LocalServer({"skiprec": store}, batching=params).start()
-  client = SkipRecClient(server.address, "skiprec")
+  client = SkipRecClient(server.address, "skiprec", timeout=HELD)  # held across a model load
   expected = client.recommend([raw[0]])
   assert expected.version == 1
   v1 = store.runner(1)[1]
