@@ -62,8 +62,10 @@ def ml100k_sasrec_2() -> Config:
   Chosen on validation by a rule written before its runs (BUILD_NOTES.md, "Seventh session"),
   3 seeds: valid NDCG@10 0.0688 ± 0.0056 against 0.0685 ± 0.0042 on windows every 25 items; test
   0.0648 ± 0.0034 against 0.0611 ± 0.0047 (RecBole's SASRec: 0.0636). Cost on this machine (2
-  cores): ~28 s an epoch with its validation, 223 ± 23 s to the best epoch (RecBole's: 2,290 s),
-  ~9 min in all with patience 10; `ml100k_sasrec_2_w25` takes ~2 min.
+  cores): ~28 s an epoch with its validation, 223 ± 23 s to the best epoch (RecBole's: 2,290 s,
+  timed on another day; timed the same afternoon, on a day three times slower for ours, 0.22-0.23
+  of RecBole's: BUILD_NOTES.md, "Tenth session"), ~9 min in all with patience 10;
+  `ml100k_sasrec_2_w25` takes ~2 min.
   """
   config = ml100k_sasrec_2_w25()
   config.train.window_stride = 1
