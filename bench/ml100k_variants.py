@@ -31,7 +31,7 @@ PREFIX = ("train.window_stride=1", "train.batch_size=256")  # RecBole's samples:
 
 def _sasrec_skiprec(budget: float, subdir: str, base: str, activation: tuple = RELU,
                     extra: tuple = ()) -> Variant:
-  """SkipRec (gumbel, the pool policy) on the 8-block SASRec variant `base`, the blocks at
+  """SkipRec (gumbel, the pool policy) on the deeper SASRec variant `base`, the blocks at
   `budget`, with the feed-forward `activation`'s override and `extra` overrides."""
   return Variant("ml100k_sasrec_8", "gumbel", budget, subdir, base, backbone="sasrec",
                  overrides=activation + ("policy.body=pool",) + extra)
@@ -171,6 +171,17 @@ VARIANTS = {
     "gumbel50cmd_sas8_grown_gelu_e20_ppp": _sasrec_skiprec(
         0.5, "gumbel50cmd_sas8_grown_gelu_e20_ppp", "sas8_grown_gelu_pp", GELU,
         DISTILLED + PREFIX + ("train.epochs=20",)),
+    # 4 blocks, not 8, on RecBole's samples throughout, so that half the blocks is the best full
+    # model's 2, taught by a 4-block full path: the 4 blocks grown from sas2_gelu_prefix
+    # (patience 4), then SkipRec on them fine-tuned on the prefixes. Rules: BUILD_NOTES.md,
+    # "Tenth session".
+    "sas4_grown_gelu_pp": Variant("ml100k_sasrec_8", "pretrain", None, "sas4_grown_gelu_pp",
+                                  "sas2_gelu_prefix", backbone="sasrec",
+                                  overrides=GELU + PREFIX + ("model.num_blocks=4",
+                                                             "train.patience=4")),
+    "gumbel50cmd_sas4_grown_gelu_e20_ppp": _sasrec_skiprec(
+        0.5, "gumbel50cmd_sas4_grown_gelu_e20_ppp", "sas4_grown_gelu_pp", GELU,
+        DISTILLED + PREFIX + ("model.num_blocks=4", "train.epochs=20")),
     # Fewer windows a step, so more steps an epoch: a step of 64 windows counts ~1,600 labels
     # (25 a window), against RecBole's 256 prefixes, one label each.
     "sas2_gelu_b32": Variant("ml100k_sasrec_2_w25", "pretrain", None, "sas2_gelu_b32",
