@@ -105,7 +105,7 @@ run_recbole(model='SASRec', config_file_list=[sys.argv[1]])
 
 def run_recbole(python: str, data: str, workdir: str, epochs: int) -> str:
   """Writes the config, runs RecBole in its interpreter (its lines echoed), returns the log."""
-  data = os.path.abspath(data.rstrip("/"))
+  data, workdir = os.path.abspath(data.rstrip("/")), os.path.abspath(workdir)  # RecBole's cwd
   dataset = os.path.basename(data)
   inter = os.path.join(data, f"{dataset}.inter")
   if not os.path.isfile(inter):
