@@ -69,3 +69,16 @@ def test_our_seconds_to_best_are_set_against_recbole_s_as_ratios():
   assert compare({"seconds_to_best": 1999.0}, ours, "sas2")["within_a_tenth"] is False
   with pytest.raises(ValueError, match="has no runs of 'sas8'"):
     compare(peer, ours, "sas8")
+
+
+def test_recbole_peer_refuses_a_data_folder_without_its_inter_file_and_names_it(tmp_path):
+  import subprocess
+  script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                        "recbole_peer.py")
+  (tmp_path / "ml-100k").mkdir()
+  run = subprocess.run([sys.executable, script, f"--python={sys.executable}",
+                        f"--data={tmp_path / 'ml-100k'}", f"--workdir={tmp_path / 'w'}"],
+                       capture_output=True, text=True, timeout=120)
+  assert run.returncode != 0
+  assert f"{tmp_path / 'ml-100k' / 'ml-100k.inter'} not found" in run.stderr
+  assert not (tmp_path / "w").exists()   # refused before anything is written
