@@ -182,6 +182,15 @@ VARIANTS = {
     "gumbel50cmd_sas4_grown_gelu_e20_ppp": _sasrec_skiprec(
         0.5, "gumbel50cmd_sas4_grown_gelu_e20_ppp", "sas4_grown_gelu_pp", GELU,
         DISTILLED + PREFIX + ("model.num_blocks=4", "train.epochs=20")),
+    # RecBole's samples at a fraction of the positions: windows every s items, each counting its
+    # last s labels, 256/s windows a step (~256 labels, as on every prefix). Rule: BUILD_NOTES.md,
+    # "Eleventh session".
+    "sas2_gelu_s5": Variant("ml100k_sasrec_2_w25", "pretrain", None, "sas2_gelu_s5",
+                            backbone="sasrec",
+                            overrides=GELU + ("train.window_stride=5", "train.batch_size=51")),
+    "sas2_gelu_s10": Variant("ml100k_sasrec_2_w25", "pretrain", None, "sas2_gelu_s10",
+                             backbone="sasrec",
+                             overrides=GELU + ("train.window_stride=10", "train.batch_size=26")),
     # Fewer windows a step, so more steps an epoch: a step of 64 windows counts ~1,600 labels
     # (25 a window), against RecBole's 256 prefixes, one label each.
     "sas2_gelu_b32": Variant("ml100k_sasrec_2_w25", "pretrain", None, "sas2_gelu_b32",

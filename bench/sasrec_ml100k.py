@@ -39,6 +39,9 @@ tf_skiprec/experiments/ml100k_sasrec.py):
   sas2_gelu_prefix
                  sas2_gelu on RecBole's samples: a window ending at every item (each counts its
                  last label), 256 a step: ml100k_sasrec_2;
+  sas2_gelu_s5, sas2_gelu_s10
+                 the same labels at a fraction of the positions: windows every 5 (10) items,
+                 each counting its last 5 (10) labels, 51 (26) windows a step;
   sas8_grown_gelu_p, gumbel50cmd_sas8_grown_gelu_e20_p
                  the GELU chain grown from it, on windows every 25 items;
   sas8_grown_gelu_pp, gumbel50cmd_sas8_grown_gelu_e20_pp, gumbel50cmd_sas8_grown_gelu_e20_ppp
