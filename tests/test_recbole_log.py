@@ -1,12 +1,13 @@
 """bench/recbole_log.py: RecBole's log read back with known answers, and the time ratio."""
 
 import os
+import subprocess
 import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "bench"))
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+sys.path.insert(0, BENCH)
 from recbole_log import compare, parse_log  # noqa: E402  (bench/recbole_log.py)
 
 
@@ -72,9 +73,7 @@ def test_our_seconds_to_best_are_set_against_recbole_s_as_ratios():
 
 
 def test_recbole_peer_refuses_a_data_folder_without_its_inter_file_and_names_it(tmp_path):
-  import subprocess
-  script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
-                        "recbole_peer.py")
+  script = os.path.join(BENCH, "recbole_peer.py")
   (tmp_path / "ml-100k").mkdir()
   run = subprocess.run([sys.executable, script, f"--python={sys.executable}",
                         f"--data={tmp_path / 'ml-100k'}", f"--workdir={tmp_path / 'w'}"],
