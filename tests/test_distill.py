@@ -35,6 +35,12 @@ def _model(config):
   return model
 
 
+def _at_counted(hidden, batch):
+  """hidden [B, L, C] -> its counted positions [P, C] (a label and a history), row-major."""
+  mask = (batch["inputs"] != 0) & (batch["labels"] != 0)
+  return tf.boolean_mask(hidden, mask)
+
+
 def test_softmax_kl_closed_form():
   p_logits = np.array([[0.0, 1.0, 2.0], [3.0, -1.0, 0.5]], np.float32)
   q_logits = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
@@ -55,7 +61,7 @@ def test_every_block_kept_gives_no_kl_and_the_full_loss(backbone):
   model = _model(_config(backbone=backbone, distill_weight=1.0))
   batch = _batch()
   hidden = model.backbone(batch["inputs"], block_mask=tf.ones([6, 4]), training=False)
-  term, stats = model._distill(hidden, batch, training=False)
+  term, stats = model._distill(_at_counted(hidden, batch), batch, training=False)
   assert float(stats["distill_kl"]) == pytest.approx(0.0, abs=1e-6)
   assert float(stats["full_rec_loss"]) == pytest.approx(
       float(model.position_loss(hidden, batch)), rel=1e-6)
@@ -68,7 +74,7 @@ def test_kl_is_the_mean_over_counted_positions_without_the_padding_item():
   keep = tf.constant([[1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 0], [0, 1, 0, 1], [1, 1, 1, 1],
                       [0, 0, 1, 1]], tf.float32)
   hidden = model.backbone(batch["inputs"], block_mask=keep, training=False)
-  _, stats = model._distill(hidden, batch, training=False)
+  _, stats = model._distill(_at_counted(hidden, batch), batch, training=False)
   full = model.backbone(batch["inputs"], training=False)
   counted = (batch["inputs"].numpy() != 0) & (batch["labels"].numpy() != 0)
   t = model.backbone.logits(full).numpy()[counted][:, 1:].astype(np.float64)
@@ -108,7 +114,7 @@ def test_the_kl_never_moves_the_full_paths_output():
   shared = model.backbone.embedding.embeddings
   with tf.GradientTape(persistent=True) as tape:
     hidden = model.backbone(batch["inputs"], block_mask=tf.zeros([6, 4]), training=False)
-    _, stats = model._distill(hidden, batch, training=False)
+    _, stats = model._distill(_at_counted(hidden, batch), batch, training=False)
   kl_grads = tape.gradient(stats["distill_kl"], block_vars)
   assert all(g is None or float(tf.reduce_max(tf.abs(g))) == 0.0 for g in kl_grads)
   rec_grads = tape.gradient(stats["full_rec_loss"], block_vars)

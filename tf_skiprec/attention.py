@@ -71,6 +71,41 @@ class AttentionBlock(keras.layers.Layer):
     self.built = True  # called through `branch`, not __call__, by the backbone and the export
     return (a + h) * seq_mask
 
+  def branch_at(self, x: tf.Tensor, seq_mask: tf.Tensor, index: tf.Tensor,
+                training: bool | None = None) -> tf.Tensor:
+    """F(x) at the positions `index` only: x [B, L, C], seq_mask [B, L, 1], index [P, 2] int
+    (row, position) -> [P, C], tf.gather_nd(branch(x, seq_mask), index) up to rounding.
+
+    Only the keys and values are projected at every position (LN1 and two of the four
+    projections); the query, the attention weights, the output projection and the feed-forward
+    layer run at the P positions. A transformer's last block needs its output only where a label
+    is counted: on RecBole's samples (a window ending at every item, its last label counted), one
+    position of each window's L, so this is about a sixth of `branch`'s work there
+    (tests/test_counted.py).
+    """
+    mha = self.attention
+    q_all = self.norm1(x)                                                      # [B, L, C]
+    if not mha._built_from_signature:  # noqa: SLF001  (its sublayers are built by its first call)
+      mha._build_from_signature(query=q_all, value=q_all)  # noqa: SLF001
+    rows = index[:, 0]
+    key = tf.gather(mha._key_dense(q_all), rows)                 # noqa: SLF001  [P, L, H, D]
+    value = tf.gather(mha._value_dense(q_all), rows)             # noqa: SLF001  [P, L, H, D]
+    query = mha._query_dense(tf.gather_nd(q_all, index)[:, tf.newaxis])  # noqa: SLF001  [P, 1, H, D]
+    length = tf.shape(x)[1]
+    seen = tf.logical_and(                                                     # [P, L]
+        tf.range(length, dtype=index.dtype)[tf.newaxis] <= index[:, 1:2],
+        tf.gather(tf.cast(seq_mask[..., 0], tf.bool), rows))
+    a, _ = mha._compute_attention(query, key, value, seen[:, tf.newaxis], training)  # noqa: SLF001
+    # [P, 1, C] from here: the layers were built for rank 3 (`branch`'s [B, L, C]).
+    a = mha._output_dense(a)                                     # noqa: SLF001  [P, 1, C]
+    item = tf.gather_nd(seq_mask, index)[:, tf.newaxis]                        # [P, 1, 1]
+    a = self.alpha * self.drop(a, training=training) * item
+    h = self.outer(self.drop(self.inner(self.norm2(tf.gather_nd(x, index)[:, tf.newaxis] + a)),
+                             training=training))
+    h = self.alpha * self.drop(h, training=training)
+    self.built = True
+    return ((a + h) * item)[:, 0]
+
   def call(self, x: tf.Tensor, seq_mask: tf.Tensor, training: bool | None = None) -> tf.Tensor:
     """x: [B, L, C], seq_mask: [B, L, 1] float (1 = item, 0 = padding) -> [B, L, C]."""
     return x + self.branch(x, seq_mask, training=training)

@@ -53,6 +53,13 @@ class ResidualBlock(keras.layers.Layer):
     self.built = True  # called through `branch`, not __call__, by the backbone and the export
     return h
 
+  def branch_at(self, x: tf.Tensor, seq_mask: tf.Tensor | None, index: tf.Tensor,
+                training: bool | None = None) -> tf.Tensor:
+    """alpha * F(x) at the positions `index` [P, 2] int (row, position) -> [P, C]: the whole
+    branch, then those positions (a dilated convolution's output at t needs the previous
+    layer's at t - 2d and t - 4d as well, so there is little to save)."""
+    return tf.gather_nd(self.branch(x, seq_mask, training=training), index)
+
   def call(self, x: tf.Tensor, seq_mask: tf.Tensor | None = None,
            training: bool | None = None) -> tf.Tensor:
     """x: [B, L, C], seq_mask: optional [B, L, 1] float (1 = item, 0 = padding) -> [B, L, C]."""

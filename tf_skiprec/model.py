@@ -67,8 +67,8 @@ class BackboneModel(tfrs.models.Model):
         mask = _prefix_mask(draw, self.block_drop, self.block_drop_mode == "prefix_log")
       else:
         mask = tf.cast(draw >= self.block_drop, tf.float32)             # [B, N]
-    hidden = self.backbone(inputs["inputs"], block_mask=mask, training=training)
-    return self.position_loss(hidden, inputs, training=training), {}
+    h, labels = self.counted_hidden(inputs, block_mask=mask, training=training)
+    return self.counted_loss(h, labels, training=training), {}
 
   def variable_groups(self) -> dict[str, list[tf.Variable]]:
     """Trainable variables by optimiser name."""
@@ -89,13 +89,27 @@ class BackboneModel(tfrs.models.Model):
       return keep
     return tf.cast(policy_lib.keep_at_most(keep, max_blocks), tf.float32)
 
+  def counted_hidden(self, inputs, block_mask=None, training: bool | None = None):
+    """{"inputs": [B, L], "labels": [B, L]} -> (the hidden states at the counted positions
+    [P, C], their labels [P]), in _counted's order: the backbone's `counted`, whose last block
+    runs at those positions only. block_mask: optional [B, N]."""
+    mask = losses.position_mask(inputs["inputs"], inputs["labels"])      # [B, L]
+    index = tf.where(mask)                                              # [P, 2], row-major
+    h = self.backbone.counted(inputs["inputs"], index, block_mask=block_mask, training=training)
+    return h, tf.gather_nd(inputs["labels"], index)
+
   def position_loss(self, hidden, inputs, training: bool = False) -> tf.Tensor:
-    """hidden [B, L, C] -> mean cross-entropy over the counted positions (scalar).
+    """hidden [B, L, C] -> mean cross-entropy over the counted positions (scalar)
+    (`counted_loss`)."""
+    return self.counted_loss(*_counted(hidden, inputs), training=training)
+
+  def counted_loss(self, h, labels, training: bool = False) -> tf.Tensor:
+    """h [P, C], the hidden states at the counted positions, labels [P] -> their mean
+    cross-entropy (scalar).
 
     The sampled softmax (train.loss="sampled") applies in training only; otherwise, and for
     every evaluation, the loss is over the full softmax.
     """
-    h, labels = _counted(hidden, inputs)                                # [P, C], [P]
     if self.loss_kind == "sampled" and training:
       weights, bias = self.backbone.output_weights()
       per_position = losses.sampled_softmax_loss(self.backbone.head_input(h), labels, weights,
@@ -186,8 +200,8 @@ class SkipRecModel(BackboneModel):
       tau = self.schedules.temperature(step)
       keep = (policy_lib.straight_through_decisions(logits, tau, seed) if training
               else policy_lib.greedy_decisions(logits, 0.5))            # [B, N]
-      hidden = self.backbone(inputs["inputs"], block_mask=keep, training=training)
-      rec = self.position_loss(hidden, inputs, training=training)
+      h, labels = self.counted_hidden(inputs, block_mask=keep, training=training)  # [P, C]
+      rec = self.counted_loss(h, labels, training=training)
       usage = tf.reduce_mean(keep)
       budget = self.schedules.budget(step)
       if self.cost == "lagrangian":
@@ -202,7 +216,7 @@ class SkipRecModel(BackboneModel):
       entropy = tf.reduce_mean(policy_lib.keep_entropy(logits))
       loss += self.schedules.entropy_weight(step) * entropy
       stats["entropy"] = entropy
-      return self._with_distill(loss, stats, hidden, inputs, training), stats
+      return self._with_distill(loss, stats, h, inputs, training), stats
     # REINFORCE with the greedy decisions as the baseline (self-critical).
     keep, log_prob = policy_lib.sampled_decisions(logits, seed)          # [B, N], [B]
     greedy = policy_lib.greedy_decisions(logits, 0.5)                    # [B, N]
@@ -220,20 +234,23 @@ class SkipRecModel(BackboneModel):
     # "advantage": the mean raw R(sampled) - R(greedy), before normalisation.
     stats = {"rec_loss": rec, "reward": tf.reduce_mean(reward),
              "advantage": tf.reduce_mean(advantage), "usage": tf.reduce_mean(keep)}
-    return self._with_distill(rec + policy_loss, stats, hidden, inputs, training), stats
+    return self._with_distill(rec + policy_loss, stats, _counted(hidden, inputs)[0], inputs,
+                              training), stats
 
-  def _with_distill(self, loss, stats: dict, hidden, inputs, training: bool):
-    """loss + distill_weight * the distillation term (`_distill`) of hidden [B, L, C], its
-    stats added to `stats`; loss unchanged when distill_weight is 0."""
+  def _with_distill(self, loss, stats: dict, h_chosen, inputs, training: bool):
+    """loss + distill_weight * the distillation term (`_distill`) of h_chosen [P, C], the chosen
+    path at the counted positions, its stats added to `stats`; loss unchanged when
+    distill_weight is 0."""
     if not self.distill_weight:
       return loss
-    term, more = self._distill(hidden, inputs, training)
+    term, more = self._distill(h_chosen, inputs, training)
     stats.update(more)
     return loss + self.distill_weight * term
 
-  def _distill(self, hidden, inputs, training: bool):
-    """In-place distillation (Yu & Huang, universally slimmable networks): hidden [B, L, C], the
-    backbone under the chosen blocks -> (full_rec + kl, {"full_rec_loss", "distill_kl"}).
+  def _distill(self, h_chosen, inputs, training: bool):
+    """In-place distillation (Yu & Huang, universally slimmable networks): h_chosen [P, C], the
+    backbone under the chosen blocks at the counted positions (`counted_hidden`) ->
+    (full_rec + kl, {"full_rec_loss", "distill_kl"}).
 
     The full backbone (every block) runs on the same windows: full_rec is its mean cross-entropy
     on the labels (full softmax), and kl the mean over counted positions of
@@ -244,9 +261,7 @@ class SkipRecModel(BackboneModel):
     decisions carry no gradient. The padding id's logit is left out of both softmaxes (it is
     never scored).
     """
-    full = self.backbone(inputs["inputs"], training=training)           # [B, L, C]
-    h_full, labels = _counted(full, inputs)                             # [P, C], [P]
-    h_chosen, _ = _counted(hidden, inputs)
+    h_full, labels = self.counted_hidden(inputs, training=training)    # [P, C], [P]
     full_logits = self.backbone.logits(h_full)                          # [P, V]
     full_rec = _mean(losses.full_softmax_loss(full_logits, labels))
     teacher = tf.stop_gradient(full_logits[:, 1:])                      # [P, V - 1]

@@ -7,10 +7,16 @@ A backbone is a Keras layer over item ids with skippable residual blocks:
                                  embedding starts as a copy of it)
   embed(item_ids, training)      [B, L] -> (x [B, L, C] with padding rows zero, seq_mask [B, L, 1])
   blocks                         the N residual blocks; block.branch(x, seq_mask, training) is the
-                                 residual branch F_i(x) [B, L, C], padded steps zero
+                                 residual branch F_i(x) [B, L, C], padded steps zero, and
+                                 block.branch_at(x, seq_mask, index, training) the same at the
+                                 positions index [P, 2] (row, position) only: [P, C]
   call(item_ids, block_mask, training)
                                  [B, L] -> hidden [B, L, C] with the skipping semantics
                                  x_{i+1} = x_i + m_i * F_i(x_i), m = block_mask [B, N] (None: 1)
+  counted(item_ids, index, block_mask, training)
+                                 [B, L], [P, 2] -> hidden at those positions [P, C], the last
+                                 block run there only (the losses' path: the model's
+                                 counted_hidden)
   head_input(hidden)             [..., C] -> what the softmax reads [..., C] (a LayerNorm or
                                  the identity)
   logits(hidden)                 [..., C] -> [..., V] (scoring; padding not masked)

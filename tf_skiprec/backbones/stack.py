@@ -52,10 +52,42 @@ class SkippableStack(keras.layers.Layer):
     evaluation and the sweeps. Per-row conditional execution lives in the export.
     """
     x, seq_mask = self.embed(item_ids, training=training)
+    return self._run_blocks(x, seq_mask, self.blocks, block_mask, training)
+
+  def counted(self, item_ids: tf.Tensor, index: tf.Tensor, block_mask: tf.Tensor | None = None,
+              training: bool | None = None) -> tf.Tensor:
+    """The hidden states at the positions `index` only: item_ids [B, L] int, index [P, 2] int
+    (row, position), block_mask optional [B, N] -> [P, C], tf.gather_nd(call(item_ids,
+    block_mask, training), index) up to rounding.
+
+    Every block but the last runs at every position (the next block's keys, or its
+    convolution's taps, need them); the last runs only at `index` (`block.branch_at`), which is
+    all a loss over the counted positions needs. Skipping is `call`'s: x + m * F(x), and at
+    inference the last block is not run when no row of `index` keeps it.
+    """
+    x, seq_mask = self.embed(item_ids, training=training)
+    if not self.blocks:
+      return tf.gather_nd(x, index)
+    x = self._run_blocks(x, seq_mask, self.blocks[:-1], block_mask, training)
+    last, at = self.blocks[-1], tf.gather_nd(x, index)                    # [P, C]
+    if block_mask is None:
+      return at + last.branch_at(x, seq_mask, index, training=training)
+    m = tf.gather(tf.cast(block_mask, x.dtype)[:, -1], index[:, 0])[:, tf.newaxis]  # [P, 1]
+
+    def run():
+      return at + last.branch_at(x, seq_mask, index, training=training) * m
+
+    inference = training is None or training is False
+    return tf.cond(tf.reduce_any(m > 0), run, lambda: at) if inference else run()
+
+  def _run_blocks(self, x: tf.Tensor, seq_mask: tf.Tensor, blocks: list,
+                  block_mask: tf.Tensor | None, training: bool | None) -> tf.Tensor:
+    """x [B, L, C] through `blocks` (the first len(blocks) of self.blocks) with `call`'s
+    skipping: x + m_i * F_i(x), m_i = block_mask[:, i] ([B, N]; None: every block)."""
     if block_mask is not None:
       block_mask = tf.cast(block_mask, x.dtype)
     inference = training is None or training is False
-    for i, block in enumerate(self.blocks):
+    for i, block in enumerate(blocks):
       if block_mask is None:
         x = x + block.branch(x, seq_mask, training=training)
         continue
