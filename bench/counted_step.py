@@ -11,7 +11,7 @@ output at one position of each window's 50. The step the trainer runs
 against the step over the whole stack (`position_loss(backbone(x))`, the trainer's before
 backbone.counted), on the same model, the same real ML-100k batches and the same Adam update,
 for SASRec of --blocks blocks with ml100k_sasrec_2's settings (64 wide, 2 heads, feed-forward
-256, GELU, dropout 0.2). Rounds alternate the two (--steps each) so that drift on a shared
+256, GELU, dropout 0.2) on RecBole's samples, 256 a step (the variant sas2_gelu_prefix). Rounds alternate the two (--steps each) so that drift on a shared
 machine hits both; the ratio is the median round of the whole stack over the median round of
 `counted`. Run it pinned to one core with one thread to compare with RecBole's epoch timed the
 same way (BUILD_NOTES.md, issue 17):
@@ -50,6 +50,7 @@ def time_depth(data_dir: str, num_blocks: int, rounds: int, steps: int) -> dict:
 
   config = ml100k_config("ml100k_sasrec_2", data_dir, seed=0)
   config.model.num_blocks = num_blocks
+  config.train.window_stride, config.train.batch_size = 1, 256  # RecBole's samples
   data = RunData.load(config.data, config.train.window_stride)
   batches = list(data.pipelines.train(data.train, config.train.batch_size, seed=0, epoch=0,
                                       drop_remainder=True).take(rounds * steps))

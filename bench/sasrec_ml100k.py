@@ -38,10 +38,11 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  sas2_gelu at 32 and 16 windows a step (64 by default);
   sas2_gelu_prefix
                  sas2_gelu on RecBole's samples: a window ending at every item (each counts its
-                 last label), 256 a step: ml100k_sasrec_2;
+                 last label), 256 a step;
   sas2_gelu_s5, sas2_gelu_s10
                  the same labels at a fraction of the positions: windows every 5 (10) items,
-                 each counting its last 5 (10) labels, 51 (26) windows a step;
+                 each counting its last 5 (10) labels, 51 (26) windows a step (s5:
+                 ml100k_sasrec_2, by the rule of BUILD_NOTES.md, "Eleventh session");
   sas8_grown_gelu_p, gumbel50cmd_sas8_grown_gelu_e20_p
                  the GELU chain grown from it, on windows every 25 items;
   sas8_grown_gelu_pp, gumbel50cmd_sas8_grown_gelu_e20_pp, gumbel50cmd_sas8_grown_gelu_e20_ppp
@@ -51,7 +52,7 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu_e20 and
                  gumbel30cm_sas8_grown_gelu with weight averaging (train.ema_decay 0.99, 0.998),
                  each from the averaged variant before it.
-The default (SASREC_DEFAULT): sas2_gelu_prefix (ml100k_sasrec_2, the 2-block acceptance), then
+The default (SASREC_DEFAULT): sas2_gelu_prefix (the 2-block model on RecBole's samples), then
 sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu_e20 and gumbel30cm_sas8_grown_gelu: the
 recipe of tf_skiprec/experiments/ml100k_sasrec.py at budgets 0.5
 (with distillation, 20 epochs) and 0.3 (without: validation preferred it off there). The ReLU
