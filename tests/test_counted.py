@@ -190,3 +190,17 @@ def test_the_losses_are_those_over_the_whole_stack(backbone, mode):
   full = model.backbone(batch["inputs"], training=True)
   assert float(stats["full_rec_loss"]) == pytest.approx(float(model.position_loss(full, batch)),
                                                         rel=1e-5)
+
+
+def test_a_fresh_attention_block_can_be_called_at_positions_first():
+  block = AttentionBlock(C, num_heads=2, inner_size=32)
+  x, mask = _x_and_mask()
+  got = block.branch_at(x, mask, INDEX)      # builds the attention's sublayers
+  block.alpha.assign(0.8)
+  expected = tf.gather_nd(block.branch(x, mask), INDEX).numpy()
+  np.testing.assert_allclose(block.branch_at(x, mask, INDEX).numpy(), expected, atol=1e-5)
+  reference = AttentionBlock(C, num_heads=2, inner_size=32)
+  reference.branch(x, mask)
+  assert tuple(got.shape) == (int(INDEX.shape[0]), C)
+  assert [v.shape for v in block.trainable_variables] == [
+      v.shape for v in reference.trainable_variables]  # the same 17 variables, built once
