@@ -36,12 +36,16 @@ DATA = flags.DEFINE_string("data", "", "ML-100k in RecBole's atomic format (ml-1
 BLOCKS = flags.DEFINE_list("blocks", ["2", "4", "8"], "SASRec depths to time.")
 ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating rounds of each step.")
 STEPS = flags.DEFINE_integer("steps", 20, "Training steps per round.")
+STRIDE = flags.DEFINE_integer("window_stride", 1, "train.window_stride of the batches (1: RecBole's "
+                               "samples; 25: ml100k_sasrec_2_w25's windows).")
+BATCH = flags.DEFINE_integer("batch_size", 256, "Windows a step (256 with stride 1, RecBole's).")
 QUICK = flags.DEFINE_bool("quick", False, "2 blocks, 2 rounds of 5 steps.")
 OUT = flags.DEFINE_string("out", os.path.join(REPO, "bench", "results", "counted_step"),
                           "Directory of the JSON result.")
 
 
-def time_depth(data_dir: str, num_blocks: int, rounds: int, steps: int) -> dict:
+def time_depth(data_dir: str, num_blocks: int, rounds: int, steps: int, stride: int = 1,
+               batch_size: int = 256) -> dict:
   """Both steps on `num_blocks` blocks: seconds per step of each round, and the loss check."""
   import tensorflow as tf
 
@@ -50,13 +54,13 @@ def time_depth(data_dir: str, num_blocks: int, rounds: int, steps: int) -> dict:
 
   config = ml100k_config("ml100k_sasrec_2", data_dir, seed=0)
   config.model.num_blocks = num_blocks
-  config.train.window_stride, config.train.batch_size = 1, 256  # RecBole's samples
+  config.train.window_stride, config.train.batch_size = stride, batch_size
   data = RunData.load(config.data, config.train.window_stride)
   batches = list(data.pipelines.train(data.train, config.train.batch_size, seed=0, epoch=0,
                                       drop_remainder=True).take(rounds * steps))
   model = builders.build_model(config, data.vocab_size)
   optimizer = builders.make_optimizer(config.train.learning_rate)
-  model.compute_loss_and_stats(batches[0], training=False)  # builds every layer
+  model.compute_loss_and_stats(batches[0], training=False)  # one eager call first
   variables = model.trainable_variables
 
   def whole_stack(batch, training=True):
@@ -90,7 +94,7 @@ def time_depth(data_dir: str, num_blocks: int, rounds: int, steps: int) -> dict:
       float(loss)  # waits for the last step
       seconds[name].append((time.perf_counter() - start) / steps)
   med = {name: statistics.median(s) for name, s in seconds.items()}
-  return {"num_blocks": num_blocks, "batch_size": config.train.batch_size,
+  return {"num_blocks": num_blocks, "window_stride": stride, "batch_size": config.train.batch_size,
           "window": config.data.max_len, "seconds_per_step": seconds, "median": med,
           "ratio": med["whole_stack"] / med["counted"], "loss_check": check,
           "counted_positions_per_batch": statistics.mean(counted_positions),
@@ -107,7 +111,7 @@ def main(argv):
   rounds, steps = (2, 5) if QUICK.value else (ROUNDS.value, STEPS.value)
   results = []
   for n in blocks:
-    r = time_depth(data_dir, n, rounds, steps)
+    r = time_depth(data_dir, n, rounds, steps, STRIDE.value, BATCH.value)
     results.append(r)
     check = r["loss_check"]
     same = abs(check["whole_stack"] - check["counted"]) <= 1e-5 * abs(check["whole_stack"])

@@ -158,5 +158,6 @@ def test_the_named_sasrec_recipes_are_the_bench_variants_measured():
   for name, variant in (("ml100k_sasrec_2", "sas2_gelu_s5"),
                         ("ml100k_sasrec_2_w25", "sas2_gelu")):
     assert measured(variant) == {**get_config(name).to_dict(), "name": None}, (name, variant)
-  assert measured("sas2_gelu_prefix") != measured("sas2_gelu_s5") != measured("sas2_gelu")
+  recipes = [measured(v) for v in ("sas2_gelu_prefix", "sas2_gelu_s5", "sas2_gelu")]
+  assert all(a != b for i, a in enumerate(recipes) for b in recipes[i + 1:])
   assert get_config("ml100k_sasrec_2").train.window_stride == 5

@@ -86,25 +86,37 @@ def _model(config):
   return model
 
 
-def _batch(seed=0):
+def _batch(seed=0, many=False):
+  """12 windows of 20: row 1 (9 of padding) counts its 11 labels (a history's first window), the
+  others their last label only: 22 counted positions of 240, under stack.SPARSE_SHARE, so the
+  last block runs at them alone. `many`: row 0 counts all of its 20 too (41, above it)."""
   rng = np.random.default_rng(seed)
-  seq = rng.integers(1, 60, size=(6, 21))
+  seq = rng.integers(1, 60, size=(12, 21))
   seq[1, :9] = 0                                   # left padding
   labels = seq[:, 1:].copy()
-  labels[2:, :-1] = 0                              # rows 2-5 count their last label only
+  labels[2:, :-1] = 0                              # the last label only
+  if not many:
+    labels[0, :-1] = 0
   return {"inputs": tf.constant(seq[:, :-1], tf.int32), "labels": tf.constant(labels, tf.int32)}
 
 
-KEEP = tf.constant([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 0], [1, 1, 1], [0, 1, 0]], tf.float32)
+def _index(batch):
+  return tf.where((batch["inputs"] != 0) & (batch["labels"] != 0))
+
+
+KEEP = tf.constant([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 0], [1, 1, 1], [0, 1, 0]] * 2,
+                   tf.float32)
 
 
 @pytest.mark.parametrize("backbone", ["nextitnet", "sasrec"])
 @pytest.mark.parametrize("block_mask", [None, KEEP])
-def test_counted_is_the_stack_at_the_counted_positions_values_and_gradients(backbone, block_mask):
+@pytest.mark.parametrize("many", [False, True])
+def test_counted_is_the_stack_at_the_counted_positions_values_and_gradients(backbone, block_mask,
+                                                                             many):
   model = _model(_config(backbone))
-  batch = _batch()
-  index = tf.where((batch["inputs"] != 0) & (batch["labels"] != 0))
-  assert 2 * 20 - 9 <= int(tf.shape(index)[0]) < 6 * 20  # some rows count all, some one
+  batch = _batch(many=many)
+  index = _index(batch)
+  assert int(tf.shape(index)[0]) == (41 if many else 22)
   variables = model.backbone.trainable_variables
   with tf.GradientTape(persistent=True) as tape:
     expected = tf.gather_nd(model.backbone(batch["inputs"], block_mask=block_mask,
@@ -139,35 +151,39 @@ def _spy(layer, attribute):
   return shapes
 
 
-def test_the_last_attention_block_runs_its_feed_forward_at_the_counted_positions_only():
+@pytest.mark.parametrize("many", [False, True])
+def test_the_last_attention_block_runs_its_feed_forward_where_its_share_says(many):
   model = _model(_config("sasrec"))
-  batch = _batch()
-  index = tf.where((batch["inputs"] != 0) & (batch["labels"] != 0))
-  p = int(tf.shape(index)[0])
+  batch = _batch(many=many)
+  index = _index(batch)
   blocks = model.backbone.blocks
   model.backbone.counted(batch["inputs"], index, training=True)  # builds every layer
   seen = [_spy(block.inner, "call") for block in blocks]
   model.backbone.counted(batch["inputs"], index, training=True)
-  assert seen[0] == seen[1] == [(6, 20, C_SMOKE)]            # every position
-  assert seen[2] == [(p, 1, C_SMOKE)] and p < 6 * 20            # the counted ones
+  assert seen[0] == seen[1] == [(12, 20, C_SMOKE)]           # every position
+  # 22 of 240 positions: the counted ones alone; 41 (above SPARSE_SHARE): every position.
+  assert seen[2] == ([(12, 20, C_SMOKE)] if many else [(22, 1, C_SMOKE)])
 
 
 
 def test_a_last_block_that_no_counted_row_keeps_is_not_run_at_inference():
   model = _model(_config("sasrec"))
   batch = _batch()
-  index = tf.where((batch["inputs"] != 0) & (batch["labels"] != 0))
+  index = _index(batch)
   last = model.backbone.blocks[-1]
   calls = []
-  original = last.branch_at
-  last.branch_at = lambda *a, **k: calls.append(1) or original(*a, **k)
-  skip_last = tf.constant([[1, 1, 0]] * 6, tf.float32)
+  for name in ("branch_at", "branch"):
+    original = getattr(last, name)
+    setattr(last, name, lambda *a, original=original, name=name, **k: calls.append(name)
+            or original(*a, **k))
+  skip_last = tf.constant([[1, 1, 0]] * 12, tf.float32)
   got = model.backbone.counted(batch["inputs"], index, block_mask=skip_last)
   assert calls == []
   expected = tf.gather_nd(model.backbone(batch["inputs"], block_mask=skip_last), index)
   np.testing.assert_array_equal(got.numpy(), expected.numpy())
+  calls.clear()
   model.backbone.counted(batch["inputs"], index, block_mask=KEEP)   # row 1 keeps it
-  assert calls == [1]
+  assert calls == ["branch_at"]
 
 
 @pytest.mark.parametrize("backbone", ["nextitnet", "sasrec"])
@@ -204,3 +220,36 @@ def test_a_fresh_attention_block_can_be_called_at_positions_first():
   assert tuple(got.shape) == (int(INDEX.shape[0]), C)
   assert [v.shape for v in block.trainable_variables] == [
       v.shape for v in reference.trainable_variables]  # the same 17 variables, built once
+
+
+def test_branch_at_drops_out_where_the_branch_does():
+  block = AttentionBlock(C, num_heads=2, inner_size=32, dropout=0.3)
+  x, mask = _x_and_mask()
+  block.branch(x, mask)
+  block.alpha.assign(0.8)
+  seen = {"block": _spy_training(block.drop), "attention": _spy_training(
+      block.attention._dropout_layer)}  # noqa: SLF001
+  for training in (True, False):
+    block.branch(x, mask, training=training)
+    expected = {name: list(calls) for name, calls in seen.items()}
+    for calls in seen.values():
+      calls.clear()
+    block.branch_at(x, mask, INDEX, training=training)
+    assert seen == expected and len(expected["block"]) == 3, training
+    for calls in seen.values():
+      calls.clear()
+  tf.keras.utils.set_random_seed(0)
+  dropped = block.branch_at(x, mask, INDEX, training=True).numpy()
+  assert np.abs(dropped - block.branch_at(x, mask, INDEX, training=False).numpy()).max() > 1e-3
+
+
+def _spy_training(layer):
+  """Records the `training` argument of each call of the Keras layer's `call`."""
+  calls, original = [], layer.call
+
+  def spied(inputs, training=None, **kwargs):
+    calls.append(bool(training))
+    return original(inputs, training=training, **kwargs)
+
+  layer.call = spied
+  return calls

@@ -12,6 +12,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 NEG_INF = -1e9
+# `counted` runs the last block at the counted positions alone when they are at most this share
+# of a batch's positions (RecBole's samples: ~3%, a step 1.5x cheaper at 2 blocks; windows every
+# 25 items: ~55%, where it would cost 1.6x the whole block; break-even near 20%).
+SPARSE_SHARE = 0.125
 
 
 class SkippableStack(keras.layers.Layer):
@@ -61,24 +65,40 @@ class SkippableStack(keras.layers.Layer):
     block_mask, training), index) up to rounding.
 
     Every block but the last runs at every position (the next block's keys, or its
-    convolution's taps, need them); the last runs only at `index` (`block.branch_at`), which is
-    all a loss over the counted positions needs. Skipping is `call`'s: x + m * F(x), and at
-    inference the last block is not run when no row of `index` keeps it.
+    convolution's taps, need them). The last runs only at `index` (`block.branch_at`) when the
+    positions are at most SPARSE_SHARE of the batch's B * L, which is all a loss over the
+    counted positions needs; with more, at every position, then gathered (`branch_at` copies
+    each position's keys, so it costs more than the whole block there: bench/counted_step.py).
+    Skipping is `call`'s: x + m * F(x), and at inference the last block is not run when no row
+    of `index` keeps it. Call the stack once first (builders.build_model does): this method
+    does not go through Keras's __call__, which builds it.
     """
     x, seq_mask = self.embed(item_ids, training=training)
     if not self.blocks:
       return tf.gather_nd(x, index)
     x = self._run_blocks(x, seq_mask, self.blocks[:-1], block_mask, training)
     last, at = self.blocks[-1], tf.gather_nd(x, index)                    # [P, C]
-    if block_mask is None:
-      return at + last.branch_at(x, seq_mask, index, training=training)
-    m = tf.gather(tf.cast(block_mask, x.dtype)[:, -1], index[:, 0])[:, tf.newaxis]  # [P, 1]
+    keep = (None if block_mask is None
+            else tf.cast(block_mask, x.dtype)[:, -1])                     # [B]
+
+    def at_positions():
+      change = last.branch_at(x, seq_mask, index, training=training)       # [P, C]
+      return change if keep is None else change * tf.gather(keep, index[:, 0])[:, tf.newaxis]
+
+    def everywhere():
+      change = last.branch(x, seq_mask, training=training)                 # [B, L, C]
+      return tf.gather_nd(change if keep is None else change * keep[:, tf.newaxis, tf.newaxis],
+                          index)
 
     def run():
-      return at + last.branch_at(x, seq_mask, index, training=training) * m
+      few = (tf.cast(tf.shape(index)[0], tf.float32)
+             <= SPARSE_SHARE * tf.cast(tf.size(item_ids), tf.float32))
+      return at + tf.cond(few, at_positions, everywhere)
 
     inference = training is None or training is False
-    return tf.cond(tf.reduce_any(m > 0), run, lambda: at) if inference else run()
+    if keep is None or not inference:
+      return run()
+    return tf.cond(tf.reduce_any(tf.gather(keep, index[:, 0]) > 0), run, lambda: at)
 
   def _run_blocks(self, x: tf.Tensor, seq_mask: tf.Tensor, blocks: list,
                   block_mask: tf.Tensor | None, training: bool | None) -> tf.Tensor:
