@@ -182,6 +182,14 @@ VARIANTS = {
     "gumbel50cmd_sas4_grown_gelu_e20_ppp": _sasrec_skiprec(
         0.5, "gumbel50cmd_sas4_grown_gelu_e20_ppp", "sas4_grown_gelu_pp", GELU,
         DISTILLED + PREFIX + ("model.num_blocks=4", "train.epochs=20")),
+    # The same with the budget term over user-balanced windows (policy.budget_over=users): on
+    # every prefix the windows hold the 42% of users whose history is under 50 items 0.7% of
+    # the time, so the budget held per window ran 2.9 of 4 blocks per validation user at the
+    # threshold (BUILD_NOTES.md, "Thirteenth session").
+    "gumbel50cmdu_sas4_grown_gelu_e20_ppp": _sasrec_skiprec(
+        0.5, "gumbel50cmdu_sas4_grown_gelu_e20_ppp", "sas4_grown_gelu_pp", GELU,
+        DISTILLED + PREFIX + ("model.num_blocks=4", "train.epochs=20",
+                              "policy.budget_over=users")),
     # RecBole's samples at a fraction of the positions: windows every s items, each counting its
     # last s labels, 256/s windows a step (~256 labels, as on every prefix). Rule: BUILD_NOTES.md,
     # "Eleventh session".

@@ -130,7 +130,9 @@ class SkipRecModel(BackboneModel):
   Modes (`mode`, or the `mode` argument of `compute_loss_and_stats`):
     "pretrain": the backbone alone, every block.
     "gumbel": straight-through Gumbel-softmax decisions at the temperature of the step's
-      schedule; loss = recommendation loss + a compute term on usage = mean executed blocks / N:
+      schedule; loss = recommendation loss + a compute term on usage = mean executed blocks / N
+      (over the batch's windows, or over the user-balanced rows "budget_inputs" when the batch
+      has them: `_gumbel_decisions`):
       penalty * (usage - budget)^2 (cost "quadratic"), or multiplier * (usage - budget) (cost
       "lagrangian"; `after_step` raises the multiplier by dual ascent while usage exceeds the
       budget); + user_charge * the batch mean of log(k_u + 1), k_u the blocks user u runs (a
@@ -195,22 +197,22 @@ class SkipRecModel(BackboneModel):
     mode = mode or self.mode
     if mode == "pretrain":
       return super().compute_loss_and_stats(inputs, training, seed=seed)
-    logits = self.policy(inputs["inputs"], training=training)           # [B, N, 2]
     if mode == "gumbel":
       tau = self.schedules.temperature(step)
-      keep = (policy_lib.straight_through_decisions(logits, tau, seed) if training
-              else policy_lib.greedy_decisions(logits, 0.5))            # [B, N]
+      logits, keep, budget_keep = self._gumbel_decisions(inputs, tau, seed, training)
       h, labels = self.counted_hidden(inputs, block_mask=keep, training=training)  # [P, C]
       rec = self.counted_loss(h, labels, training=training)
-      usage = tf.reduce_mean(keep)
+      usage = tf.reduce_mean(budget_keep)
       budget = self.schedules.budget(step)
       if self.cost == "lagrangian":
         loss = rec + self.multiplier * (usage - budget)
       else:
         loss = rec + self.penalty * tf.square(usage - budget)
       stats = {"rec_loss": rec, "usage": usage, "tau": tau}
+      if budget_keep is not keep:
+        stats["window_usage"] = tf.reduce_mean(keep)
       if self.user_charge:
-        charge = tf.reduce_mean(log_blocks_charge(keep))
+        charge = tf.reduce_mean(log_blocks_charge(budget_keep))
         loss += self.user_charge * charge
         stats["user_charge"] = charge
       entropy = tf.reduce_mean(policy_lib.keep_entropy(logits))
@@ -218,6 +220,7 @@ class SkipRecModel(BackboneModel):
       stats["entropy"] = entropy
       return self._with_distill(loss, stats, h, inputs, training), stats
     # REINFORCE with the greedy decisions as the baseline (self-critical).
+    logits = self.policy(inputs["inputs"], training=training)           # [B, N, 2]
     keep, log_prob = policy_lib.sampled_decisions(logits, seed)          # [B, N], [B]
     greedy = policy_lib.greedy_decisions(logits, 0.5)                    # [B, N]
     hidden = self.backbone(inputs["inputs"], block_mask=keep, training=training)
@@ -236,6 +239,28 @@ class SkipRecModel(BackboneModel):
              "advantage": tf.reduce_mean(advantage), "usage": tf.reduce_mean(keep)}
     return self._with_distill(rec + policy_loss, stats, _counted(hidden, inputs)[0], inputs,
                               training), stats
+
+  def _gumbel_decisions(self, inputs: dict, tau, seed, training: bool):
+    """The gumbel step's decisions: (logits [B, N, 2], keep [B, N] on the batch's windows, the
+    decisions the compute terms read [B', N]).
+
+    Training samples straight-through decisions; otherwise they are greedy at 0.5. With
+    "budget_inputs" [B', L] in `inputs` (the pipeline's user-balanced windows,
+    policy.budget_over="users"), training runs the policy once over both sets of rows (one batch
+    for its batch normalisation, one draw) and the compute terms read the decisions on those
+    rows: the budget then holds per user, as validation, model selection, calibration and
+    serving count it, not per training window. Else they read `keep`.
+    """
+    rows = inputs.get("budget_inputs") if training else None
+    if rows is None:
+      logits = self.policy(inputs["inputs"], training=training)         # [B, N, 2]
+      keep = (policy_lib.straight_through_decisions(logits, tau, seed) if training
+              else policy_lib.greedy_decisions(logits, 0.5))
+      return logits, keep, keep
+    n = tf.shape(inputs["inputs"])[0]
+    both = self.policy(tf.concat([inputs["inputs"], rows], 0), training=True)  # [B + B', N, 2]
+    drawn = policy_lib.straight_through_decisions(both, tau, seed)        # [B + B', N]
+    return both[:n], drawn[:n], drawn[n:]
 
   def _with_distill(self, loss, stats: dict, h_chosen, inputs, training: bool):
     """loss + distill_weight * the distillation term (`_distill`) of h_chosen [P, C], the chosen

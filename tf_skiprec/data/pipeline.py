@@ -44,6 +44,23 @@ def _gather(items: tf.Tensor, ends: tf.Tensor, lengths: tf.Tensor, width: int) -
   return tf.where(valid, values, tf.zeros_like(values))
 
 
+def user_balanced(windows: Windows, size: int, seed: int, epoch: int) -> np.ndarray:
+  """[size] indices into the training `windows`, drawn with replacement so that every user with
+  a window is equally likely, then one of that user's windows uniformly: each draw is a
+  (user, history) pair as validation and serving see them, one per user, where the windows
+  themselves over-represent the users with long histories (on ML-100k's every-prefix windows,
+  the 42% of users whose history is shorter than 50 items hold 0.7% of the windows). The same
+  (seed, epoch), the same draws."""
+  if windows.users is None:
+    raise ValueError("user_balanced needs the training windows' users (splits.train_windows)")
+  order = np.argsort(windows.users, kind="stable")                   # [W] grouped by user
+  users, first, count = np.unique(windows.users[order], return_index=True, return_counts=True)
+  rng = np.random.default_rng([seed, epoch, 0x5B])
+  pick = rng.integers(0, len(users), size)                            # [size] users
+  within = np.floor(rng.random(size) * count[pick]).astype(np.int64)  # [size] their windows
+  return order[first[pick] + np.minimum(within, count[pick] - 1)]
+
+
 class Pipelines:
   """Builds the training and evaluation datasets of one SequenceData."""
 
@@ -57,8 +74,8 @@ class Pipelines:
     self._told_cap = False
 
   def train(self, windows: Windows, batch_size: int, *, seed: int, epoch: int,
-            skip_batches: int = 0, drop_remainder: bool = False,
-            replicas: int = 1) -> tf.data.Dataset:
+            skip_batches: int = 0, drop_remainder: bool = False, replicas: int = 1,
+            by_user: bool = False) -> tf.data.Dataset:
     """One epoch of shuffled training batches.
 
     Yields {"inputs": [B, max_len] int32, "labels": [B, max_len] int32}: labels are the inputs
@@ -67,11 +84,19 @@ class Pipelines:
     With `replicas` > 1 the global batch is split across them; a last batch too small to give
     every replica a row is left out (`train_windows_used`).
 
+    by_user: also yield "budget_inputs" [B, max_len] int32, the inputs of B more training
+    windows drawn with every user equally likely (`user_balanced`), row b beside the batch's
+    row b: SkipRec's compute terms read the decisions on them (policy.budget_over="users").
+
     B is unknown in the element spec (the last batch may be smaller), so the training loop that
     takes its batches from this dataset is traced once, not once more for the last batch
     (BUILD_NOTES.md, issue 14, sixth pass: the same run, bit for bit, on `make train`).
     """
     ds = self._shuffled(windows, seed, epoch, replicas, batch_size)
+    if by_user:
+      drawn = user_balanced(windows, len(windows), seed, epoch)        # [W] window indices
+      extra = tf.data.Dataset.from_tensor_slices((windows.ends[drawn], windows.lengths[drawn]))
+      ds = tf.data.Dataset.zip((ds, extra))
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if skip_batches:
       ds = ds.skip(skip_batches)
@@ -89,10 +114,11 @@ class Pipelines:
     return ds.take(used) if used < len(windows) else ds
 
   def _examples(self, batches: tf.data.Dataset) -> tf.data.Dataset:
-    """Batches of (ends, lengths) -> {"inputs", "labels"} (see `train`), prefetched."""
+    """Batches of (ends, lengths, counted), or of ((ends, lengths, counted), (budget ends,
+    budget lengths)) -> {"inputs", "labels"[, "budget_inputs"]} (see `train`), prefetched."""
     width, items = self.max_len + 1, self._items
 
-    def to_example(ends, lengths, counted):
+    def windows(ends, lengths, counted):
       tokens = _gather(items, ends, lengths, width)  # [B, max_len + 1]
       # Overlapping windows: a label counted in another window is 0 here (no loss).
       position = tf.range(self.max_len)[tf.newaxis, :]                            # [1, max_len]
@@ -100,7 +126,18 @@ class Pipelines:
       labels = tf.where(counts, tokens[:, 1:], tf.zeros_like(tokens[:, 1:]))
       return {"inputs": tokens[:, :-1], "labels": labels}
 
-    return batches.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    def to_example(main, extra=None):
+      example = windows(*main)
+      if extra is not None:
+        example["budget_inputs"] = _gather(items, extra[0], extra[1], width)[:, :-1]
+      return example
+
+    if isinstance(batches.element_spec[0], tuple):
+      mapped = batches.map(lambda main, extra: to_example(main, extra),
+                           num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+      mapped = batches.map(lambda *main: to_example(main), num_parallel_calls=tf.data.AUTOTUNE)
+    return mapped.prefetch(tf.data.AUTOTUNE)
 
   def evaluation(self, windows: Windows, batch_size: int) -> tf.data.Dataset:
     """Yields {"history": [B, max_len] int32, "target": [B] int32, "user": [B] int32}.

@@ -103,7 +103,7 @@ class Windows:
     ends: [W] int64 exclusive end of each range.
     lengths: [W] int32 number of items in each range (<= the window width).
     targets: [W] int32 item to predict after the range (evaluation only; None for training).
-    users: [W] int32 user index of each range (evaluation only; None for training).
+    users: [W] int32 user index of each range (training windows: their user's, in user order).
     counted: [W] int32 how many of the range's last labels count in the loss (training only;
       the earlier ones count in another, overlapping, range).
   """
@@ -137,7 +137,8 @@ def train_windows(data: SequenceData, max_len: int, stride: int = 0) -> Windows:
   lengths = np.minimum(max_len + 1, ends - starts[user]).astype(np.int32)
   first = j == n_windows[user] - 1
   counted = np.where(first, max_len, stride).astype(np.int32)
-  return Windows(ends=ends.astype(np.int64), lengths=lengths, counted=counted)
+  return Windows(ends=ends.astype(np.int64), lengths=lengths, counted=counted,
+                 users=user.astype(np.int32))
 
 
 def eval_windows(data: SequenceData, split: str, max_len: int) -> Windows:

@@ -1,0 +1,151 @@
+"""policy.budget_over = "users": SkipRec's budget term over user-balanced training windows.
+
+The training windows over-represent the users with long histories (one window per item with
+train.window_stride=1), while validation, model selection, calibration and serving count one
+history per user; with "users" the gumbel step's compute terms read the decisions on a second
+batch of windows drawn with every user equally likely (data/pipeline.py, user_balanced).
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from test_splits import _log
+from tf_skiprec.config import Config
+from tf_skiprec.config_rules import problems
+from tf_skiprec.data.pipeline import Pipelines, user_balanced
+from tf_skiprec.data.splits import Windows, build_sequences, train_windows
+from tf_skiprec.experiments import get_config
+from tf_skiprec.training import builders, run
+
+
+def _skewed_data(lengths=(6, 12, 60)):
+  """Users u0, u1, u2 with these many interactions (windows of 5 every item: 1, 6 and 54)."""
+  rows = [(f"u{u}", f"i{(u * 5 + t) % 17}", t) for u, n in enumerate(lengths) for t in range(n)]
+  return build_sequences(_log(rows))
+
+
+def test_training_windows_know_their_users_in_order():
+  data = _skewed_data()
+  windows = train_windows(data, 4, stride=1)
+  counts = np.bincount(windows.users, minlength=data.num_users)
+  # n - 2 training items: the first window holds 5 of them, then one window per later item.
+  np.testing.assert_array_equal(counts, [max(1, n - 2 - 4) for n in data.lengths])
+  assert (np.diff(windows.users) >= 0).all()
+  for end, user in zip(windows.ends, windows.users):     # each window inside its user's part
+    assert data.offsets[user] < end <= data.offsets[user] + data.lengths[user] - 2
+
+
+def test_user_balanced_draws_every_user_equally_and_their_windows_uniformly():
+  data = _skewed_data()
+  windows = train_windows(data, 4, stride=1)             # 1, 6 and 54 windows
+  drawn = user_balanced(windows, 60_000, seed=3, epoch=1)
+  share = np.bincount(windows.users[drawn], minlength=3) / len(drawn)
+  np.testing.assert_allclose(share, [1 / 3] * 3, atol=0.01)  # the windows' own: 0.02, 0.10, 0.89
+  heavy = np.flatnonzero(windows.users == 2)
+  within = np.bincount(drawn[np.isin(drawn, heavy)] - heavy[0], minlength=len(heavy))
+  assert within.min() > 0.6 * within.mean() and within.max() < 1.4 * within.mean()
+  np.testing.assert_array_equal(drawn, user_balanced(windows, 60_000, seed=3, epoch=1))
+  assert not np.array_equal(drawn, user_balanced(windows, 60_000, seed=3, epoch=2))
+
+
+def test_user_balanced_refuses_windows_without_users():
+  with pytest.raises(ValueError, match="users"):
+    user_balanced(Windows(ends=np.array([3]), lengths=np.array([3], np.int32)), 4, 0, 0)
+
+
+def test_by_user_batches_add_real_windows_and_leave_the_batch_unchanged():
+  data = _skewed_data()
+  max_len = 4
+  windows = train_windows(data, max_len, stride=1)
+  pipe = Pipelines(data, max_len)
+  plain = list(pipe.train(windows, 8, seed=0, epoch=0))
+  both = list(pipe.train(windows, 8, seed=0, epoch=0, by_user=True))
+  assert len(plain) == len(both) and "budget_inputs" not in plain[0]
+  every_input = {tuple(row) for b in plain for row in b["inputs"].numpy()}
+  for a, b in zip(plain, both):
+    np.testing.assert_array_equal(a["inputs"], b["inputs"])
+    np.testing.assert_array_equal(a["labels"], b["labels"])
+    extra = b["budget_inputs"].numpy()
+    assert extra.shape == a["inputs"].shape
+    assert {tuple(row) for row in extra} <= every_input    # each a training window's inputs
+  # Resuming mid-epoch gives the same rows beside the same batches.
+  rest = list(pipe.train(windows, 8, seed=0, epoch=0, by_user=True, skip_batches=2))
+  for a, b in zip(both[2:], rest):
+    np.testing.assert_array_equal(a["budget_inputs"], b["budget_inputs"])
+
+
+class _PaddedKeeps:
+  """A policy that keeps every block of a history that starts with padding and none of a full
+  one (logits +-30)."""
+
+  def __init__(self, num_blocks: int):
+    self.num_blocks = num_blocks
+    self.trainable_variables = []
+
+  def __call__(self, history, training=None):
+    padded = tf.cast(tf.equal(history[:, 0], 0), tf.float32)[:, tf.newaxis]       # [B, 1]
+    keep = tf.tile(60.0 * padded - 30.0, [1, self.num_blocks])                   # [B, N]
+    return tf.stack([-keep, keep], axis=-1)                                      # [B, N, 2]
+
+
+def _gumbel_model(penalty=20.0, user_charge=0.0):
+  config = get_config("smoke")
+  config.train.mode = "gumbel"
+  config.model.dropout = config.model.embedding_dropout = 0.0
+  config.policy.penalty, config.policy.user_charge = penalty, user_charge
+  model = builders.build_model(config, vocab_size=61)
+  model.policy = _PaddedKeeps(config.model.num_blocks)
+  return model
+
+
+def test_the_compute_terms_read_the_user_balanced_rows_and_the_loss_the_batch():
+  rng = np.random.default_rng(0)
+  seq = tf.constant(rng.integers(1, 60, size=(6, 21)), tf.int32)
+  batch = {"inputs": seq[:, :-1], "labels": seq[:, 1:]}                 # full: no block kept
+  padded = np.array(rng.integers(1, 60, size=(6, 20)), np.int32)
+  padded[:, :5] = 0                                                     # padded: every block
+  model = _gumbel_model()
+  alone, stats_alone = model.compute_loss_and_stats(batch, training=True, seed=[1, 2])
+  loss, stats = model.compute_loss_and_stats({**batch, "budget_inputs": tf.constant(padded)},
+                                             training=True, seed=[1, 2])
+  assert float(stats_alone["usage"]) == 0.0 and "window_usage" not in stats_alone
+  assert float(stats["usage"]) == 1.0 and float(stats["window_usage"]) == 0.0
+  assert float(stats["rec_loss"]) == pytest.approx(float(stats_alone["rec_loss"]), rel=1e-6)
+  budget = float(model.schedules.budget(0))
+  assert float(loss - alone) == pytest.approx(20.0 * ((1 - budget) ** 2 - budget ** 2), rel=1e-4)
+  # Evaluation's loss (greedy decisions) reads the batch alone.
+  _, greedy = model.compute_loss_and_stats({**batch, "budget_inputs": tf.constant(padded)})
+  assert float(greedy["usage"]) == 0.0
+
+
+def test_the_user_charge_reads_the_user_balanced_rows_too():
+  seq = tf.constant(np.random.default_rng(1).integers(1, 60, size=(4, 21)), tf.int32)
+  padded = np.array(seq[:, :-1].numpy())
+  padded[:, :3] = 0
+  model = _gumbel_model(penalty=0.0, user_charge=1.0)
+  _, stats = model.compute_loss_and_stats(
+      {"inputs": seq[:, :-1], "labels": seq[:, 1:], "budget_inputs": tf.constant(padded)},
+      training=True, seed=[0, 1])
+  assert float(stats["user_charge"]) == pytest.approx(np.log1p(model.policy.num_blocks), rel=1e-6)
+
+
+def test_an_unknown_budget_over_is_refused_with_the_choices():
+  config = Config()
+  config.policy.budget_over = "requests"
+  found = problems(config)
+  assert len(found) == 1 and "policy.budget_over" in found[0], found
+  assert "windows" in found[0] and "users" in found[0]
+
+
+def test_a_run_with_budget_over_users_trains_on_the_balanced_rows(tmp_path):
+  config = get_config("smoke")
+  config.train.mode, config.train.epochs = "gumbel", 1
+  config.train.window_stride = 1
+  config.policy.budget_over = "users"
+  run(config, str(tmp_path / "run"))
+  logged = set()
+  for path in (tmp_path / "run" / "tensorboard").iterdir():
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      logged.update(value.tag for value in event.summary.value)
+  assert "train/epoch_window_usage" in logged and "train/epoch_usage" in logged
