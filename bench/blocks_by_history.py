@@ -55,7 +55,8 @@ def measure(workdir: str) -> dict:
                            metrics.get("max_blocks") or None)}
   out = {"workdir": workdir, "num_blocks": config.model.num_blocks,
          "budget_over": getattr(config.policy, "budget_over", "windows"),
-         "blocks_budget": metrics.get("threshold_calibration", {}).get("budget"),
+         "blocks_budget": (metrics.get("threshold_calibration")
+                          or metrics.get("max_blocks_calibration") or {}).get("budget"),
          "window_stride": config.train.window_stride, "max_len": max_len,
          "training_windows": len(train), "users": int(data.sequences.num_users),
          "valid_short_share": float(np.mean(data.valid.lengths < max_len)),

@@ -13,7 +13,7 @@ import tensorflow as tf
 from test_splits import _log
 from tf_skiprec.config import Config
 from tf_skiprec.config_rules import problems
-from tf_skiprec.data.pipeline import Pipelines, user_balanced
+from tf_skiprec.data.pipeline import Pipelines, _gather, user_balanced
 from tf_skiprec.data.splits import Windows, build_sequences, train_windows
 from tf_skiprec.experiments import get_config
 from tf_skiprec.training import builders, run
@@ -49,6 +49,17 @@ def test_user_balanced_draws_every_user_equally_and_their_windows_uniformly():
   assert not np.array_equal(drawn, user_balanced(windows, 60_000, seed=3, epoch=2))
 
 
+def test_user_balanced_draws_only_a_users_longest_windows():
+  """With a large stride a user's first window is shorter than its later ones; validation sees
+  each user's latest history, as long as it is (up to max_len)."""
+  windows = Windows(ends=np.array([3, 9, 14, 20, 25]), lengths=np.array([3, 5, 5, 4, 2], np.int32),
+                    users=np.array([0, 0, 0, 1, 1]))
+  drawn = user_balanced(windows, 4_000, seed=0, epoch=0)
+  assert set(drawn) == {1, 2, 3}
+  share = np.bincount(drawn, minlength=5) / len(drawn)
+  np.testing.assert_allclose(share, [0, 0.25, 0.25, 0.5, 0], atol=0.03)
+
+
 def test_user_balanced_refuses_windows_without_users():
   with pytest.raises(ValueError, match="users"):
     user_balanced(Windows(ends=np.array([3]), lengths=np.array([3], np.int32)), 4, 0, 0)
@@ -69,6 +80,11 @@ def test_by_user_batches_add_real_windows_and_leave_the_batch_unchanged():
     extra = b["budget_inputs"].numpy()
     assert extra.shape == a["inputs"].shape
     assert {tuple(row) for row in extra} <= every_input    # each a training window's inputs
+  # Row by row, the windows of the epoch's user-balanced draw.
+  drawn = user_balanced(windows, len(windows), seed=0, epoch=0)
+  budget = np.concatenate([b["budget_inputs"].numpy() for b in both])
+  want = _gather(data.items, windows.ends[drawn], windows.lengths[drawn], max_len + 1)[:, :-1]
+  np.testing.assert_array_equal(budget, want)
   # Resuming mid-epoch gives the same rows beside the same batches.
   rest = list(pipe.train(windows, 8, seed=0, epoch=0, by_user=True, skip_batches=2))
   for a, b in zip(both[2:], rest):
@@ -82,8 +98,10 @@ class _PaddedKeeps:
   def __init__(self, num_blocks: int):
     self.num_blocks = num_blocks
     self.trainable_variables = []
+    self.rows = []                                                                # per call
 
   def __call__(self, history, training=None):
+    self.rows.append(int(history.shape[0]))
     padded = tf.cast(tf.equal(history[:, 0], 0), tf.float32)[:, tf.newaxis]       # [B, 1]
     keep = tf.tile(60.0 * padded - 30.0, [1, self.num_blocks])                   # [B, N]
     return tf.stack([-keep, keep], axis=-1)                                      # [B, N, 2]
@@ -109,6 +127,7 @@ def test_the_compute_terms_read_the_user_balanced_rows_and_the_loss_the_batch():
   alone, stats_alone = model.compute_loss_and_stats(batch, training=True, seed=[1, 2])
   loss, stats = model.compute_loss_and_stats({**batch, "budget_inputs": tf.constant(padded)},
                                              training=True, seed=[1, 2])
+  assert model.policy.rows == [6, 12]   # one call over both (one BatchNorm batch, one draw)
   assert float(stats_alone["usage"]) == 0.0 and "window_usage" not in stats_alone
   assert float(stats["usage"]) == 1.0 and float(stats["window_usage"]) == 0.0
   assert float(stats["rec_loss"]) == pytest.approx(float(stats_alone["rec_loss"]), rel=1e-6)

@@ -102,11 +102,12 @@ class PolicyConfig:
   budget_counts_policy: bool = True  # false: the budget is the blocks' usage alone (runs from
                                      # before issue 15 resume with false)
   budget_anneal_steps: int = 0       # the blocks' target falls linearly from 1 to theirs
-  # gumbel: what the budget term (and user_charge) averages the decisions over: "windows", the
-  # training batch's windows, so a user counts as often as it has windows (with
-  # train.window_stride=1, once per item); "users", a second batch of training windows drawn
-  # with every user equally likely (data/pipeline.py, user_balanced), as validation, model
-  # selection, calibration and serving count them (one history per user).
+  # gumbel (and rl's gumbel warm-up epochs; pretrain: not read): what the budget term (and
+  # user_charge) averages the decisions over: "windows", the training batch's windows, so a user
+  # counts as often as it has windows (with train.window_stride=1, once per item); "users", a
+  # second batch of training windows drawn with every user equally likely, each at one of its
+  # longest windows (data/pipeline.py, user_balanced), as validation, model selection,
+  # calibration and serving count them (one history per user).
   budget_over: str = "windows"
   budget_slack: float = 0.05         # model selection (gumbel, rl): an epoch is within budget
                                      # if its usage + the policy's share <= budget + slack

@@ -131,8 +131,9 @@ class SkipRecModel(BackboneModel):
     "pretrain": the backbone alone, every block.
     "gumbel": straight-through Gumbel-softmax decisions at the temperature of the step's
       schedule; loss = recommendation loss + a compute term on usage = mean executed blocks / N
-      (over the batch's windows, or over the user-balanced rows "budget_inputs" when the batch
-      has them: `_gumbel_decisions`):
+      (over the batch's windows, or, in training, over the user-balanced rows "budget_inputs"
+      when the batch has them: `_gumbel_decisions`; the entropy term stays on the batch's
+      decisions, the ones the loss trains):
       penalty * (usage - budget)^2 (cost "quadratic"), or multiplier * (usage - budget) (cost
       "lagrangian"; `after_step` raises the multiplier by dual ascent while usage exceeds the
       budget); + user_charge * the batch mean of log(k_u + 1), k_u the blocks user u runs (a
