@@ -20,6 +20,22 @@ import tensorflow as tf
 from tf_skiprec.data.splits import SequenceData, Windows
 
 MAX_EVAL_SCORES = 2 ** 25  # B * V per evaluation batch: 128 MB of float32 scores
+PREFETCH = 2               # batches made ahead of the step that takes them
+
+
+def _untuned() -> tf.data.Options:
+  """The pipelines' options: tf.data's autotuning off.
+
+  The map is a gather (about 1 ms a batch against a training step's 100+ ms), so there is
+  nothing to tune: its parallelism is the tf.data thread pool's size and PREFETCH batches are
+  made ahead. With autotuning on, deleting an iterator that has run for a minute, as each
+  epoch's does when the next epoch starts, waited 0 to 28 s with no CPU in use (TensorFlow
+  2.21, one core: 25 s of an 83 s epoch); the same epoch's steps took as long either way
+  (bench/input_teardown.py; BUILD_NOTES.md, issue 17, sixteenth session).
+  """
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return options
 
 
 def eval_batch_size(requested: int, vocab_size: int) -> int:
@@ -148,7 +164,7 @@ class Pipelines:
                            num_parallel_calls=tf.data.AUTOTUNE)
     else:
       mapped = batches.map(lambda *main: to_example(main), num_parallel_calls=tf.data.AUTOTUNE)
-    return mapped.prefetch(tf.data.AUTOTUNE)
+    return mapped.prefetch(PREFETCH).with_options(_untuned())
 
   def evaluation(self, windows: Windows, batch_size: int) -> tf.data.Dataset:
     """Yields {"history": [B, max_len] int32, "target": [B] int32, "user": [B] int32}.
@@ -168,4 +184,5 @@ class Pipelines:
     def to_example(ends, lengths, targets, users):
       return {"history": _gather(items, ends, lengths, width), "target": targets, "user": users}
 
-    return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return (ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(PREFETCH)
+            .with_options(_untuned()))
