@@ -68,7 +68,8 @@ def ml100k_sasrec_2() -> Config:
   0.0650 every 10 items. On test it scores 0.0603 ± 0.0003, below RecBole's 0.0636; every
   prefix scores 0.0648 ± 0.0034 at about 4 times the cost of an epoch (BUILD_NOTES.md, "Twelfth
   session"). Cost on this machine (2 cores): ~25 s an epoch, 95-140 s to the best epoch;
-  `ml100k_sasrec_2_w25` takes ~2 min.
+  `ml100k_sasrec_2_w25` takes ~4 min (237 s wall on 2026-12-08: 35 epochs of ~6 s, the best
+  the 25th).
   """
   config = ml100k_sasrec_2_w25()
   config.train.window_stride = 5
@@ -109,8 +110,10 @@ def ml100k_sasrec_skiprec() -> Config:
   validation preferred distillation off (0.0641 against 0.0625): --override
   policy.distill_weight=0.
 
-  Cost on this machine (2 cores): the 2-block run ~2 min, the grown 8-block pretraining ~4 min,
-  SkipRec ~7 min (distillation's extra backbone pass about doubles a step)."""
+  Cost on this machine (2 cores, measured 2026-12-08): the 2-block `ml100k_sasrec_2_w25` run ~4
+  min (237 s), then this one 639 s: the grown 8-block pretraining ~4 min (12 epochs of ~17 s)
+  and SkipRec ~7 min (12 epochs of ~27 s, the calibrations and the export; distillation's extra
+  backbone pass about doubles a step)."""
   config = ml100k_sasrec_8()
   config.policy.body = "pool"  # before the budget: it counts the policy's own cost
   config = skiprec_finetune(config, budget=0.5)
