@@ -30,7 +30,8 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ml100k_common import REPO, int_list, ml100k_config, resolve_data, write_results  # noqa: E402
+from ml100k_common import (REPO, int_list, ml100k_config, pinning, resolve_data,  # noqa: E402
+                           write_results)
 
 DATA = flags.DEFINE_string("data", "", "ML-100k in RecBole's atomic format (ml-100k.inter).")
 BLOCKS = flags.DEFINE_list("blocks", ["2", "4", "8"], "SASRec depths to time.")
@@ -97,10 +98,7 @@ def time_depth(data_dir: str, num_blocks: int, rounds: int, steps: int, stride: 
   return {"num_blocks": num_blocks, "window_stride": stride, "batch_size": config.train.batch_size,
           "window": config.data.max_len, "seconds_per_step": seconds, "median": med,
           "ratio": med["whole_stack"] / med["counted"], "loss_check": check,
-          "counted_positions_per_batch": statistics.mean(counted_positions),
-          "threads": {k: os.environ.get(k, "") for k in ("TF_NUM_INTRAOP_THREADS",
-                                                         "TF_NUM_INTEROP_THREADS")},
-          "cpus": sorted(os.sched_getaffinity(0))}
+          "counted_positions_per_batch": statistics.mean(counted_positions), **pinning()}
 
 
 def main(argv):

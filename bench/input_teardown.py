@@ -26,7 +26,7 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ml100k_common import REPO, ml100k_config, resolve_data, write_results  # noqa: E402
+from ml100k_common import REPO, ml100k_config, pinning, resolve_data, write_results  # noqa: E402
 
 DATA = flags.DEFINE_string("data", "", "ML-100k in RecBole's atomic format (ml-100k.inter).")
 ROUNDS = flags.DEFINE_integer("rounds", 3, "Rounds; each runs an epoch of each variant.")
@@ -44,6 +44,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   data_dir = resolve_data(DATA.value)
   rounds, steps = (1, 40) if QUICK.value else (ROUNDS.value, STEPS.value)
+  if rounds < 1 or steps < 0 or CHECK.value < 1:
+    raise app.UsageError(f"--rounds={rounds}, --steps={steps}, --check={CHECK.value}: expected "
+                         "--rounds >= 1, --steps >= 0 (0: the whole epoch) and --check >= 1")
 
   import numpy as np
   import tensorflow as tf
@@ -56,7 +59,11 @@ def main(argv):
   config.train.window_stride, config.train.batch_size = 1, 256
   data = RunData.load(config.data, config.train.window_stride)
   batch_size = config.train.batch_size
-  steps = steps or -(-len(data.train) // batch_size)
+  epoch_steps = -(-len(data.train) // batch_size)
+  if steps > epoch_steps:
+    raise app.UsageError(f"--steps={steps}: an epoch has {epoch_steps} steps; give at most that "
+                         "(or 0 for the whole epoch)")
+  steps = steps or epoch_steps
 
   def dataset(variant: str, epoch: int) -> tf.data.Dataset:
     ds = data.pipelines.train(data.train, batch_size, seed=0, epoch=epoch)
@@ -111,10 +118,7 @@ def main(argv):
           f"{s['teardown_seconds_median']:.2f} s (median), {s['teardown_seconds_max']:.2f} s (max)")
   path = write_results(OUT.value, "input_teardown", QUICK.value, {
       "data": data_dir, "rounds": rounds, "steps": steps, "batch_size": batch_size,
-      "batches_equal": same, "runs": runs, "summary": summary,
-      "threads": {k: os.environ.get(k, "") for k in ("TF_NUM_INTRAOP_THREADS",
-                                                     "TF_NUM_INTEROP_THREADS")},
-      "cpus": sorted(os.sched_getaffinity(0))})
+      "batches_equal": same, "runs": runs, "summary": summary, **pinning()})
   print(f"Results written to {path}")
 
 

@@ -104,6 +104,14 @@ def measured_run(config, workdir: str, **tags) -> dict:
   return result
 
 
+def pinning() -> dict:
+  """{"threads": TensorFlow's thread variables as set, "cpus": the CPUs this process may run on},
+  for a timing's JSON (the timings are compared pinned to one core, one thread)."""
+  return {"threads": {k: os.environ.get(k, "") for k in ("TF_NUM_INTRAOP_THREADS",
+                                                         "TF_NUM_INTEROP_THREADS")},
+          "cpus": sorted(os.sched_getaffinity(0))}
+
+
 def write_results(out_dir: str, name: str, quick: bool, payload: dict) -> str:
   """Writes payload (+ the Python version) to out_dir/<name>[_quick].json; returns the path."""
   import json
