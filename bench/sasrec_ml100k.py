@@ -52,6 +52,9 @@ tf_skiprec/experiments/ml100k_sasrec.py):
                  4 blocks grown from sas2_gelu_prefix, on the prefixes, and SkipRec on them;
   gumbel50cmdu_sas4_grown_gelu_e20_ppp
                  the same with the budget over user-balanced windows (policy.budget_over=users);
+  gumbel50cmdl_sas4_grown_gelu_e20_ppp
+                 the same users, the budget over their validation histories
+                 (policy.budget_over=latest);
   <a GELU variant>_ema99, _ema998
                  sas2_gelu, sas8_grown_gelu, gumbel50cmd_sas8_grown_gelu_e20 and
                  gumbel30cm_sas8_grown_gelu with weight averaging (train.ema_decay 0.99, 0.998),

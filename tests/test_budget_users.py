@@ -1,9 +1,10 @@
-"""policy.budget_over = "users": SkipRec's budget term over user-balanced training windows.
+"""policy.budget_over = "users" or "latest": SkipRec's budget term over user-balanced histories.
 
 The training windows over-represent the users with long histories (one window per item with
 train.window_stride=1), while validation, model selection, calibration and serving count one
 history per user; with "users" the gumbel step's compute terms read the decisions on a second
-batch of windows drawn with every user equally likely (data/pipeline.py, user_balanced).
+batch of windows drawn with every user equally likely (data/pipeline.py, user_balanced), and
+with "latest" on the same users' validation histories themselves (user_latest).
 """
 
 import numpy as np
@@ -13,8 +14,9 @@ import tensorflow as tf
 from test_splits import _log
 from tf_skiprec.config import Config
 from tf_skiprec.config_rules import problems
-from tf_skiprec.data.pipeline import Pipelines, _gather, user_balanced
-from tf_skiprec.data.splits import Windows, build_sequences, train_windows
+from tf_skiprec.data.pipeline import (Pipelines, _gather, budget_histories, user_balanced,
+                                      user_latest)
+from tf_skiprec.data.splits import Windows, build_sequences, eval_windows, train_windows
 from tf_skiprec.experiments import get_config
 from tf_skiprec.training import builders, run
 
@@ -65,13 +67,13 @@ def test_user_balanced_refuses_windows_without_users():
     user_balanced(Windows(ends=np.array([3]), lengths=np.array([3], np.int32)), 4, 0, 0)
 
 
-def test_by_user_batches_add_real_windows_and_leave_the_batch_unchanged():
+def test_user_balanced_batches_add_real_windows_and_leave_the_batch_unchanged():
   data = _skewed_data()
   max_len = 4
   windows = train_windows(data, max_len, stride=1)
   pipe = Pipelines(data, max_len)
   plain = list(pipe.train(windows, 8, seed=0, epoch=0))
-  both = list(pipe.train(windows, 8, seed=0, epoch=0, by_user=True))
+  both = list(pipe.train(windows, 8, seed=0, epoch=0, budget_over="users"))
   assert len(plain) == len(both) and "budget_inputs" not in plain[0]
   every_input = {tuple(row) for b in plain for row in b["inputs"].numpy()}
   for a, b in zip(plain, both):
@@ -86,9 +88,46 @@ def test_by_user_batches_add_real_windows_and_leave_the_batch_unchanged():
   want = _gather(data.items, windows.ends[drawn], windows.lengths[drawn], max_len + 1)[:, :-1]
   np.testing.assert_array_equal(budget, want)
   # Resuming mid-epoch gives the same rows beside the same batches.
-  rest = list(pipe.train(windows, 8, seed=0, epoch=0, by_user=True, skip_batches=2))
+  rest = list(pipe.train(windows, 8, seed=0, epoch=0, budget_over="users", skip_batches=2))
   for a, b in zip(both[2:], rest):
     np.testing.assert_array_equal(a["budget_inputs"], b["budget_inputs"])
+
+
+def test_user_latest_draws_the_same_users_each_at_its_latest_window():
+  windows = Windows(ends=np.array([14, 9, 3, 25, 20]), lengths=np.array([5, 5, 3, 2, 4], np.int32),
+                    users=np.array([0, 0, 0, 1, 1]))
+  drawn = user_latest(windows, 500, seed=4, epoch=2)
+  assert set(drawn) == {0, 3}                 # the largest end of each user, wherever it is
+  np.testing.assert_array_equal(windows.users[drawn],
+                                windows.users[user_balanced(windows, 500, seed=4, epoch=2)])
+  with pytest.raises(ValueError, match="users"):
+    user_latest(Windows(ends=np.array([3]), lengths=np.array([3], np.int32)), 4, 0, 0)
+
+
+@pytest.mark.parametrize("max_len,stride", [(4, 1), (6, 1), (6, 4), (20, 0)])
+def test_latest_budget_rows_are_the_users_validation_histories(max_len, stride):
+  """Row by row, the budget rows of "latest" are the histories validation scores (padded ones
+  too, at max_len 6 and 20), of the users `user_balanced` draws; the training batches are those
+  of a run without them."""
+  data = _skewed_data((6, 12, 60, 9))
+  windows = train_windows(data, max_len, stride=stride)
+  valid = eval_windows(data, "valid", max_len)
+  pipe = Pipelines(data, max_len)
+  plain = list(pipe.train(windows, 8, seed=1, epoch=3))
+  latest = list(pipe.train(windows, 8, seed=1, epoch=3, budget_over="latest"))
+  for a, b in zip(plain, latest, strict=True):
+    np.testing.assert_array_equal(a["inputs"], b["inputs"])
+  users = windows.users[user_balanced(windows, len(windows), seed=1, epoch=3)]
+  want = _gather(data.items, valid.ends[users], valid.lengths[users], max_len).numpy()
+  got = np.concatenate([b["budget_inputs"].numpy() for b in latest])
+  np.testing.assert_array_equal(got, want)
+  assert (got[:, -1] > 0).all()               # each ends at its user's last training item
+
+
+def test_budget_histories_refuse_an_unknown_choice():
+  windows = train_windows(_skewed_data(), 4, stride=1)
+  with pytest.raises(ValueError, match="'users' or 'latest'"):
+    budget_histories(windows, 4, 0, 0, "requests", 4)
 
 
 class _PaddedKeeps:
@@ -154,14 +193,15 @@ def test_an_unknown_budget_over_is_refused_with_the_choices():
   config.policy.budget_over = "requests"
   found = problems(config)
   assert len(found) == 1 and "policy.budget_over" in found[0], found
-  assert "windows" in found[0] and "users" in found[0]
+  assert all(choice in found[0] for choice in ("windows", "users", "latest"))
 
 
-def test_a_run_with_budget_over_users_trains_on_the_balanced_rows(tmp_path):
+@pytest.mark.parametrize("over", ["users", "latest"])
+def test_a_run_with_the_budget_over_users_trains_on_the_balanced_rows(tmp_path, over):
   config = get_config("smoke")
   config.train.mode, config.train.epochs = "gumbel", 1
   config.train.window_stride = 1
-  config.policy.budget_over = "users"
+  config.policy.budget_over = over
   run(config, str(tmp_path / "run"))
   logged = set()
   for path in (tmp_path / "run" / "tensorboard").iterdir():

@@ -154,7 +154,7 @@ def test_pipelines_run_untuned_so_an_epochs_iterator_is_deleted_at_once():
   data = build_sequences(_log(rows))
   pipe, windows = Pipelines(data, 4), train_windows(data, 4)
   for ds in (pipe.train(windows, 3, seed=5, epoch=0), pipe.train(windows, 3, seed=5, epoch=0,
-                                                                 by_user=True),
+                                                                 budget_over="users"),
              pipe.evaluation(eval_windows(data, "valid", 4), 8)):
     assert ds.options().autotune.enabled is False
 

@@ -107,7 +107,8 @@ class PolicyConfig:
   # counts as often as it has windows (with train.window_stride=1, once per item); "users", a
   # second batch of training windows drawn with every user equally likely, each at one of its
   # longest windows (data/pipeline.py, user_balanced), as validation, model selection,
-  # calibration and serving count them (one history per user).
+  # calibration and serving count them (one history per user); "latest", the same users, each
+  # at its validation history itself (user_latest: the latest window shifted by one item).
   budget_over: str = "windows"
   budget_slack: float = 0.05         # model selection (gumbel, rl): an epoch is within budget
                                      # if its usage + the policy's share <= budget + slack

@@ -30,7 +30,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.activation": ("relu", "gelu"),
     "policy.body": ("cnn", "gru", "pool"),
     "policy.cost": ("quadratic", "lagrangian"),
-    "policy.budget_over": ("windows", "users"),
+    "policy.budget_over": ("windows", "users", "latest"),
     "policy.reward": ("likelihood", "quadratic", "reference"),
     "policy.tau_schedule": ("exponential", "linear", "constant"),
     "train.mode": ("pretrain", "gumbel", "rl"),

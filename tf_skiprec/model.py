@@ -246,8 +246,8 @@ class SkipRecModel(BackboneModel):
     decisions the compute terms read [B', N]).
 
     Training samples straight-through decisions; otherwise they are greedy at 0.5. With
-    "budget_inputs" [B', L] in `inputs` (the pipeline's user-balanced windows,
-    policy.budget_over="users"), training runs the policy once over both sets of rows (one batch
+    "budget_inputs" [B', L] in `inputs` (the pipeline's user-balanced histories,
+    policy.budget_over="users" or "latest"), training runs the policy once over both sets of rows (one batch
     for its batch normalisation, one draw) and the compute terms read the decisions on those
     rows: the budget then holds per user, as validation, model selection, calibration and
     serving count it, not per training window. Else they read `keep`.

@@ -75,17 +75,59 @@ def user_balanced(windows: Windows, size: int, seed: int, epoch: int) -> np.ndar
   With train.window_stride=1 every window of a user is as long as its longest. The same
   (seed, epoch), the same draws.
   """
+  order, first, count, pick, rng = _users_drawn(windows, size, seed, epoch, windows.lengths)
+  within = np.floor(rng.random(size) * count[pick]).astype(np.int64)  # [size] their windows
+  return order[first[pick] + np.minimum(within, count[pick] - 1)]
+
+
+def user_latest(windows: Windows, size: int, seed: int, epoch: int) -> np.ndarray:
+  """[size] indices into the training `windows`: the same users as `user_balanced` draws for
+  (seed, epoch), each at its latest window (the one that ends the user's training part).
+
+  That window ends where the user's validation history does (splits.eval_windows): its last
+  max_len items, the last training item among them, are the history that validation and
+  selection score, and serving after it; `budget_histories(..., "latest")` takes them.
+  """
+  order, first, _, pick, _ = _users_drawn(windows, size, seed, epoch, windows.ends)
+  return order[first[pick]]  # one window per user: its latest
+
+
+def _users_drawn(windows: Windows, size: int, seed: int, epoch: int, key: np.ndarray):
+  """What `user_balanced` and `user_latest` share. The eligible windows, those whose [W] `key`
+  is their user's largest, grouped by user in index order ([E] indices, and each of the U'
+  users' first position and count among them); [size] users drawn uniformly from the U'; the
+  generator, for what else the caller draws. The same (seed, epoch), the same users."""
   if windows.users is None:
-    raise ValueError("user_balanced needs the training windows' users (splits.train_windows)")
-  longest = np.zeros(int(windows.users.max()) + 1, windows.lengths.dtype)       # [U]
-  np.maximum.at(longest, windows.users, windows.lengths)
-  eligible = np.flatnonzero(windows.lengths == longest[windows.users])          # [E]
+    raise ValueError("drawing users needs the training windows' users (splits.train_windows)")
+  largest = np.full(int(windows.users.max()) + 1, np.iinfo(key.dtype).min, key.dtype)  # [U]
+  np.maximum.at(largest, windows.users, key)
+  eligible = np.flatnonzero(key == largest[windows.users])                      # [E]
   order = eligible[np.argsort(windows.users[eligible], kind="stable")]  # [E] grouped by user
   users, first, count = np.unique(windows.users[order], return_index=True, return_counts=True)
   rng = np.random.default_rng([seed, epoch, 0x5B])
-  pick = rng.integers(0, len(users), size)                            # [size] users
-  within = np.floor(rng.random(size) * count[pick]).astype(np.int64)  # [size] their windows
-  return order[first[pick] + np.minimum(within, count[pick] - 1)]
+  return order, first, count, rng.integers(0, len(users), size), rng
+
+
+def budget_histories(windows: Windows, size: int, seed: int, epoch: int, over: str,
+                     max_len: int) -> tuple[np.ndarray, np.ndarray]:
+  """The (ends [size] int64, lengths [size] int32) of the histories SkipRec's compute terms read
+  (policy.budget_over), each at most max_len items, one user drawn per row:
+
+  - "users": a user's longest training window's inputs (`user_balanced`; the window without
+    its last item);
+  - "latest": the user's validation history (`user_latest`; the latest window without its first
+    item), so the budget is held on the very histories that validation and selection count, and
+    the calibration has no train-to-validation gap to close (on ML-100k's 4-block SASRec the
+    longest windows ran 0.13 block under validation at the same threshold, BUILD_NOTES.md,
+    issue 17, fifteenth session).
+  """
+  if over == "users":
+    drawn = user_balanced(windows, size, seed, epoch)
+    return windows.ends[drawn] - 1, windows.lengths[drawn] - 1
+  if over == "latest":
+    drawn = user_latest(windows, size, seed, epoch)
+    return windows.ends[drawn], np.minimum(windows.lengths[drawn], max_len).astype(np.int32)
+  raise ValueError(f"budget histories over {over!r}: choose 'users' or 'latest'")
 
 
 class Pipelines:
@@ -102,7 +144,7 @@ class Pipelines:
 
   def train(self, windows: Windows, batch_size: int, *, seed: int, epoch: int,
             skip_batches: int = 0, drop_remainder: bool = False, replicas: int = 1,
-            by_user: bool = False) -> tf.data.Dataset:
+            budget_over: str = "windows") -> tf.data.Dataset:
     """One epoch of shuffled training batches.
 
     Yields {"inputs": [B, max_len] int32, "labels": [B, max_len] int32}: labels are the inputs
@@ -111,19 +153,19 @@ class Pipelines:
     With `replicas` > 1 the global batch is split across them; a last batch too small to give
     every replica a row is left out (`train_windows_used`).
 
-    by_user: also yield "budget_inputs" [B, max_len] int32, the inputs of B more training
-    windows drawn with every user equally likely (`user_balanced`), row b beside the batch's
-    row b: SkipRec's compute terms read the decisions on them (policy.budget_over="users").
+    budget_over: "windows" (the default) yields the batch alone; "users" or "latest" also yield
+    "budget_inputs" [B, max_len] int32, B more histories with every user equally likely
+    (`budget_histories`), row b beside the batch's row b: SkipRec's compute terms read the
+    decisions on them (policy.budget_over).
 
     B is unknown in the element spec (the last batch may be smaller), so the training loop that
     takes its batches from this dataset is traced once, not once more for the last batch
     (BUILD_NOTES.md, issue 14, sixth pass: the same run, bit for bit, on `make train`).
     """
     ds = self._shuffled(windows, seed, epoch, replicas, batch_size)
-    if by_user:
-      drawn = user_balanced(windows, len(windows), seed, epoch)        # [W] window indices
-      extra = tf.data.Dataset.from_tensor_slices((windows.ends[drawn], windows.lengths[drawn]))
-      ds = tf.data.Dataset.zip((ds, extra))
+    if budget_over != "windows":
+      extra = budget_histories(windows, len(windows), seed, epoch, budget_over, self.max_len)
+      ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(extra)))
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if skip_batches:
       ds = ds.skip(skip_batches)
@@ -141,8 +183,8 @@ class Pipelines:
     return ds.take(used) if used < len(windows) else ds
 
   def _examples(self, batches: tf.data.Dataset) -> tf.data.Dataset:
-    """Batches of (ends, lengths, counted), or of ((ends, lengths, counted), (budget ends,
-    budget lengths)) -> {"inputs", "labels"[, "budget_inputs"]} (see `train`), prefetched."""
+    """Batches of (ends, lengths, counted), or of ((ends, lengths, counted), (budget history
+    ends, lengths)) -> {"inputs", "labels"[, "budget_inputs"]} (see `train`), prefetched."""
     width, items = self.max_len + 1, self._items
 
     def windows(ends, lengths, counted):
@@ -156,7 +198,7 @@ class Pipelines:
     def to_example(main, extra=None):
       example = windows(*main)
       if extra is not None:
-        example["budget_inputs"] = _gather(items, extra[0], extra[1], width)[:, :-1]
+        example["budget_inputs"] = _gather(items, extra[0], extra[1], self.max_len)
       return example
 
     if isinstance(batches.element_spec[0], tuple):

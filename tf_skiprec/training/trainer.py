@@ -173,7 +173,7 @@ class Trainer:
     batches = self.data.pipelines.train(
         self.data.train, train.batch_size, seed=train.seed, epoch=index,
         replicas=self.strategy.num_replicas_in_sync, skip_batches=done,
-        by_user=mode == "gumbel" and policy.budget_over == "users")
+        budget_over=policy.budget_over if mode == "gumbel" else "windows")
     bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=["seq/s", "tau"],
                               verbose=1 if self.config.runtime.progress else 0)
     now = time.perf_counter()
