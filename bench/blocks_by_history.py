@@ -8,11 +8,12 @@ left-padded ones and full ones), at the run's configured and its calibrated thre
       --out=bench/results/sasrec_ml100k/blocks_by_history
 
 Training holds policy.budget over what its budget term averages (policy.budget_over: the
-batch's windows, or user-balanced windows); validation, model selection, calibration and serving
-count one history per user. Where the two populations differ (with train.window_stride=1 a user
-has a window per item, and the users under max_len items one window each), a budget held per
-window can run over it per user: this prints both, so the gap is seen, not guessed. Writes
-<out>/summary.json.
+batch's windows, user-balanced windows, or with "latest" the users' validation histories, for
+which the "valid" column is the one the budget holds on); validation, model selection,
+calibration and serving count one history per user. Where the two populations differ (with
+train.window_stride=1 a user has a window per item, and the users under max_len items one
+window each), a budget held per window can run over it per user: this prints both, so the gap
+is seen, not guessed. Writes <out>/summary.json.
 """
 
 from __future__ import annotations

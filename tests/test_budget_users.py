@@ -107,14 +107,20 @@ def test_user_latest_draws_the_same_users_each_at_its_latest_window():
 @pytest.mark.parametrize("max_len,stride", [(4, 1), (6, 1), (6, 4), (20, 0)])
 def test_latest_budget_rows_are_the_users_validation_histories(max_len, stride):
   """Row by row, the budget rows of "latest" are the histories validation scores (padded ones
-  too, at max_len 6 and 20), of the users `user_balanced` draws; the training batches are those
-  of a run without them."""
-  data = _skewed_data((6, 12, 60, 9))
+  too, at max_len 6 and 20), of the users `user_balanced` draws (never one without a training
+  window); the training batches are those of a run without them, and a resumed epoch gives the
+  same rows."""
+  data = _skewed_data((6, 12, 60, 9, 3))       # u4: one training item, so no window
   windows = train_windows(data, max_len, stride=stride)
   valid = eval_windows(data, "valid", max_len)
+  ends, lengths = budget_histories(windows, 900, 1, 3, "latest", max_len)
+  users = windows.users[user_balanced(windows, 900, seed=1, epoch=3)]
+  np.testing.assert_array_equal(ends, valid.ends[users])
+  np.testing.assert_array_equal(lengths, valid.lengths[users])
+  assert set(users) == {0, 1, 2, 3}
   pipe = Pipelines(data, max_len)
-  plain = list(pipe.train(windows, 8, seed=1, epoch=3))
-  latest = list(pipe.train(windows, 8, seed=1, epoch=3, budget_over="latest"))
+  plain = list(pipe.train(windows, 2, seed=1, epoch=3))
+  latest = list(pipe.train(windows, 2, seed=1, epoch=3, budget_over="latest"))
   for a, b in zip(plain, latest, strict=True):
     np.testing.assert_array_equal(a["inputs"], b["inputs"])
   users = windows.users[user_balanced(windows, len(windows), seed=1, epoch=3)]
@@ -122,6 +128,9 @@ def test_latest_budget_rows_are_the_users_validation_histories(max_len, stride):
   got = np.concatenate([b["budget_inputs"].numpy() for b in latest])
   np.testing.assert_array_equal(got, want)
   assert (got[:, -1] > 0).all()               # each ends at its user's last training item
+  rest = list(pipe.train(windows, 2, seed=1, epoch=3, budget_over="latest", skip_batches=1))
+  np.testing.assert_array_equal(np.concatenate([b["budget_inputs"].numpy() for b in rest]),
+                                got[len(latest[0]["inputs"]):])
 
 
 def test_budget_histories_refuse_an_unknown_choice():

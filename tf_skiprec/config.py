@@ -108,7 +108,8 @@ class PolicyConfig:
   # second batch of training windows drawn with every user equally likely, each at one of its
   # longest windows (data/pipeline.py, user_balanced), as validation, model selection,
   # calibration and serving count them (one history per user); "latest", the same users, each
-  # at its validation history itself (user_latest: the latest window shifted by one item).
+  # at its validation history itself (user_latest: the latest training window's inputs shifted
+  # one item later, so ending at the user's last training item; users with a training window).
   budget_over: str = "windows"
   budget_slack: float = 0.05         # model selection (gumbel, rl): an epoch is within budget
                                      # if its usage + the policy's share <= budget + slack

@@ -132,8 +132,8 @@ class SkipRecModel(BackboneModel):
     "gumbel": straight-through Gumbel-softmax decisions at the temperature of the step's
       schedule; loss = recommendation loss + a compute term on usage = mean executed blocks / N
       (over the batch's windows, or, in training, over the user-balanced rows "budget_inputs"
-      when the batch has them: `_gumbel_decisions`; the entropy term stays on the batch's
-      decisions, the ones the loss trains):
+      (policy.budget_over "users" or "latest") when the batch has them: `_gumbel_decisions`;
+      the entropy term stays on the batch's decisions, the ones the loss trains):
       penalty * (usage - budget)^2 (cost "quadratic"), or multiplier * (usage - budget) (cost
       "lagrangian"; `after_step` raises the multiplier by dual ascent while usage exceeds the
       budget); + user_charge * the batch mean of log(k_u + 1), k_u the blocks user u runs (a
@@ -247,10 +247,10 @@ class SkipRecModel(BackboneModel):
 
     Training samples straight-through decisions; otherwise they are greedy at 0.5. With
     "budget_inputs" [B', L] in `inputs` (the pipeline's user-balanced histories,
-    policy.budget_over="users" or "latest"), training runs the policy once over both sets of rows (one batch
-    for its batch normalisation, one draw) and the compute terms read the decisions on those
-    rows: the budget then holds per user, as validation, model selection, calibration and
-    serving count it, not per training window. Else they read `keep`.
+    policy.budget_over="users" or "latest"), training runs the policy once over both sets of
+    rows (one batch for its batch normalisation, one draw) and the compute terms read the
+    decisions on those rows: the budget then holds per user, as validation, model selection,
+    calibration and serving count it, not per training window. Else they read `keep`.
     """
     rows = inputs.get("budget_inputs") if training else None
     if rows is None:

@@ -115,11 +115,13 @@ def budget_histories(windows: Windows, size: int, seed: int, epoch: int, over: s
 
   - "users": a user's longest training window's inputs (`user_balanced`; the window without
     its last item);
-  - "latest": the user's validation history (`user_latest`; the latest window without its first
-    item), so the budget is held on the very histories that validation and selection count, and
-    the calibration has no train-to-validation gap to close (on ML-100k's 4-block SASRec the
-    longest windows ran 0.13 block under validation at the same threshold, BUILD_NOTES.md,
-    issue 17, fifteenth session).
+  - "latest": the user's validation history (`user_latest`; the last min(max_len, length)
+    items of the latest window, which ends at the user's last training item), so the budget is
+    held on the very histories that validation and selection count, and the calibration has no
+    train-to-validation gap to close (on ML-100k's 4-block SASRec the longest windows ran 0.13
+    block under validation at the same threshold, BUILD_NOTES.md, issue 17, fifteenth session).
+    Only inputs: no row reaches the validation or the test target. A user with a single
+    training item (3 interactions) has no training window, so is never drawn, by either choice.
   """
   if over == "users":
     drawn = user_balanced(windows, size, seed, epoch)
