@@ -120,6 +120,8 @@ def budget_histories(windows: Windows, size: int, seed: int, epoch: int, over: s
     held on the very histories that validation and selection count, and the calibration has no
     train-to-validation gap to close (on ML-100k's 4-block SASRec the longest windows ran 0.13
     block under validation at the same threshold, BUILD_NOTES.md, issue 17, fifteenth session).
+    Measured, it fits the budget to these very rows instead: 2.0 of 4 blocks on them, 2.9 on
+    the same users one item earlier, 2.17 on test (seventeenth session), so prefer "users".
     Only inputs: no row reaches the validation or the test target. A user with a single
     training item (3 interactions) has no training window, so is never drawn, by either choice.
   """
